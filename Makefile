@@ -1,0 +1,35 @@
+# Two commands: `make reproduce` (build the environment, run every notebook, then the figures)
+# and `make test`. CE_DATA_DIR must point at the data directory (beir/, queries/, sts/).
+PYTHON  ?= .venv/bin/python
+PROFILE ?= default
+ONLY    ?=
+export HF_HUB_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: env reproduce notebooks figures test lab clean-cache
+
+env: .venv/.installed
+
+.venv/.installed: pyproject.toml
+	python3 -m venv .venv
+	.venv/bin/pip install --quiet --upgrade pip
+	.venv/bin/pip install --quiet torch==2.13.0
+	.venv/bin/pip install --quiet -e ".[test,onnx]"
+	touch $@
+
+reproduce: env
+	$(PYTHON) -m ce_utils.runner --profile $(PROFILE) $(if $(ONLY),--only $(ONLY),)
+
+notebooks: reproduce
+
+figures: env
+	$(PYTHON) -m ce_utils.runner --profile $(PROFILE) --only 05
+
+test: env
+	$(PYTHON) -m pytest -q
+
+lab: env
+	.venv/bin/jupyter lab notebooks/
+
+clean-cache:
+	rm -rf cache/$(PROFILE)

