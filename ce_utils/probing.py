@@ -1,0 +1,510 @@
+"""Layer probing (Ananthakrishnan et al., 2025): are a cross encoder's early layers useful
+sentence embedders?
+
+A cross encoder (CE) sees one text by pairing it with itself, ``[CLS] s [SEP] s [SEP]``; every
+hidden state (``0`` = embedding output, ``i`` = layer ``i``) is mean-pooled over a *pooling span*:
+
+* ``first_segment`` (the paper's choice, default): tokens of the first copy, without
+  ``[CLS]`` / ``[SEP]`` / padding;
+* ``both_segments``: every non-special token of both copies;
+* ``with_cls``: the first copy plus ``[CLS]``.
+
+A dual encoder (DE) sees the text alone and is mean-pooled over its non-padding tokens, at the
+same hidden states. One forward pass per text yields every layer; the stacked
+``[n_layers + 1, n_texts, dim]`` array is cached. Each layer's embeddings are then used for exact
+cosine retrieval (BEIR metrics), STS-B Spearman correlation, and a linear-CKA / cosine control
+between the CE's and the DE's embeddings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from ce_utils.config import ConfigError
+from ce_utils.retrieval import DEFAULT_METRICS, cached_array, evaluate, exact_search
+from ce_utils.students import backbone
+
+POOLINGS = ("first_segment", "both_segments", "with_cls")
+KINDS = ("ce", "de")
+
+# columns every layer_probe.csv row has (run metadata is appended by save_results)
+PROBE_COLUMNS = ["model", "model_kind", "layer", "n_layers", "section", "dataset", "metric", "value", "pooling",
+                 "n_queries", "n_docs", "approximate", "max_length", "seed"]
+CE_QUALITY_COLUMNS = ["model", "stage", "first_stage_model", "dataset", "metric", "value", "depth",
+                      "n_queries", "n_docs", "approximate", "max_length", "seed"]
+
+
+# --------------------------------------------------------------------------- settings
+@dataclass
+class ProbeSettings:
+    models: dict[str, dict]                    # label -> {"kind": "ce"|"de", "spec": model spec}
+    datasets: list[str]
+    layers: list[int] | None = None            # None = every hidden state 0..L
+    pooling: str = "first_segment"
+    batch_size: int = 32
+    max_length: int = 128                      # tokens per text (a CE self-pair gets 2x)
+    max_queries: int | None = None
+    max_docs: int | None = None
+    sizes: dict = field(default_factory=dict)  # dataset -> {max_queries, max_docs}
+    sts: str | None = "stsb-test"
+    sts_max_pairs: int | None = None
+    control_dataset: str | None = None
+    control_texts: int = 512
+    rerank_dataset: str | None = None
+    rerank_max_queries: int | None = None
+    rerank_max_length: int | None = None
+    rerank_depth: int = 20
+    metrics: list[str] = field(default_factory=lambda: list(DEFAULT_METRICS))
+    seed: int = 42
+
+
+def check_pooling(pooling: str) -> str:
+    if pooling not in POOLINGS:
+        raise ConfigError(f"Unknown pooling {pooling!r}; use one of {', '.join(POOLINGS)} "
+                          "(e.g. `-p pooling first_segment`).")
+    return pooling
+
+
+def _as_model_dict(models, cfg: dict) -> dict[str, dict]:
+    if not models:
+        models = {"ce": cfg["models"].get("ce"), "de": cfg["models"].get("de")}
+    if not isinstance(models, dict):
+        raise ConfigError("`models` must be a dict {label: spec} or {label: {kind: ce|de, spec: ...}}.")
+    out = {}
+    for label, value in models.items():
+        if isinstance(value, str) or value is None:
+            if label not in KINDS:
+                raise ConfigError(f"Model {label!r}: give {{'kind': 'ce' or 'de', 'spec': {value!r}}}; only the "
+                                  "labels 'ce' and 'de' imply their kind.")
+            value = {"kind": label, "spec": value}
+        kind, spec = value.get("kind"), value.get("spec")
+        if kind not in KINDS:
+            raise ConfigError(f"Model {label!r}: kind must be 'ce' or 'de', not {kind!r}.")
+        if not spec:
+            raise ConfigError(f"Model {label!r} has no spec; set models.{kind} in the profile or pass "
+                              f"`-p {kind}_model <spec>`.")
+        out[label] = {"kind": kind, "spec": spec}
+    return out
+
+
+def probe_settings(cfg: dict, **params) -> ProbeSettings:
+    """The ``probing`` section of the profile, overridden by non-``None`` ``params``
+    (``models``, ``de_model``, ``ce_model``, ``datasets``, ``layers``, ``pooling``, ...)."""
+    sec = dict(cfg.get("probing") or {})
+    sec.update({k: v for k, v in params.items() if v is not None})
+    models = sec.pop("models", None)
+    models = _as_model_dict(models, cfg)
+    for kind in KINDS:  # de_model / ce_model replace the spec of the model of that kind
+        spec = sec.pop(f"{kind}_model", None)
+        if spec:
+            for m in models.values():
+                if m["kind"] == kind:
+                    m["spec"] = spec
+    known = list(cfg.get("datasets") or {})
+    datasets = sec.pop("datasets", None) or known
+    if isinstance(datasets, str):
+        datasets = [datasets]
+    unknown = [d for d in datasets if d not in known]
+    if unknown:
+        raise ConfigError(f"Unknown dataset(s) {unknown}; the profile has {', '.join(sorted(known))}. "
+                          "Add them under `datasets:` in the profile YAML.")
+    ev = cfg.get("eval") or {}
+    layers = sec.pop("layers", None)
+    if layers is not None:
+        if isinstance(layers, int):
+            layers = [layers]
+        if not all(isinstance(l, int) and not isinstance(l, bool) for l in layers):
+            raise ConfigError(f"layers must be a list of ints (0 = embedding output), not {layers!r}.")
+    s = ProbeSettings(
+        models=models, datasets=list(datasets), layers=layers,
+        pooling=check_pooling(sec.pop("pooling", "first_segment")),
+        batch_size=int(sec.pop("batch_size", None) or (cfg.get("encode") or {}).get("batch_size", 32)),
+        max_length=int(sec.pop("max_length", None) or (cfg.get("encode") or {}).get("max_length", 128)),
+        max_queries=sec.pop("max_queries", None), max_docs=sec.pop("max_docs", None),
+        sizes=dict(sec.pop("sizes", None) or {}),
+        sts=sec.pop("sts", "stsb-test"), sts_max_pairs=sec.pop("sts_max_pairs", None),
+        control_dataset=sec.pop("control_dataset", None), control_texts=int(sec.pop("control_texts", 512)),
+        rerank_dataset=sec.pop("rerank_dataset", None), rerank_max_queries=sec.pop("rerank_max_queries", None),
+        rerank_max_length=sec.pop("rerank_max_length", None),
+        rerank_depth=int(sec.pop("rerank_depth", None) or ev.get("rerank_depth", 20)),
+        metrics=list(sec.pop("metrics", None) or ev.get("metrics") or DEFAULT_METRICS),
+        seed=int(sec.pop("seed", None) or cfg.get("seed", 42)),
+    )
+    if s.control_dataset is None or s.control_dataset not in s.datasets:
+        s.control_dataset = "scifact" if "scifact" in s.datasets else (s.datasets[0] if s.datasets else None)
+    if s.rerank_dataset is None or s.rerank_dataset not in s.datasets:
+        s.rerank_dataset = s.control_dataset
+    if s.max_length < 4 or s.batch_size < 1:
+        raise ConfigError("max_length must be >= 4 and batch_size >= 1.")
+    if sec:
+        raise ConfigError(f"Unknown probing parameter(s) {sorted(sec)}.")
+    return s
+
+
+def model_label(spec: str) -> str:
+    """A short, machine-independent name for a model spec (a local folder -> its name)."""
+    if spec.startswith(("package:", "trained:")):
+        return spec
+    p = Path(spec)
+    if p.is_absolute() or spec.startswith((".", "~")):
+        return p.name
+    return spec
+
+
+def check_probe_layers(layers: Sequence[int] | None, n_layers: int, what: str = "model") -> list[int]:
+    """Hidden-state indices 0..n_layers (0 = embedding output); ``None`` = all."""
+    if layers is None:
+        return list(range(n_layers + 1))
+    bad = [l for l in layers if not isinstance(l, int) or not 0 <= l <= n_layers]
+    if bad:
+        raise ConfigError(f"Layer index {bad} out of range for the {what}: it has hidden states 0..{n_layers} "
+                          "(0 = embedding output). Pass e.g. `-p layers '[0, 1, 2]'`.")
+    return sorted(set(layers))
+
+
+# --------------------------------------------------------------------------- tokenisation and masks
+def self_pair_batch(tokenizer, texts: Sequence[str], max_length: int):
+    """``[CLS] s [SEP] s [SEP]`` for each text: the tokenizer's pair encoding, both segments
+    truncated alike (longest first) to a pair total of ``2 * max_length``."""
+    return tokenizer(list(texts), list(texts), truncation="longest_first", max_length=2 * int(max_length),
+                     padding=True, return_tensors="pt", return_special_tokens_mask=True)
+
+
+def single_batch(tokenizer, texts: Sequence[str], max_length: int):
+    return tokenizer(list(texts), truncation=True, max_length=int(max_length), padding=True, return_tensors="pt",
+                     return_special_tokens_mask=True)
+
+
+def _segment_ids(enc) -> torch.Tensor:
+    """0 / 1 for the first / second segment (special tokens and padding get -1)."""
+    attn = enc["attention_mask"].bool()
+    special = enc["special_tokens_mask"].bool()
+    if "token_type_ids" in enc:
+        seg = enc["token_type_ids"].clone().long()
+    else:  # tokenizers without token types (RoBERTa-like): the fast tokenizer's sequence ids
+        seg = torch.tensor([[-1 if s is None else s for s in enc.sequence_ids(i)] for i in range(len(attn))])
+    seg[~attn | special] = -1
+    return seg
+
+
+def pooling_mask(enc, pooling: str = "first_segment", cls_token_id: int | None = None) -> torch.Tensor:
+    """Boolean ``[batch, tokens]`` mask of the tokens a CE self-pair embedding averages."""
+    check_pooling(pooling)
+    seg = _segment_ids(enc)
+    if pooling == "both_segments":
+        return seg >= 0
+    mask = seg == 0
+    if pooling == "with_cls":
+        ids = enc["input_ids"]
+        cls = ids == cls_token_id if cls_token_id is not None else torch.zeros_like(mask)
+        if not cls.any():
+            cls[:, 0] = True
+        mask = mask | (cls & enc["attention_mask"].bool())
+    return mask
+
+
+def mean_pool_layers(hidden_states: Sequence[torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
+    """``[n_hidden, batch, dim]``: each hidden state averaged over the tokens of ``mask``."""
+    h = torch.stack(tuple(hidden_states))                  # [n_hidden, batch, tokens, dim]
+    m = mask.to(h.dtype)[None, :, :, None]
+    return (h * m).sum(2) / m.sum(2).clamp(min=1.0)
+
+
+# --------------------------------------------------------------------------- encoding
+def tokenizer_of(model):
+    tok = getattr(model, "tokenizer", None)
+    if tok is None:
+        raise ConfigError(f"{type(model).__name__} has no tokenizer.")
+    return tok
+
+
+@torch.inference_mode()
+def encode_layers(model, texts: Sequence[str], kind: str, max_length: int, batch_size: int = 32,
+                  pooling: str = "first_segment", device: str | None = None, progress: bool = True,
+                  desc: str = "encode") -> np.ndarray:
+    """Mean-pooled embeddings of every hidden state, ``[n_layers + 1, n_texts, dim]`` (float32).
+
+    ``kind="ce"``: ``model`` is a CrossEncoder; each text is paired with itself and pooled over
+    ``pooling``. ``kind="de"``: ``model`` is a SentenceTransformer; the text alone, pooled over its
+    non-padding tokens."""
+    from tqdm.auto import tqdm
+
+    if kind not in KINDS:
+        raise ConfigError(f"kind must be 'ce' or 'de', not {kind!r}.")
+    check_pooling(pooling)
+    bb = backbone(model)
+    bb.eval()
+    tok = tokenizer_of(model)
+    dev = next(bb.parameters()).device if device is None else torch.device(device)
+    texts = list(texts)
+    n_hidden = len(bb.encoder.layer) + 1
+    dim = bb.config.hidden_size
+    out = np.zeros((n_hidden, len(texts), dim), dtype=np.float32)
+    order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))  # similar lengths share a batch
+    starts = range(0, len(texts), batch_size)
+    for start in tqdm(starts, desc=desc, disable=not progress or len(starts) < 2):
+        idx = order[start:start + batch_size]
+        chunk = [texts[i] for i in idx]
+        if kind == "ce":
+            enc = self_pair_batch(tok, chunk, max_length)
+            mask = pooling_mask(enc, pooling, getattr(tok, "cls_token_id", None))
+        else:
+            enc = single_batch(tok, chunk, max_length)
+            mask = enc["attention_mask"].bool()
+        inputs = {k: v.to(dev) for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+        hs = bb(**inputs, output_hidden_states=True).hidden_states
+        out[:, idx, :] = mean_pool_layers(hs, mask.to(dev)).float().cpu().numpy()
+    return out
+
+
+def ids_fingerprint(ids: Sequence[str]) -> str:
+    return hashlib.sha1("\n".join(map(str, ids)).encode()).hexdigest()[:16]
+
+
+def cached_layers(cache_dir, model, model_tag: str, kind: str, texts: Sequence[str], ids: Sequence[str],
+                  what: str, max_length: int, pooling: str, batch_size: int = 32, device: str | None = None,
+                  progress: bool = True) -> np.ndarray:
+    """:func:`encode_layers` through :func:`ce_utils.retrieval.cached_array` (stored as float16),
+    keyed by model, layer set, texts (``what`` + a fingerprint of ``ids``), pooling and max length."""
+    pool_key = pooling if kind == "ce" else "mean"
+
+    def compute():
+        return encode_layers(model, texts, kind, max_length, batch_size, pooling, device, progress,
+                             desc=f"{kind} {what}").astype(np.float16)
+
+    arr = cached_array(cache_dir, f"probe-{kind}-{what}".replace("/", "_"), compute, model=model_tag, kind=kind,
+                       layers="all", what=what, ids=ids_fingerprint(ids), n=len(ids), pooling=pool_key,
+                       max_length=int(max_length))
+    return arr.astype(np.float32)
+
+
+# --------------------------------------------------------------------------- scoring
+def retrieval_by_layer(q_layers: np.ndarray, d_layers: np.ndarray, ds, layers: Sequence[int],
+                       metrics: Sequence[str] = DEFAULT_METRICS, top_k: int = 100) -> dict[int, dict[str, float]]:
+    """Exact cosine retrieval with each chosen hidden state; metrics per layer."""
+    qids, dids = ds.query_ids, ds.doc_ids
+    out = {}
+    for layer in layers:
+        res = exact_search(q_layers[layer], d_layers[layer], qids, dids, top_k=top_k)
+        out[layer] = evaluate(ds.qrels, res, metrics)
+    return out
+
+
+def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a = a / np.clip(np.linalg.norm(a, axis=-1, keepdims=True), 1e-12, None)
+    b = b / np.clip(np.linalg.norm(b, axis=-1, keepdims=True), 1e-12, None)
+    return (a * b).sum(-1)
+
+
+def sts_by_layer(a_layers: np.ndarray, b_layers: np.ndarray, gold: Sequence[float],
+                 layers: Sequence[int]) -> dict[int, float]:
+    """Spearman correlation between the cosine of each pair and the gold score, per layer."""
+    from scipy.stats import spearmanr
+
+    return {l: float(spearmanr(cosine_rows(a_layers[l], b_layers[l]), np.asarray(gold)).statistic) for l in layers}
+
+
+def linear_cka(x: np.ndarray, y: np.ndarray) -> float:
+    """Linear CKA (Kornblith et al., 2019) between two representations of the same n texts."""
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    x = x - x.mean(0, keepdims=True)
+    y = y - y.mean(0, keepdims=True)
+    num = np.linalg.norm(y.T @ x, "fro") ** 2
+    den = np.linalg.norm(x.T @ x, "fro") * np.linalg.norm(y.T @ y, "fro")
+    return float(num / den) if den > 0 else float("nan")
+
+
+def similarity_by_layer(a_layers: np.ndarray, b_layers: np.ndarray, layers: Sequence[int]) -> dict[int, dict]:
+    """Per layer: linear CKA, and the mean cosine of each text's two embeddings (when the widths match)."""
+    out = {}
+    for l in layers:
+        row = {"CKA": linear_cka(a_layers[l], b_layers[l])}
+        if a_layers.shape[-1] == b_layers.shape[-1]:
+            row["cosine"] = float(cosine_rows(a_layers[l], b_layers[l]).mean())
+        out[l] = row
+    return out
+
+
+def layer_rows(values: dict[int, dict[str, float]], **common) -> list[dict]:
+    """Long-format rows ``{**common, layer, metric, value}``."""
+    return [{**common, "layer": int(l), "metric": m, "value": float(v)}
+            for l, ms in values.items() for m, v in ms.items()]
+
+
+def sts_texts(pairs: Sequence[tuple[str, str, float]]) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Unique sentences of STS pairs, and the index of each pair's two sentences in that list."""
+    uniq: dict[str, int] = {}
+    for a, b, _ in pairs:
+        uniq.setdefault(a, len(uniq))
+        uniq.setdefault(b, len(uniq))
+    ia = np.array([uniq[a] for a, _, _ in pairs])
+    ib = np.array([uniq[b] for _, b, _ in pairs])
+    return list(uniq), ia, ib
+
+
+def de_final_is_sentence_embedding(st) -> bool:
+    """True when a SentenceTransformer's embedding is the mean of its last hidden state (up to
+    normalisation), i.e. exactly what the DE probe computes at its last layer."""
+    mods = list(st._modules.values())
+    if len(mods) < 2:
+        return False
+    pool = mods[1]
+    mode = getattr(pool, "pooling_mode", None)
+    if mode is None:
+        cfg = getattr(pool, "get_config_dict", lambda: {})()
+        mode = cfg.get("pooling_mode") or ("mean" if cfg.get("pooling_mode_mean_tokens") else None)
+    rest = [type(m).__name__ for m in mods[2:]]
+    return mode in ("mean", "mean_tokens") and all(r == "Normalize" for r in rest)
+
+
+# --------------------------------------------------------------------------- orchestration
+def load_probe_model(cfg: dict, kind: str, spec: str, device: str | None = None, retrain: bool = False):
+    """(model, cache tag, info). The profile's own CE comes from
+    :func:`ce_utils.cross_encoder.load_or_train_cross_encoder` (trained on first use)."""
+    from ce_utils.cross_encoder import load_or_train_cross_encoder
+    from ce_utils.models import load_cross_encoder, load_sentence_transformer
+
+    if kind == "ce":
+        if spec == cfg["models"].get("ce"):
+            ce, info = load_or_train_cross_encoder(cfg, device=device, retrain=retrain)
+            return ce, f"{spec}@{info.get('timestamp', '')}", info
+        return load_cross_encoder(spec, cfg, device=device), spec, {"source": spec}
+    return load_sentence_transformer(spec, cfg, device=device), spec, {"source": spec}
+
+
+def probe_sample(cfg: dict, s: ProbeSettings, name: str):
+    """The profile's evaluation sample of ``name`` (``load_eval_dataset``), cut further to the
+    probing sizes: the ``max_queries`` / ``max_docs`` parameters, else ``sizes[name]``."""
+    from ce_utils.data import load_eval_dataset, subsample
+
+    ds = load_eval_dataset(cfg, name)
+    per = s.sizes.get(name) or {}
+    mq = s.max_queries if s.max_queries is not None else per.get("max_queries")
+    md = s.max_docs if s.max_docs is not None else per.get("max_docs")
+    if mq is None and md is None:
+        return ds
+    return subsample(ds, max_queries=mq, max_docs=md, seed=s.seed)
+
+
+def probe_dataset(cfg: dict, s: ProbeSettings, ds, models: dict, device: str | None = None,
+                  progress: bool = True):
+    """Rows of per-layer retrieval metrics for every model on ``ds``, and the embeddings
+    ``{label: (query_layers, doc_layers)}`` (all hidden states)."""
+    cache = cfg.get("cache_dir")
+    rows, emb = [], {}
+    for label, m in models.items():
+        model, tag, kind = m["model"], m["tag"], m["kind"]
+        n_layers = len(backbone(model).encoder.layer)
+        layers = check_probe_layers(s.layers, n_layers, label)
+        key = f"{ds.name}-{ids_fingerprint(ds.doc_ids)}"
+        d = cached_layers(cache, model, tag, kind, ds.doc_texts(), ds.doc_ids, f"{key}-docs", s.max_length,
+                          s.pooling, s.batch_size, device, progress)
+        q = cached_layers(cache, model, tag, kind, ds.query_texts(), ds.query_ids, f"{key}-queries", s.max_length,
+                          s.pooling, s.batch_size, device, progress)
+        emb[label] = (q, d)
+        metrics = retrieval_by_layer(q, d, ds, layers, s.metrics)
+        rows += layer_rows(metrics, model=model_label(m["spec"]), model_kind=kind, n_layers=n_layers,
+                           section="retrieval", dataset=ds.name, pooling=s.pooling,
+                           n_queries=len(ds.queries), n_docs=len(ds.corpus), approximate=bool(ds.approximate),
+                           max_length=s.max_length, seed=s.seed)
+    return rows, emb
+
+
+def probe_sts(cfg: dict, s: ProbeSettings, models: dict, device: str | None = None, progress: bool = True):
+    """Rows of per-layer STS Spearman correlation (metric ``Spearman``, dataset = the STS set)."""
+    from ce_utils.data import load_sts
+
+    pairs = load_sts(cfg, s.sts)
+    if s.sts_max_pairs is not None and s.sts_max_pairs < len(pairs):
+        import random
+
+        pairs = random.Random(s.seed).sample(pairs, int(s.sts_max_pairs))
+    texts, ia, ib = sts_texts(pairs)
+    gold = [p[2] for p in pairs]
+    rows = []
+    for label, m in models.items():
+        n_layers = len(backbone(m["model"]).encoder.layer)
+        layers = check_probe_layers(s.layers, n_layers, label)
+        e = cached_layers(cfg.get("cache_dir"), m["model"], m["tag"], m["kind"], texts, texts,
+                          f"{s.sts}-{len(pairs)}", s.max_length, s.pooling, s.batch_size, device, progress)
+        rho = sts_by_layer(e[:, ia], e[:, ib], gold, layers)
+        rows += layer_rows({l: {"Spearman": v} for l, v in rho.items()}, model=model_label(m["spec"]),
+                           model_kind=m["kind"], n_layers=n_layers, section="sts", dataset=s.sts,
+                           pooling=s.pooling, n_queries=len(pairs), n_docs=len(texts), approximate=False,
+                           max_length=s.max_length, seed=s.seed)
+    return rows
+
+
+def control_rows(s: ProbeSettings, ds, emb: dict, models: dict) -> list[dict]:
+    """CKA / mean cosine between the CE's self-pair embeddings and the DE's, per layer, on a seeded
+    sample of ``control_texts`` documents of ``ds`` (dataset = ``<name>-docs-<n>``)."""
+    ce = next((l for l, m in models.items() if m["kind"] == "ce"), None)
+    de = next((l for l, m in models.items() if m["kind"] == "de"), None)
+    if ce is None or de is None or ce not in emb or de not in emb:
+        return []
+    d_ce, d_de = emb[ce][1], emb[de][1]
+    n = min(int(s.control_texts), d_ce.shape[1])
+    idx = np.sort(np.random.default_rng(s.seed).choice(d_ce.shape[1], size=n, replace=False))
+    n_layers = min(d_ce.shape[0], d_de.shape[0]) - 1
+    layers = check_probe_layers(s.layers, n_layers, "CE / DE pair")
+    sims = similarity_by_layer(d_ce[:, idx], d_de[:, idx], layers)
+    return layer_rows(sims, model=f"{model_label(models[ce]['spec'])} vs {model_label(models[de]['spec'])}",
+                      model_kind="ce-vs-de", n_layers=n_layers, section="control", dataset=f"{ds.name}-docs-{n}",
+                      pooling=s.pooling, n_queries=0, n_docs=n, approximate=bool(ds.approximate),
+                      max_length=s.max_length, seed=s.seed)
+
+
+def ce_rerank_rows(cfg: dict, s: ProbeSettings, ds, emb: dict, models: dict, progress: bool = True) -> list[dict]:
+    """The CE's own quality: it re-ranks the DE's top ``rerank_depth`` on ``ds``; rows for the DE
+    first stage (stage ``first_stage``) and the re-ranked list (stage ``ce_rerank``).
+
+    The first stage is the DE's last hidden state, mean-pooled: exactly its sentence embedding
+    when the DE is a mean-pooling SentenceTransformer (checked; otherwise it encodes again)."""
+    import random
+
+    from ce_utils.cross_encoder import score_pairs_fn
+    from ce_utils.retrieval import rerank
+
+    ce = next((l for l, m in models.items() if m["kind"] == "ce"), None)
+    de = next((l for l, m in models.items() if m["kind"] == "de"), None)
+    if ce is None or de is None:
+        return []
+    qids = ds.query_ids
+    if s.rerank_max_queries is not None and s.rerank_max_queries < len(qids):
+        qids = sorted(random.Random(s.seed).sample(qids, int(s.rerank_max_queries)))
+    pos = {q: i for i, q in enumerate(ds.query_ids)}
+    st = models[de]["model"]
+    if de_final_is_sentence_embedding(st):
+        q_emb = emb[de][0][-1][[pos[q] for q in qids]]
+        d_emb = emb[de][1][-1]
+    else:
+        q_emb = st.encode(ds.query_texts(qids), batch_size=s.batch_size, convert_to_numpy=True)
+        d_emb = st.encode(ds.doc_texts(), batch_size=s.batch_size, convert_to_numpy=True,
+                          show_progress_bar=progress)
+    first = exact_search(q_emb, d_emb, qids, ds.doc_ids, top_k=100)
+    qrels = {q: ds.qrels[q] for q in qids}
+    cross = models[ce]["model"]
+    old = cross.max_length
+    if s.rerank_max_length:
+        cross.max_length = int(s.rerank_max_length)
+    try:
+        fn = score_pairs_fn(cross, ds.queries, {d: t for d, t in zip(ds.doc_ids, ds.doc_texts())},
+                            batch_size=s.batch_size, show_progress_bar=progress)
+        reranked = rerank(first, fn, s.rerank_depth)
+        ce_len = cross.max_length
+    finally:
+        cross.max_length = old
+    common = dict(first_stage_model=model_label(models[de]["spec"]), dataset=ds.name, depth=s.rerank_depth,
+                  n_queries=len(qids), n_docs=len(ds.corpus), approximate=bool(ds.approximate), seed=s.seed)
+    rows = [{"model": model_label(models[de]["spec"]), "stage": "first_stage", "metric": k, "value": v,
+             "max_length": s.max_length, **common} for k, v in evaluate(qrels, first, s.metrics).items()]
+    rows += [{"model": model_label(models[ce]["spec"]), "stage": "ce_rerank", "metric": k, "value": v,
+              "max_length": ce_len, **common} for k, v in evaluate(qrels, reranked, s.metrics).items()]
+    return rows
