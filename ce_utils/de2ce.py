@@ -1,0 +1,567 @@
+"""DE-k CE (Ananthakrishnan et al., 2025): light dual encoders built from a cross encoder's early layers.
+
+A "DE-k+1 CE" student is a copy of the full dual encoder (same tokenizer, mean pooling and
+normalisation) whose embedding layer and first ``k`` encoder layers are copied from the cross
+encoder, followed by one randomly initialised layer (``k + 1`` layers in all; the paper's
+"DE-2 CE" is ``k = 1``). Controls with DE-2 CE's architecture: everything random, and the
+DE's own embeddings + layers 0..1 (a layer-subset start, no random layer). Students are trained with sentence-transformers'
+``SentenceTransformerTrainer``:
+
+* ``mse``  -- embedding distillation toward the full DE's embeddings (``MSELoss``) on
+  unlabelled text: query files and passages sampled from the corpora;
+* ``mnrl`` -- contrastive ``MultipleNegativesRankingLoss`` on (query, positive passage)
+  pairs of a training split (the ablation).
+
+Evaluation: exact first-stage retrieval, then the pipeline "first stage retrieves, CE
+re-ranks the top ``depth``", with CE scores cached on disk per (dataset, query id, doc id).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+import shutil
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ce_utils.config import ConfigError, output_dir, section
+from ce_utils.cross_encoder import score_pairs_fn
+from ce_utils.data import BeirDataset, doc_text, load_beir_dataset, load_eval_dataset, load_query_files, subsample
+from ce_utils.results import atomic_write_text, run_metadata
+from ce_utils.retrieval import cached_array, evaluate, exact_search, fingerprint
+from ce_utils.students import RANDOM, backbone, check_layers, compose_student, num_layers
+
+log = logging.getLogger(__name__)
+
+INFO_FILE = "training_info.json"
+DE2CE_COLUMNS = ["model", "init", "k_ce_layers", "n_layers", "loss", "dataset", "metric", "value", "n_queries",
+                 "n_docs", "approximate", "train_texts", "train_steps", "seed"]
+PIPELINE_COLUMNS = ["first_stage", "reranker", "depth", "dataset", "metric", "value", "n_queries", "n_docs",
+                    "approximate", "seed"]
+INITS = ("ce", "random", "de", "full")
+LOSSES = ("mse", "mnrl", "none")
+
+
+# --------------------------------------------------------------------------- students
+def student_name(init: str, n_layers: int, loss: str = "mse") -> str:
+    """``DE-2 CE``, ``DE-3 CE``, ``DE-2 random``, ``DE-2 DE``, ``DE-6 full``; ``+ (MNRL)`` for the ablation."""
+    label = {"ce": "CE", "random": "random", "de": "DE", "full": "full"}[init]
+    name = f"DE-{n_layers} {label}"
+    return name + " (MNRL)" if loss == "mnrl" else name
+
+
+def slug(name: str) -> str:
+    """A folder name for a student: ``DE-2 CE (MNRL)`` -> ``de-2-ce-mnrl``."""
+    out = "".join(c.lower() if c.isalnum() else "-" for c in name)
+    while "--" in out:
+        out = out.replace("--", "-")
+    return out.strip("-")
+
+
+def build_student(de, ce, init: str, k: int = 1, seed: int = 0):
+    """One student with DE-2 CE's recipe: ``k`` copied layers + one random layer.
+
+    ``init``: ``"ce"`` (CE embeddings + CE layers 0..k-1 + a random layer), ``"de"`` (DE embeddings + DE layers
+    0..k, no random layer), ``"random"`` (random embeddings and k+1 random layers), ``"full"`` (the DE as is)."""
+    if init not in INITS:
+        raise ConfigError(f"Unknown student init {init!r}; use one of {', '.join(INITS)}.")
+    if init == "full":
+        return compose_student(de, [(de, i) for i in range(num_layers(de))], seed=seed)
+    if not isinstance(k, int) or k < 1:
+        raise ConfigError(f"k (copied layers) must be an integer >= 1, got {k!r}.")
+    if init == "ce":
+        check_layers(ce, list(range(k)), "cross encoder")
+        if backbone(ce).config.hidden_size != backbone(de).config.hidden_size:
+            raise ConfigError("The cross encoder and the dual encoder have different hidden sizes; "
+                              "DE-k CE needs a CE with the DE's architecture (models.ce / models.de).")
+        return compose_student(de, [(ce, i) for i in range(k)] + [RANDOM], embeddings=ce, seed=seed)
+    if init == "de":
+        check_layers(de, list(range(k + 1)), "dual encoder")
+        return compose_student(de, [(de, i) for i in range(k + 1)], seed=seed)
+    return compose_student(de, [RANDOM] * (k + 1), embeddings=RANDOM, seed=seed)
+
+
+def student_plan(ks, controls, mnrl: bool, n_de_layers: int) -> list[dict]:
+    """The students of the notebook, in display order: DE-k CE for every k, the controls
+    (DE-2 architecture), the MNRL ablation of DE-2 CE, and the full DE."""
+    ks = list(ks or [])
+    if not ks or any(not isinstance(k, int) or k < 1 for k in ks):
+        raise ConfigError(f"ks must be a non-empty list of integers >= 1 (copied CE layers), got {ks!r}.")
+    if max(ks) >= n_de_layers:
+        raise ConfigError(f"k={max(ks)} copies as many layers as the full DE has ({n_de_layers}); "
+                          f"use k <= {n_de_layers - 1}.")
+    bad = [c for c in controls or [] if c not in ("random", "de")]
+    if bad:
+        raise ConfigError(f"Unknown control(s) {bad}; use 'random' and/or 'de'.")
+    plan = [dict(init="ce", k=k, loss="mse") for k in sorted(set(ks))]
+    plan += [dict(init=c, k=1, loss="mse") for c in controls or []]
+    if mnrl:
+        plan.append(dict(init="ce", k=1, loss="mnrl"))
+    plan.append(dict(init="full", k=n_de_layers, loss="none"))
+    for p in plan:
+        p["n_layers"] = n_de_layers if p["init"] == "full" else p["k"] + 1
+        p["k_ce_layers"] = p["k"] if p["init"] == "ce" else 0
+        p["name"] = student_name(p["init"], p["n_layers"], p["loss"])
+    return plan
+
+
+def count_parameters(model) -> dict:
+    """Total parameters, and those of the embedding layer and the encoder layers."""
+    bb = backbone(model)
+    total = sum(p.numel() for p in model.parameters())
+    emb = sum(p.numel() for p in bb.embeddings.parameters())
+    layers = sum(p.numel() for p in bb.encoder.layer.parameters())
+    return {"n_params": int(total), "n_params_embeddings": int(emb), "n_params_layers": int(layers),
+            "n_layers": len(bb.encoder.layer)}
+
+
+def weights_fingerprint(model) -> str:
+    h = hashlib.sha1()
+    for key, tensor in sorted(model.state_dict().items()):
+        h.update(key.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------- training data
+def excluded_query_files(cfg: dict, datasets: list[str], extra=()) -> list[str]:
+    """Query files that hold the queries of an evaluated dataset (``beir-nfcorpus`` for
+    ``nfcorpus-preprocessed``), plus ``extra``: never distil on evaluation queries."""
+    out = set(extra or [])
+    for f in cfg.get("query_files") or {}:
+        base = f[5:] if f.startswith("beir-") else f
+        if any(d == base or d.startswith(base + "-") for d in datasets):
+            out.add(f)
+    return sorted(out)
+
+
+def _truncate_words(text: str, max_words: int | None) -> str:
+    if not max_words:
+        return text
+    words = text.split()
+    return " ".join(words[:max_words])
+
+
+def distillation_texts(cfg: dict, dc: dict, eval_datasets: list[str], seed: int) -> dict:
+    """Unlabelled training text: ``n_queries`` queries from the query files (files of evaluated
+    datasets excluded) and ``n_passages`` passages sampled from ``passage_datasets`` corpora
+    (document text only: no query and no judgement of any dataset is used)."""
+    rng = random.Random(seed)
+    exclude = excluded_query_files(cfg, eval_datasets, dc.get("exclude_query_files") or [])
+    queries = load_query_files(cfg, names=dc.get("query_files"), exclude=exclude)
+    qids = sorted(queries)
+    n_q = dc.get("n_queries")
+    if n_q is not None and int(n_q) < len(qids):
+        qids = sorted(rng.sample(qids, int(n_q)))
+    q_texts = [queries[q] for q in qids]
+    p_texts, p_sources = [], []
+    names = dc.get("passage_datasets")
+    names = list(eval_datasets) if names is None else list(names)
+    n_p = int(dc.get("n_passages") or 0)
+    if n_p and names:
+        per = [n_p // len(names) + (1 if i < n_p % len(names) else 0) for i in range(len(names))]
+        for name, n in zip(names, per):
+            ds = load_beir_dataset(cfg, name)
+            ids = sorted(ds.corpus)
+            chosen = sorted(rng.sample(ids, min(n, len(ids))))
+            p_texts += [_truncate_words(doc_text(ds.corpus[d]), dc.get("passage_max_words")) for d in chosen]
+            p_sources.append(f"{name}:{len(chosen)}")
+    return {"queries": q_texts, "passages": [t for t in p_texts if t.strip()],
+            "query_files_used": sorted(set(q.split(":", 1)[0] for q in qids)),
+            "query_files_excluded": exclude, "passage_sources": p_sources}
+
+
+def contrastive_pairs(cfg: dict, dataset: str, split: str, seed: int, max_pairs: int | None = None):
+    """(query, positive passage) pairs of a training split, for MultipleNegativesRankingLoss."""
+    ds = load_beir_dataset(cfg, dataset, split=split)
+    pairs = [(ds.queries[q], doc_text(ds.corpus[d])) for q in sorted(ds.qrels)
+             for d, s in sorted(ds.qrels[q].items()) if s > 0 and d in ds.corpus]
+    random.Random(seed).shuffle(pairs)
+    if max_pairs:
+        pairs = pairs[: int(max_pairs)]
+    if not pairs:
+        raise ConfigError(f"No positive (query, passage) pair in {dataset} split {split!r}.")
+    return pairs
+
+
+# --------------------------------------------------------------------------- training
+def training_arguments(tc: dict, out: Path, seed: int, device: str, multi: bool = False, mnrl: bool = False):
+    from sentence_transformers import SentenceTransformerTrainingArguments
+
+    kw = dict(
+        output_dir=str(out),
+        max_steps=int(tc.get("max_steps", 100)),
+        per_device_train_batch_size=int(tc.get("batch_size", 32)),
+        learning_rate=float(tc.get("learning_rate", 1e-4)),
+        warmup_steps=float(tc.get("warmup_ratio", 0.1)),  # a float < 1 is a ratio of max_steps
+        weight_decay=float(tc.get("weight_decay", 0.0)),
+        seed=seed,
+        data_seed=seed,
+        save_strategy="no",
+        logging_steps=int(tc.get("logging_steps", 25)),
+        report_to="none",
+        use_cpu=device == "cpu",
+        disable_tqdm=False,
+        dataloader_drop_last=False,
+    )
+    if mnrl:
+        kw["batch_sampler"] = "no_duplicates"
+    if multi:
+        kw["multi_dataset_batch_sampler"] = "proportional"
+    return SentenceTransformerTrainingArguments(**kw)
+
+
+def train_student(student, loss_name: str, tc: dict, seed: int, device: str, work_dir: Path,
+                  texts: dict | None = None, labels: dict | None = None, pairs=None) -> dict:
+    """Train ``student`` in place. ``mse``: ``texts``/``labels`` map a split name ("queries",
+    "passages") to texts and teacher embeddings; ``mnrl``: ``pairs`` of (query, positive)."""
+    from datasets import Dataset, DatasetDict
+    from sentence_transformers import SentenceTransformerTrainer
+    from sentence_transformers.sentence_transformer.losses import MSELoss, MultipleNegativesRankingLoss
+    from transformers import set_seed
+
+    set_seed(seed)
+    if loss_name == "mse":
+        parts = {k: Dataset.from_dict({"text": list(v), "label": [row.tolist() for row in labels[k]]})
+                 for k, v in texts.items() if len(v)}
+        train = DatasetDict(parts) if len(parts) > 1 else next(iter(parts.values()))
+        loss = MSELoss(student)
+        n_texts = sum(len(v) for v in texts.values())
+    elif loss_name == "mnrl":
+        train = Dataset.from_dict({"anchor": [p[0] for p in pairs], "positive": [p[1] for p in pairs]})
+        loss = MultipleNegativesRankingLoss(student)
+        n_texts = len(pairs)
+    else:
+        raise ConfigError(f"Unknown training loss {loss_name!r}; use 'mse' or 'mnrl'.")
+    args = training_arguments(tc, work_dir, seed, device, multi=isinstance(train, DatasetDict),
+                              mnrl=loss_name == "mnrl")
+    trainer = SentenceTransformerTrainer(model=student, args=args, train_dataset=train, loss=loss)
+    t0 = time.time()
+    result = trainer.train()
+    shutil.rmtree(work_dir, ignore_errors=True)
+    return {"loss": loss_name, "train_texts": int(n_texts), "train_steps": int(result.global_step),
+            "training_loss": float(result.training_loss), "train_seconds": round(time.time() - t0, 1)}
+
+
+MODEL_CARD = """# {name}
+
+A {n_layers}-layer dual encoder (sentence-transformers, mean pooling, normalised embeddings) built
+for the DE-k CE experiment of Ananthakrishnan et al. (2025), "Can Cross Encoders Produce Useful
+Sentence Embeddings?", by notebooks/02_de2ce.ipynb of this repository.
+
+* **Initialisation (`{init}`)**: {init_text}
+* **Template**: tokenizer, pooling and normalisation of the full dual encoder `{de}`.
+* **Training loss**: {loss_text}
+* **Training data**: {data_text}
+* **Steps**: {train_steps} (batch size {batch_size}, learning rate {learning_rate}, warm-up ratio {warmup_ratio});
+  final mean training loss {training_loss:.6g}.
+* **Seed**: {seed}. Profile: `{profile}`.
+* **Parameters**: {n_params:,} ({n_params_embeddings:,} in the embedding layer, {n_params_layers:,} in the encoder layers).
+
+Evaluation numbers are in `results/<profile>/de2ce.csv`. Built from models whose licences apply
+(the dual encoder's and the cross encoder's); for research use.
+"""
+
+
+def init_text(init: str, k: int, ce_spec: str, de_spec: str) -> str:
+    if init == "ce":
+        return (f"embedding layer and encoder layers 0..{k - 1} copied from the cross encoder `{ce_spec}`, "
+                "then one randomly initialised layer.")
+    if init == "de":
+        return f"embedding layer and encoder layers 0..{k} copied from the dual encoder `{de_spec}` (no random layer)."
+    if init == "random":
+        return f"every weight (embeddings and {k + 1} layers) randomly initialised."
+    return "the full dual encoder, unchanged."
+
+
+def save_student(model, path: Path, info: dict, cfg: dict) -> Path:
+    """Save a trained student with ``training_info.json`` and a README.md model card."""
+    path = Path(path)
+    tmp = path.parent / f".{path.name}.partial"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    model.save(str(tmp), create_model_card=False)
+    atomic_write_text(tmp / INFO_FILE, json.dumps(info, indent=1, default=str))
+    td = info.get("training_data", {})
+    if info["loss"] == "mse":
+        loss_text = ("embedding distillation: sentence-transformers `MSELoss` between the student's and the "
+                     "full dual encoder's (normalised) embeddings of the same text.")
+        data_text = (f"{info['train_texts']} unlabelled texts: {td.get('n_queries')} queries from the query "
+                     f"files {td.get('query_files_used')} (excluded: {td.get('query_files_excluded')}) and passages "
+                     f"sampled from corpora {td.get('passage_sources')}. No evaluation query was used.")
+    else:
+        loss_text = "contrastive `MultipleNegativesRankingLoss` (in-batch negatives) on (query, positive) pairs."
+        data_text = f"{info['train_texts']} (query, positive passage) pairs of {td.get('dataset')} split {td.get('split')!r}."
+    text = MODEL_CARD.format(name=info["name"], n_layers=info["n_layers"], init=info["init"],
+                             init_text=init_text(info["init"], info["k"], cfg["models"]["ce"], cfg["models"]["de"]),
+                             de=cfg["models"]["de"], loss_text=loss_text, data_text=data_text,
+                             train_steps=info["train_steps"], batch_size=info["hyperparameters"].get("batch_size"),
+                             learning_rate=info["hyperparameters"].get("learning_rate"),
+                             warmup_ratio=info["hyperparameters"].get("warmup_ratio"),
+                             training_loss=info["training_loss"], seed=info["seed"], profile=cfg.get("name"),
+                             **{k: info[k] for k in ("n_params", "n_params_embeddings", "n_params_layers")})
+    atomic_write_text(tmp / "README.md", text)
+    if path.exists():
+        shutil.rmtree(path)
+    tmp.replace(path)
+    return path
+
+
+def load_trained_student(path: Path, recipe: str, device: str):
+    """A student saved by an earlier run with the same recipe fingerprint, else ``None``."""
+    from sentence_transformers import SentenceTransformer
+
+    info_path = Path(path) / INFO_FILE
+    if not info_path.is_file():
+        return None, None
+    info = json.loads(info_path.read_text())
+    if info.get("recipe") != recipe:
+        return None, None
+    return SentenceTransformer(str(path), device=device), info
+
+
+# --------------------------------------------------------------------------- evaluation
+def encode(model, texts: list[str], batch_size: int, progress: bool = True) -> np.ndarray:
+    return np.asarray(model.encode(texts, batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=True,
+                                   show_progress_bar=progress), dtype=np.float32)
+
+
+def dataset_key(ds: BeirDataset) -> dict:
+    return {"dataset": ds.name, "split": ds.split, "docs": fingerprint(ids=ds.doc_ids),
+            "queries": fingerprint(ids=ds.query_ids), "n_docs": len(ds.corpus)}
+
+
+def embed_dataset(model, ds: BeirDataset, cache_dir, tag: str, batch_size: int, max_length: int):
+    """(query embeddings, doc embeddings) of ``ds``, cached under ``cache_dir`` by ``tag``
+    (the model's identity: its weights fingerprint or its spec)."""
+    key = dict(model=tag, max_length=max_length, **dataset_key(ds))
+    q = cached_array(cache_dir, f"de2ce-q-{ds.name}", lambda: encode(model, ds.query_texts(), batch_size, False), **key)
+    d = cached_array(cache_dir, f"de2ce-d-{ds.name}", lambda: encode(model, ds.doc_texts(), batch_size), **key)
+    return q, d
+
+
+def retrieve(q_emb, d_emb, ds: BeirDataset, top_k: int = 100) -> dict:
+    return exact_search(q_emb, d_emb, ds.query_ids, ds.doc_ids, top_k=top_k, score_function="cos_sim")
+
+
+class CachedCEScorer:
+    """CE scores of (query id, doc id) pairs of one dataset, kept in a JSON file so that every
+    first stage, depth and rerun shares them; only unseen pairs reach the cross encoder."""
+
+    def __init__(self, ce, ds: BeirDataset, cache_dir, ce_tag: str, batch_size: int = 32):
+        self.ds = ds
+        self.fn = score_pairs_fn(ce, ds.queries, {d: doc_text(ds.corpus[d]) for d in ds.corpus}, batch_size=batch_size)
+        self.path = None
+        self.scores: dict[str, float] = {}
+        if cache_dir is not None:
+            self.path = Path(cache_dir) / "ce-scores" / ce_tag / f"{ds.name}-{ds.split}.json"
+            if self.path.is_file():
+                self.scores = json.loads(self.path.read_text())
+        self.n_scored = 0
+
+    @staticmethod
+    def key(q: str, d: str) -> str:
+        return f"{q}\t{d}"
+
+    def __call__(self, pairs: list[tuple[str, str]]) -> list[float]:
+        todo = sorted({p for p in pairs if self.key(*p) not in self.scores})
+        if todo:
+            for p, s in zip(todo, self.fn(todo)):
+                self.scores[self.key(*p)] = float(s)
+            self.n_scored += len(todo)
+            if self.path is not None:
+                atomic_write_text(self.path, json.dumps(self.scores))
+        return [self.scores[self.key(*p)] for p in pairs]
+
+
+def ce_tag(ce_info: dict, max_length: int) -> str:
+    return fingerprint(source=ce_info.get("source"), timestamp=ce_info.get("timestamp"),
+                       loss=ce_info.get("training_loss"), max_length=max_length)
+
+
+def top_pairs(results: dict, depth: int) -> list[tuple[str, str]]:
+    return [(q, d) for q, docs in results.items() for d, _ in sorted(docs.items(), key=lambda x: -x[1])[:depth]]
+
+
+def metric_rows(scores: dict, base: dict) -> list[dict]:
+    return [{**base, "metric": m, "value": v} for m, v in scores.items()]
+
+
+def relative_to(df, reference: str, by=("dataset", "metric"), name_col: str = "model"):
+    """``value`` as a percentage of the ``reference`` model's value on the same dataset and metric."""
+    ref = df[df[name_col] == reference].set_index(list(by))["value"]
+    out = df.copy()
+    out["pct_of_reference"] = [100.0 * v / ref.get(tuple(k), np.nan) if ref.get(tuple(k), 0) else np.nan
+                               for v, k in zip(out["value"], out[list(by)].itertuples(index=False))]
+    return out
+
+
+# --------------------------------------------------------------------------- notebook steps
+def settings(cfg: dict) -> dict:
+    """The profile's ``de2ce`` section, with its defaults filled in and checked."""
+    dc = dict(section(cfg, "de2ce"))
+    dc.setdefault("ks", [1, 2, 3])
+    dc.setdefault("controls", ["random", "de"])
+    dc.setdefault("datasets", list(cfg.get("datasets") or {}))
+    dc.setdefault("pipeline_datasets", dc["datasets"])
+    dc.setdefault("pipeline_students", ["DE-2 CE"])
+    dc.setdefault("rerank_depths", [10, 20])
+    dc.setdefault("pipeline_max_queries", None)
+    dc.setdefault("sizes", {})
+    dc.setdefault("rerank_max_length", None)
+    dc["sizes"] = dict(dc.get("sizes") or {})
+    dc["train"] = dict(dc.get("train") or {})
+    dc["mnrl"] = dict(dc.get("mnrl") or {})
+    unknown = [d for d in list(dc["datasets"]) + list(dc["pipeline_datasets"]) if d not in (cfg.get("datasets") or {})]
+    if unknown:
+        raise ConfigError(f"de2ce: unknown dataset(s) {unknown}; known: {', '.join(cfg.get('datasets') or {})}.")
+    cap = int((cfg.get("eval") or {}).get("rerank_depth") or max(dc["rerank_depths"]))
+    depths = sorted({int(d) for d in dc["rerank_depths"]})
+    if not depths or depths[0] < 1:
+        raise ConfigError(f"de2ce.rerank_depths must be positive integers, got {dc['rerank_depths']!r}.")
+    dc["rerank_depths"] = [d for d in depths if d <= cap] or [cap]
+    return dc
+
+
+def teacher_labels(de, texts: list[str], cache_dir, de_spec: str, max_length: int, batch_size: int, name: str):
+    key = dict(model=de_spec, max_length=max_length, texts=fingerprint(texts=texts), n=len(texts))
+    return cached_array(cache_dir, f"de2ce-teacher-{name}", lambda: encode(de, texts, batch_size), **key)
+
+
+def recipe_fingerprint(item: dict, tc: dict, data_key: dict, cfg: dict, seed: int, ce_tag_: str) -> str:
+    return fingerprint(item={k: item[k] for k in ("init", "k", "loss", "n_layers")}, train=tc, data=data_key,
+                       de=cfg["models"]["de"], ce=ce_tag_, seed=seed)
+
+
+def get_student(item: dict, de, ce, cfg: dict, dc: dict, seed: int, device: str, ce_tag_: str,
+                mse_data: dict | None = None, retrain: bool = False):
+    """Build, train and save one student of the plan (or load it when an earlier run trained
+    the same recipe). Returns (model, info)."""
+    tc = {**dc["train"], **(dc["mnrl"].get("train") or {})} if item["loss"] == "mnrl" else dict(dc["train"])
+    if item["init"] == "full":
+        model = de
+        info = {"name": item["name"], "init": "full", "k": item["k"], "loss": "none", "train_texts": 0,
+                "train_steps": 0, "training_loss": float("nan"), "train_seconds": 0.0, **count_parameters(de)}
+        return model, info
+    if item["loss"] == "mse":
+        data_key = {"texts": fingerprint(q=mse_data["texts"]["queries"], p=mse_data["texts"]["passages"])}
+    else:
+        data_key = {k: dc["mnrl"].get(k) for k in ("dataset", "split", "max_pairs")}
+    recipe = recipe_fingerprint(item, tc, data_key, cfg, seed, ce_tag_)
+    path = output_dir(cfg, "models_dir") / slug(item["name"])
+    if not retrain:
+        model, info = load_trained_student(path, recipe, device)
+        if model is not None:
+            log.info("Loaded %s from %s", item["name"], path)
+            return model, info
+    model = build_student(de, ce, item["init"], item["k"], seed=seed)
+    work = output_dir(cfg, "models_dir") / f".{slug(item['name'])}-checkpoints"
+    eval_length = model.max_seq_length
+    if tc.get("max_length"):
+        model.max_seq_length = int(tc["max_length"])
+    if item["loss"] == "mse":
+        result = train_student(model, "mse", tc, seed, device, work, texts=mse_data["texts"],
+                               labels=mse_data["labels"])
+        training_data = {k: v for k, v in mse_data.items() if k not in ("texts", "labels")}
+    else:
+        pairs = contrastive_pairs(cfg, dc["mnrl"].get("dataset", "scifact"), dc["mnrl"].get("split", "train"),
+                                  seed, dc["mnrl"].get("max_pairs"))
+        result = train_student(model, "mnrl", tc, seed, device, work, pairs=pairs)
+        training_data = {"dataset": dc["mnrl"].get("dataset", "scifact"), "split": dc["mnrl"].get("split", "train")}
+    model.max_seq_length = eval_length
+    info = {"name": item["name"], "init": item["init"], "k": item["k"], "recipe": recipe, **result,
+            **count_parameters(model), "hyperparameters": tc, "training_data": training_data,
+            **run_metadata(cfg, seed=seed, device=device)}
+    save_student(model, path, info, cfg)
+    return model, info
+
+
+def evaluate_first_stage(model, info: dict, item: dict, datasets: dict, cfg: dict, seed: int,
+                         de_spec: str | None = None) -> tuple[list[dict], dict]:
+    """First-stage metrics of one model on every dataset; returns (rows, run files by dataset)."""
+    enc = cfg.get("encode") or {}
+    bs, ml = int(enc.get("batch_size", 32)), int(enc.get("max_length", 128))
+    metrics = list((cfg.get("eval") or {}).get("metrics") or ["NDCG@10", "Recall@100", "MRR@10", "Hits@10"])
+    tag = de_spec if (item["init"] == "full" and de_spec) else weights_fingerprint(model)
+    rows, runs = [], {}
+    top_k = max(100, int((cfg.get("eval") or {}).get("rerank_depth") or 100))
+    for name, ds in datasets.items():
+        q, d = embed_dataset(model, ds, cfg.get("cache_dir"), tag, bs, ml)
+        res = retrieve(q, d, ds, top_k=top_k)
+        runs[name] = res
+        base = {"model": item["name"], "init": item["init"], "k_ce_layers": item["k_ce_layers"],
+                "n_layers": item["n_layers"], "loss": item["loss"], "dataset": name,
+                "n_queries": len(ds.queries), "n_docs": len(ds.corpus), "approximate": bool(ds.approximate),
+                "train_texts": info.get("train_texts", 0), "train_steps": info.get("train_steps", 0), "seed": seed,
+                "n_params": info.get("n_params"), "training_loss": info.get("training_loss"),
+                "train_seconds": info.get("train_seconds")}
+        rows += metric_rows(evaluate(ds.qrels, res, metrics), base)
+    return rows, runs
+
+
+def pipeline_queries(ds: BeirDataset, max_queries: int | None, seed: int) -> list[str]:
+    qids = sorted(ds.queries)
+    if max_queries is not None and int(max_queries) < len(qids):
+        qids = sorted(random.Random(seed).sample(qids, int(max_queries)))
+    return qids
+
+
+def run_pipeline(first_stages: dict[str, dict], ds: BeirDataset, scorer: Callable, depths: list[int],
+                 qids: list[str], metrics: list[str], seed: int) -> list[dict]:
+    """For each first stage (name -> run) and depth: the first stage's own metrics on the
+    chosen queries, and after the CE re-ranks its top ``depth``."""
+    qrels = {q: ds.qrels[q] for q in qids}
+    runs = {name: {q: run.get(q, {}) for q in qids} for name, run in first_stages.items()}
+    # score the union of every first stage's deepest list once (one progress bar, shared cache)
+    union = sorted({p for run in runs.values() for p in top_pairs(run, max(depths))})
+    scorer(union)
+    rows = []
+    base = {"dataset": ds.name, "n_queries": len(qids), "n_docs": len(ds.corpus), "approximate": bool(ds.approximate),
+            "seed": seed}
+    for name, run in runs.items():
+        for m, v in evaluate(qrels, run, metrics).items():
+            rows.append({**base, "first_stage": name, "reranker": "none", "depth": 0, "metric": m, "value": v})
+        for depth in depths:
+            from ce_utils.retrieval import rerank
+
+            rr = rerank(run, scorer, depth)
+            for m, v in evaluate(qrels, rr, metrics).items():
+                rows.append({**base, "first_stage": name, "reranker": "CE", "depth": depth, "metric": m, "value": v})
+    return rows
+
+
+def prepare_distillation(cfg: dict, dc: dict, de, eval_datasets: list[str], seed: int) -> dict:
+    """Training texts and the full DE's embeddings of them (the MSE targets), cached."""
+    enc = cfg.get("encode") or {}
+    ml = int(dc["train"].get("max_length") or enc.get("max_length", 128))
+    bs = int(enc.get("batch_size", 32))
+    data = distillation_texts(cfg, dc["train"], eval_datasets, seed)
+    texts = {"queries": data.pop("queries"), "passages": data.pop("passages")}
+    old = de.max_seq_length
+    de.max_seq_length = ml
+    try:
+        labels = {k: teacher_labels(de, v, cfg.get("cache_dir"), cfg["models"]["de"], ml, bs, k)
+                  for k, v in texts.items() if v}
+    finally:
+        de.max_seq_length = old
+    return {"texts": {k: v for k, v in texts.items() if v}, "labels": labels, "max_length": ml,
+            "n_queries": len(texts["queries"]), "n_passages": len(texts["passages"]), **data}
+
+
+def eval_dataset(cfg: dict, dc: dict, name: str) -> BeirDataset:
+    """The shared evaluation sample (``load_eval_dataset``), cut further by ``de2ce.sizes[name]``
+    (``max_queries`` / ``max_docs``: every judged document of the kept queries + seeded distractors)."""
+    ds = load_eval_dataset(cfg, name)
+    size = (dc.get("sizes") or {}).get(name) or {}
+    unknown = set(size) - {"max_queries", "max_docs"}
+    if unknown:
+        raise ConfigError(f"de2ce.sizes.{name}: unknown key(s) {sorted(unknown)}; use max_queries / max_docs.")
+    if size:
+        ds = subsample(ds, max_queries=size.get("max_queries"), max_docs=size.get("max_docs"),
+                       seed=int(cfg.get("seed", 42)))
+    return ds

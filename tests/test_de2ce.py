@@ -1,0 +1,167 @@
+"""Notebook 02 (DE-k CE): student construction, training data, CE score cache, and a smoke run."""
+
+import copy
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sentence_transformers import SentenceTransformer
+
+from ce_utils import de2ce
+from ce_utils.config import ConfigError
+from ce_utils.data import load_beir_dataset
+from ce_utils.students import backbone, num_layers
+
+ROOT = __import__("pathlib").Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def de(tiny_bert_dir):
+    return SentenceTransformer(str(tiny_bert_dir), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def ce(de):
+    """A CE-shaped model (sequence classification head) with weights of its own."""
+    from transformers import BertForSequenceClassification
+
+    torch.manual_seed(1)
+    config = copy.deepcopy(backbone(de).config)
+    config.num_labels = 1
+    return BertForSequenceClassification(config)
+
+
+def _same(a, b):
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_de_k_ce_copies_ce_embeddings_and_first_k_layers(de, ce, k):
+    student = de2ce.build_student(de, ce, "ce", k, seed=3)
+    s, c, d = backbone(student), backbone(ce), backbone(de)
+    assert num_layers(student) == k + 1 and s.config.num_hidden_layers == k + 1
+    assert _same(s.embeddings, c.embeddings) and not _same(s.embeddings, d.embeddings)
+    for i in range(k):
+        assert _same(s.encoder.layer[i], c.encoder.layer[i])
+    extra = s.encoder.layer[k]
+    assert not _same(extra, c.encoder.layer[k]) and not _same(extra, d.encoder.layer[k])
+    assert student.encode(["cell protein gene"]).shape == (1, d.config.hidden_size)
+    assert num_layers(de) == 6 and num_layers(ce) == 6  # sources untouched
+
+
+def test_controls(de, ce):
+    dec = de2ce.build_student(de, ce, "de", 1, seed=3)
+    s, d, c = backbone(dec), backbone(de), backbone(ce)
+    assert num_layers(dec) == 2
+    assert _same(s.embeddings, d.embeddings)
+    assert _same(s.encoder.layer[0], d.encoder.layer[0]) and _same(s.encoder.layer[1], d.encoder.layer[1])
+    rnd = de2ce.build_student(de, ce, "random", 1, seed=3)
+    r = backbone(rnd)
+    assert num_layers(rnd) == 2
+    assert not _same(r.embeddings, d.embeddings) and not _same(r.embeddings, c.embeddings)
+    assert not _same(r.encoder.layer[0], c.encoder.layer[0]) and not _same(r.encoder.layer[0], d.encoder.layer[0])
+    full = de2ce.build_student(de, ce, "full", 6)
+    assert _same(backbone(full), d)
+
+
+def test_plan_names_and_errors():
+    plan = de2ce.student_plan([1, 2, 3], ["random", "de"], True, 6)
+    names = [p["name"] for p in plan]
+    assert names == ["DE-2 CE", "DE-3 CE", "DE-4 CE", "DE-2 random", "DE-2 DE", "DE-2 CE (MNRL)", "DE-6 full"]
+    assert [p["n_layers"] for p in plan] == [2, 3, 4, 2, 2, 2, 6]
+    assert [p["k_ce_layers"] for p in plan] == [1, 2, 3, 0, 0, 1, 0]
+    assert de2ce.slug("DE-2 CE (MNRL)") == "de-2-ce-mnrl"
+    with pytest.raises(ConfigError, match="k <= 5"):
+        de2ce.student_plan([6], [], False, 6)
+    with pytest.raises(ConfigError, match="control"):
+        de2ce.student_plan([1], ["bert"], False, 6)
+    with pytest.raises(ConfigError, match="init"):
+        de2ce.build_student(None, None, "bogus")
+
+
+def test_bad_ce_layer_says_the_range(de, ce):
+    small = copy.deepcopy(ce)
+    backbone(small).encoder.layer = backbone(small).encoder.layer[:2]
+    with pytest.raises(ConfigError, match=r"layers 0\.\.1"):
+        de2ce.build_student(de, small, "ce", 3)
+
+
+def test_evaluation_queries_are_excluded(smoke_cfg):
+    cfg = {**smoke_cfg, "query_files": {"beir-nfcorpus": "x", "beir-fiqa": "y", "msmarco-dev": "z"}}
+    assert de2ce.excluded_query_files(cfg, ["nfcorpus-preprocessed", "scifact"]) == ["beir-nfcorpus"]
+    assert de2ce.excluded_query_files(cfg, ["fiqa"], ["msmarco-dev"]) == ["beir-fiqa", "msmarco-dev"]
+    dc = {"n_queries": 10, "n_passages": 6, "exclude_query_files": ["unlabelled-2"]}
+    data = de2ce.distillation_texts(smoke_cfg, dc, ["tiny-a", "tiny-b"], seed=1)
+    assert len(data["queries"]) == 10 and len(data["passages"]) == 6
+    assert data["query_files_used"] == ["unlabelled-1"]
+    test_queries = set(load_beir_dataset(smoke_cfg, "tiny-a").queries.values())
+    assert not test_queries & set(data["queries"])
+    assert data == de2ce.distillation_texts(smoke_cfg, dc, ["tiny-a", "tiny-b"], seed=1)  # seeded
+
+
+class CountingCE:
+    def __init__(self):
+        self.calls = 0
+
+    def predict(self, texts, batch_size=32, show_progress_bar=False):
+        self.calls += len(texts)
+        return np.array([len(q) - len(d) for q, d in texts], dtype=float)
+
+
+def test_ce_scores_are_cached_on_disk(smoke_cfg, tmp_path):
+    ds = load_beir_dataset(smoke_cfg, "tiny-a")
+    fake = CountingCE()
+    q = ds.query_ids[0]
+    pairs = [(q, d) for d in ds.doc_ids[:4]]
+    scorer = de2ce.CachedCEScorer(fake, ds, tmp_path, "tag")
+    first = scorer(pairs)
+    assert fake.calls == 4 and scorer(pairs[:2]) == first[:2] and fake.calls == 4
+    again = de2ce.CachedCEScorer(fake, ds, tmp_path, "tag")  # a rerun reads the file
+    assert again(pairs) == first and fake.calls == 4
+    again(pairs + [(q, ds.doc_ids[5])])
+    assert fake.calls == 5
+
+
+def test_settings_cap_depths_and_check_datasets(smoke_cfg):
+    dc = de2ce.settings(smoke_cfg)
+    assert dc["rerank_depths"] == [3, 5]  # 50 > eval.rerank_depth (5) is dropped
+    bad = copy.deepcopy(smoke_cfg)
+    bad["de2ce"]["pipeline_datasets"] = ["nope"]
+    with pytest.raises(ConfigError, match="unknown dataset"):
+        de2ce.settings(bad)
+
+
+@pytest.mark.slow
+def test_notebook_smoke(smoke_profile, tmp_path):
+    from ce_utils.config import load_profile
+    from ce_utils.runner import run_notebook
+
+    run_notebook(ROOT / "notebooks" / "02_de2ce.ipynb", tmp_path / "out.ipynb",
+                 {"profile": str(smoke_profile)}, progress=False)
+    cfg = load_profile(smoke_profile)
+    res = __import__("pathlib").Path(cfg["results_dir"])
+    q = pd.read_csv(res / "de2ce.csv")
+    for col in de2ce.DE2CE_COLUMNS + ["git_commit", "torch", "n_params"]:
+        assert col in q.columns, col
+    assert set(q["model"]) == {"DE-2 CE", "DE-3 CE", "DE-2 random", "DE-2 DE", "DE-2 CE (MNRL)", "DE-6 full"}
+    assert set(q["init"]) == {"ce", "random", "de", "full"} and set(q["loss"]) == {"mse", "mnrl", "none"}
+    assert set(q["dataset"]) == {"tiny-a", "tiny-b"}
+    assert set(q["metric"]) == {"NDCG@10", "Recall@100", "MAP@10", "MRR@10", "Hits@10"}
+    assert q["value"].between(0, 1).all()
+    assert (q.groupby(["model", "dataset", "metric"]).size() == 1).all()
+    assert q[q["dataset"] == "tiny-b"]["approximate"].all() and not q[q["dataset"] == "tiny-a"]["approximate"].any()
+    trained = q[q["loss"] != "none"]
+    assert (q[q["dataset"] == "tiny-a"]["n_docs"] == 20).all()  # de2ce.sizes cut
+    assert (trained["train_steps"] > 0).all() and (q[q["loss"] == "none"]["train_steps"] == 0).all()
+    assert (q[q["model"] == "DE-2 CE"]["n_layers"] == 2).all() and (q[q["model"] == "DE-6 full"]["n_layers"] == 6).all()
+    p = pd.read_csv(res / "pipeline.csv")
+    for col in de2ce.PIPELINE_COLUMNS + ["git_commit"]:
+        assert col in p.columns, col
+    assert set(p["first_stage"]) == {"DE-2 CE", "DE-6 full"} and set(p["dataset"]) == {"tiny-a"}
+    assert set(p["depth"]) == {0, 3, 5} and set(p["reranker"]) == {"none", "CE"}
+    assert (p["n_queries"] == 6).all() and p["value"].between(0, 1).all()
+    card = __import__("pathlib").Path(cfg["models_dir"]) / "de-2-ce" / "README.md"
+    assert card.is_file() and "MSELoss" in card.read_text() and "Seed" in card.read_text()
+    assert (card.parent / "training_info.json").is_file()
