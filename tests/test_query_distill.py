@@ -1,0 +1,171 @@
+"""Notebook 03 (Wang & Lyu query-encoder distillation): strategies, students, asymmetric
+evaluation, paper comparison, and a papermill smoke run."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sentence_transformers import SentenceTransformer
+
+from ce_utils import query_distill as qd
+from ce_utils.config import ConfigError, load_profile
+from ce_utils.students import backbone, num_layers
+
+ROOT = qd.Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def teacher(tiny_bert_dir):
+    return SentenceTransformer(str(tiny_bert_dir), device="cpu")
+
+
+def _same(a, b):
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_parse_strategies():
+    s = qd.parse_strategy("subset:0,5", 6)
+    assert (s.kind, s.layers, s.layers_str, s.n_layers) == ("subset", (0, 5), "0,5", 2)
+    f = qd.parse_strategy("first:3", 6)
+    assert f.layers == (0, 1, 2) and f.name == "first3"
+    o = qd.parse_strategy("onnx-l3", 6)
+    assert o.kind == "onnx" and o.n_layers == 3
+
+
+@pytest.mark.parametrize("spec,match", [
+    ("subset:0,6", r"layers 0\.\.5"),
+    ("subset:-1", r"layers 0\.\.5|integers"),
+    ("first:7", r"1\.\.6"),
+    ("subset:5,0", "increasing"),
+    ("subset:", "names no layer|Unknown"),
+    ("bottom:2", "Unknown student strategy"),
+])
+def test_bad_strategy_says_the_fix(spec, match):
+    with pytest.raises(ConfigError, match=match):
+        qd.parse_strategy(spec, 6)
+
+
+def test_subset_student_has_exactly_the_chosen_teacher_layers(teacher):
+    for spec in ("subset:0,5", "subset:0,2,5", "first:2"):
+        st = qd.parse_strategy(spec, num_layers(teacher))
+        student = qd.build_student(st, teacher)
+        s, t = backbone(student), backbone(teacher)
+        assert num_layers(student) == len(st.layers)
+        assert _same(s.embeddings, t.embeddings)
+        for i, l in enumerate(st.layers):
+            assert _same(s.encoder.layer[i], t.encoder.layer[l])
+        others = [l for l in range(6) if l not in st.layers]
+        assert not _same(s.encoder.layer[len(st.layers) - 1], t.encoder.layer[others[-1]])
+
+
+def test_evaluator_uses_teacher_document_embeddings(teacher, smoke_cfg):
+    ds = qd.eval_datasets(smoke_cfg, ["tiny-a"])
+    ev = qd.AsymmetricEvaluator(teacher=teacher, datasets=ds, teacher_spec="tiny", cache_dir=None,
+                                max_length=32, batch_size=8)
+    docs = ds["tiny-a"].doc_texts()
+    np.testing.assert_allclose(ev.doc_emb["tiny-a"], teacher.encode(docs, convert_to_numpy=True), atol=1e-5)
+    assert ev.score_function == "cos_sim"
+
+    student = qd.build_student(qd.parse_strategy("subset:0", 6), teacher)
+    seen = []
+    real = student.encode
+
+    def spy(texts, **kw):
+        seen.extend(texts)
+        return real(texts, **kw)
+
+    student.encode = spy
+    before = ev.doc_emb["tiny-a"].copy()
+    scores = ev.evaluate(student)
+    assert set(seen) == set(ds["tiny-a"].query_texts())  # the student encodes queries only
+    assert not set(seen) & set(docs)
+    np.testing.assert_array_equal(ev.doc_emb["tiny-a"], before)
+    assert 0.0 <= scores["tiny-a"]["NDCG@10"] <= 1.0
+    # the student's queries differ from the teacher's, the document side does not
+    t_scores = ev.evaluate(teacher)
+    assert set(t_scores["tiny-a"]) == set(scores["tiny-a"])
+
+
+def test_training_query_exclusion(smoke_cfg):
+    assert qd.excluded_query_files(smoke_cfg, ["tiny-a", "tiny-b"]) == ["unlabelled-2"]
+    q = qd.training_queries(smoke_cfg, ["tiny-a"])
+    assert q and all(k.startswith("unlabelled-1:") for k in q)
+    assert len(q) <= smoke_cfg["query_distill"]["max_train_queries"]
+    q_all = qd.training_queries(smoke_cfg, ["tiny-b"])
+    assert any(k.startswith("unlabelled-2:") for k in q_all)
+
+
+def test_retention_and_paper_mapping(monkeypatch):
+    # the transcribed table, whatever $CE_REFERENCE_DIR says (the reference CSV is checked below)
+    monkeypatch.delenv(qd.REFERENCE_ENV, raising=False)
+    rows = []
+    for student, layers, vals in (("teacher", "0,1,2,3,4,5", (0.5, 0.4)), ("L0_5", "0,5", (0.45, 0.2))):
+        for ds, v in zip(("a", "b"), vals):
+            rows.append({"student": student, "strategy": "subset:" + layers, "layers": layers, "n_layers": 2,
+                         "teacher": "t", "dataset": ds, "metric": "NDCG@10", "value": v, "approximate": False,
+                         "n_queries": 1, "n_docs": 1, "train_queries": 1, "train_steps": 1, "seed": 0})
+    ret = qd.retention_rows(pd.DataFrame(rows))
+    got = ret.set_index("dataset")["value"]
+    assert got["a"] == pytest.approx(0.9) and got["b"] == pytest.approx(0.5) and got["mean"] == pytest.approx(0.7)
+    assert qd.map_to_paper_layers([0, 5], 6) == "0,11"
+    assert qd.map_to_paper_layers([1, 4], 6) == "1,10"
+    paper, source = qd.paper_retention_table({"query_distill": {"reference_dir": None}})
+    assert source.startswith("transcribed")
+    side = qd.side_by_side(ret, paper, 6, {"a": "scifact"})
+    assert set(side["dataset"]) == {"a", "mean"}
+    assert side.set_index("dataset").loc["mean", "paper"] == pytest.approx(0.9249, abs=5e-5)
+
+
+def test_transcribed_numbers_match_reference_tables(monkeypatch, tmp_path):
+    ref = qd.os.environ.get(qd.REFERENCE_ENV)
+    if not ref:
+        ref = str(ROOT.parent / "shared" / "reference")
+    try:
+        table, source = qd.paper_retention_table({"query_distill": {"reference_dir": ref}})
+    except ConfigError:
+        pytest.skip("published tables not available (set CE_REFERENCE_DIR)")
+    mean = table[table["dataset"] == "mean"].set_index("layers")["retention"]
+    assert mean["0,11"] == pytest.approx(0.925, abs=5e-4)  # the paper's headline
+    for layers, per in qd.PAPER_RETENTION.items():
+        for ds, v in per.items():
+            got = table[(table["layers"] == layers) & (table["dataset"] == ds)]["retention"].iloc[0]
+            assert got == pytest.approx(v, abs=1e-4)
+    with pytest.raises(ConfigError, match="reference_dir"):
+        qd.reference_dir({"query_distill": {"reference_dir": str(tmp_path)}})
+
+
+def test_paper_profile_lists_the_papers_subsets():
+    cfg = load_profile("paper")
+    specs = cfg["query_distill"]["strategies"]
+    layers = {qd.parse_strategy(s, 12).layers_str for s in specs}
+    assert layers == set(qd.PAPER_RETENTION)
+
+
+def test_onnx_strategy_fails_clearly_without_a_model(teacher):
+    with pytest.raises(ConfigError, match="onnx"):
+        qd.build_student(qd.parse_strategy("onnx-l3", 6), teacher, {"models": {}, "query_distill": {}})
+
+
+@pytest.mark.slow
+def test_notebook_smoke(smoke_profile, tmp_path):
+    from ce_utils.runner import run_notebook
+
+    run_notebook(ROOT / "notebooks" / "03_query_distillation.ipynb", tmp_path / "out.ipynb",
+                 {"profile": str(smoke_profile), "reference_dir": None}, progress=False)
+    cfg = load_profile(smoke_profile)
+    df = pd.read_csv(qd.Path(cfg["results_dir"]) / "query_distill.csv")
+    for col in qd.RESULT_COLUMNS + ["profile", "git_commit", "timestamp"]:
+        assert col in df.columns, col
+    assert set(df["student"]) == {"teacher", "L0_5", "first2", "L5"}
+    metrics = df[~df["metric"].str.startswith("retention")]
+    assert metrics["value"].between(0, 1).all()
+    assert set(metrics["dataset"]) == {"tiny-a", "tiny-b"}
+    assert (df[df["student"] != "teacher"]["train_steps"] == 2).all()
+    assert (df[df["student"] == "teacher"]["train_steps"] == 0).all()
+    ret = df[df["metric"] == "retention_NDCG@10"]
+    assert set(ret["dataset"]) == {"tiny-a", "tiny-b", "mean"} and (ret["value"] > 0).all()
+    assert df[df["dataset"] == "tiny-b"]["approximate"].all()
+    assert df.loc[df["student"] == "L0_5", "layers"].iloc[0] == "0,5"
