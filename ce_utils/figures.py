@@ -1,0 +1,619 @@
+"""Every figure and table, from the committed result CSVs alone (notebook 05).
+
+Reads ``results/<profile>/*.csv`` only -- no model, no data directory -- and writes
+
+* ``figures/<profile>/<name>.png`` and ``.pdf`` (deterministic: fixed rcParams, ``svg.hashsalt``,
+  no PDF creation date, so a rerun on unchanged CSVs does not change the files' content),
+* ``results/<profile>/tables/<name>.md`` and ``.tex``,
+* ``results/<profile>/figures_manifest.json``: for every figure and table, the CSVs it came
+  from and their sha256 (a test checks that committed figures are not older than their CSVs).
+
+A CSV that is absent skips its figures with a printed note; a CSV that exists with a wrong
+schema raises :class:`SchemaError`.
+
+Joining quality with speed (Pareto plot): speed is a property of an architecture, so a quality
+row (``model`` of de2ce.csv, ``student`` of query_distill.csv) takes the speed.csv row with the
+same ``model`` name; failing that, the speed row of the same role (``de-k-ce`` / ``de`` for
+de2ce.csv, ``query-student`` for query_distill.csv) and the same ``n_layers``. The query
+distillation teacher is the full DE. Pipelines (first stage + CE re-ranking of the top ``depth``)
+cost one query encoding plus ``depth`` CE pair scorings per query.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from ce_utils.config import repo_root
+from ce_utils.results import atomic_write_text
+
+SCHEMAS = {
+    "layer_probe.csv": ["model", "model_kind", "layer", "dataset", "metric", "value"],
+    "ce_quality.csv": ["model", "stage", "dataset", "metric", "value"],
+    "de2ce.csv": ["model", "init", "n_layers", "dataset", "metric", "value"],
+    "pipeline.csv": ["first_stage", "reranker", "depth", "dataset", "metric", "value"],
+    "query_distill.csv": ["student", "strategy", "layers", "n_layers", "dataset", "metric", "value"],
+    "speed.csv": ["model", "role", "n_layers", "batch_size", "threads", "device", "dtype", "tokenization",
+                  "median_ms", "queries_per_s", "speedup_vs_de", "flop_ratio"],
+}
+NUMERIC = {"value", "layer", "n_layers", "depth", "batch_size", "threads", "median_ms", "queries_per_s",
+           "speedup_vs_de", "flop_ratio"}
+DEFAULTS = {"metric": "NDCG@10", "sts_metric": "Spearman", "pareto_batch_size": 1, "pareto_threads": 1,
+            "pareto_tokenization": "included", "pareto_datasets": None, "dpi": 150}
+
+
+class SchemaError(ValueError):
+    """A result CSV exists but lacks columns (or holds unusable values)."""
+
+
+# --------------------------------------------------------------------------- reading
+def sha256(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def read_result(results_dir: str | Path, name: str, log: Callable = print) -> pd.DataFrame | None:
+    """``results_dir/name`` checked against :data:`SCHEMAS`; ``None`` (and a note) when absent."""
+    path = Path(results_dir) / name
+    if not path.is_file():
+        log(f"note: {path.name} not found in {Path(results_dir).name}/ -- its figures are skipped.")
+        return None
+    df = pd.read_csv(path)
+    need = SCHEMAS.get(name, [])
+    missing = [c for c in need if c not in df.columns]
+    if missing:
+        raise SchemaError(f"{path} lacks column(s) {missing}; expected at least {need}. Rerun the notebook "
+                          "that writes it, or update ce_utils.figures.SCHEMAS if its schema changed.")
+    if df.empty:
+        raise SchemaError(f"{path} holds no rows.")
+    for col in need:
+        if col in NUMERIC:
+            conv = pd.to_numeric(df[col], errors="coerce")
+            bad = conv.isna() & df[col].notna()
+            if bad.any():
+                raise SchemaError(f"{path}: column {col!r} holds non-numeric values, e.g. {df[col][bad].iloc[0]!r}.")
+            df[col] = conv
+    return df
+
+
+def read_results(results_dir: str | Path, log: Callable = print) -> dict[str, pd.DataFrame]:
+    out = {}
+    for name in SCHEMAS:
+        df = read_result(results_dir, name, log=log)
+        if df is not None:
+            out[name] = df
+    return out
+
+
+# --------------------------------------------------------------------------- determinism
+def setup_matplotlib():
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    plt.rcdefaults()
+    plt.rcParams.update({
+        "svg.hashsalt": "ce-embeddings", "pdf.compression": 6, "path.simplify": True,
+        "font.size": 9, "axes.titlesize": 9, "legend.fontsize": 7, "figure.dpi": 100,
+        "axes.grid": True, "grid.alpha": 0.3, "savefig.bbox": "standard",
+    })
+    return plt
+
+
+@dataclass
+class Output:
+    """Figures and tables written by one :func:`make_all` run, with their sources."""
+
+    figures_dir: Path
+    tables_dir: Path
+    results_dir: Path
+    dpi: int = 150
+    manifest: dict = field(default_factory=dict)
+
+    def _rel(self, p: Path) -> str:
+        try:
+            return str(Path(p).resolve().relative_to(repo_root()))
+        except ValueError:  # outside the repository (tests): an absolute path, never committed
+            return str(Path(p).resolve())
+
+    def _sources(self, sources: list[str]) -> dict:
+        return {s: sha256(self.results_dir / s) for s in sources}
+
+    def figure(self, fig, name: str, sources: list[str]) -> Path:
+        import matplotlib.pyplot as plt
+
+        self.figures_dir.mkdir(parents=True, exist_ok=True)
+        png = self.figures_dir / f"{name}.png"
+        pdf = self.figures_dir / f"{name}.pdf"
+        fig.savefig(png, dpi=self.dpi, metadata={"Software": None})
+        fig.savefig(pdf, metadata={"CreationDate": None, "ModDate": None, "Producer": None, "Creator": None})
+        plt.close(fig)
+        self.manifest[f"figures/{name}"] = {"kind": "figure", "files": [self._rel(png), self._rel(pdf)],
+                                           "sources": self._sources(sources)}
+        return png
+
+    def table(self, df: pd.DataFrame, name: str, sources: list[str], caption: str = "", floatfmt: str = ".3f") -> Path:
+        self.tables_dir.mkdir(parents=True, exist_ok=True)
+        md = self.tables_dir / f"{name}.md"
+        tex = self.tables_dir / f"{name}.tex"
+        atomic_write_text(md, to_markdown(df, floatfmt) + "\n")
+        atomic_write_text(tex, to_latex(df, caption or name, name, floatfmt))
+        self.manifest[f"tables/{name}"] = {"kind": "table", "files": [self._rel(md), self._rel(tex)],
+                                          "sources": self._sources(sources)}
+        return md
+
+    def write_manifest(self) -> Path:
+        path = self.results_dir / "figures_manifest.json"
+        atomic_write_text(path, json.dumps(dict(sorted(self.manifest.items())), indent=1, sort_keys=True) + "\n")
+        return path
+
+
+def _fmt(v, floatfmt: str) -> str:
+    if isinstance(v, (float, np.floating)):
+        return "" if math.isnan(v) else format(float(v), floatfmt)
+    return str(v)
+
+
+def to_markdown(df: pd.DataFrame, floatfmt: str = ".3f") -> str:
+    cols = [str(c) for c in df.columns]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    for row in df.itertuples(index=False):
+        lines.append("| " + " | ".join(_fmt(v, floatfmt).replace("|", "/") for v in row) + " |")
+    return "\n".join(lines)
+
+
+def _tex_escape(s: str) -> str:
+    for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#"),
+                 ("$", r"\$"), ("{", r"\{"), ("}", r"\}")):
+        s = s.replace(a, b) if a != "\\" else s.replace(a, b)
+    return s
+
+
+def to_latex(df: pd.DataFrame, caption: str, label: str, floatfmt: str = ".3f") -> str:
+    cols = [_tex_escape(str(c)) for c in df.columns]
+    body = [" & ".join(_tex_escape(_fmt(v, floatfmt)) for v in row) + r" \\" for row in df.itertuples(index=False)]
+    return "\n".join([r"\begin{table}[t]", r"\centering", r"\small",
+                      r"\begin{tabular}{" + "l" * len(cols) + "}", r"\toprule", " & ".join(cols) + r" \\",
+                      r"\midrule", *body, r"\bottomrule", r"\end{tabular}",
+                      r"\caption{" + _tex_escape(caption) + "}", r"\label{tab:" + _tex_escape(label) + "}",
+                      r"\end{table}"]) + "\n"
+
+
+# --------------------------------------------------------------------------- figures
+def _grid(plt, n: int, width: float = 3.4, height: float = 2.8, ncols: int | None = None):
+    ncols = ncols or min(n, 3)
+    nrows = int(math.ceil(n / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), squeeze=False)
+    flat = list(axes.ravel())
+    for ax in flat[n:]:
+        ax.set_visible(False)
+    return fig, flat[:n]
+
+
+def layer_probe_figure(plt, out: Output, df: pd.DataFrame, metric: str, sts_metric: str) -> None:
+    d = df.copy()
+    if "pooling" in d.columns and d["pooling"].nunique() > 1:
+        d["line"] = d["model_kind"].str.upper() + " (" + d["pooling"].astype(str) + ")"
+    else:
+        d["line"] = d["model_kind"].str.upper().str.replace("-VS-", " vs ", regex=False)
+    panels = []
+    for ds in sorted(d["dataset"].unique()):
+        g = d[d["dataset"] == ds]
+        for m in (metric, sts_metric, "CKA", "cosine"):
+            if (g["metric"] == m).any():
+                panels.append((ds, m))
+                break
+    if not panels:
+        print(f"note: layer_probe.csv has no {metric}/{sts_metric} rows -- layer-probe figure skipped.")
+        return
+    fig, axes = _grid(plt, len(panels))
+    for ax, (ds, m) in zip(axes, panels):
+        g = d[(d["dataset"] == ds) & (d["metric"] == m)]
+        for line, gl in g.groupby("line", sort=True):
+            gl = gl.groupby("layer", as_index=False)["value"].mean().sort_values("layer")
+            ax.plot(gl["layer"], gl["value"], marker="o", ms=3, label=line)
+        ax.set(title=ds, xlabel="layer (0 = embeddings)", ylabel=m)
+        ax.legend()
+    fig.suptitle("Per-layer quality of mean-pooled embeddings: cross encoder (self-pair) vs dual encoder")
+    fig.tight_layout()
+    out.figure(fig, "layer_probe", ["layer_probe.csv"])
+    main = d[d["metric"].isin([metric, sts_metric])]
+    tab = main.pivot_table(index=["dataset", "metric", "line"], columns="layer", values="value", aggfunc="mean")
+    tab.columns = [f"L{int(c)}" for c in tab.columns]
+    out.table(tab.reset_index().rename(columns={"line": "model"}), "layer_probe", ["layer_probe.csv"],
+              f"{metric} / {sts_metric} per layer (0 = embedding output), CE self-pair vs DE.")
+
+
+def de2ce_figure(plt, out: Output, df: pd.DataFrame, metric: str) -> None:
+    d = df[df["metric"] == metric]
+    if d.empty:
+        print(f"note: de2ce.csv has no {metric} rows -- DE-k CE figure skipped.")
+        return
+    order = list(dict.fromkeys(d.sort_values(["n_layers"], kind="stable")["model"]))
+    datasets = sorted(d["dataset"].unique())
+    fig, axes = _grid(plt, len(datasets), width=3.8)
+    for ax, ds in zip(axes, datasets):
+        g = d[d["dataset"] == ds].groupby("model")["value"].mean().reindex(order).dropna()
+        colors = ["C3" if "full" in m else "C0" if " CE" in m else "C7" for m in g.index]
+        ax.bar(range(len(g)), g.values, color=colors)
+        ax.set_xticks(range(len(g)), g.index, rotation=45, ha="right")
+        ax.set(title=ds, ylabel=metric)
+    fig.suptitle("DE-k CE: light dual encoders from the CE's early layers vs controls and the full DE")
+    fig.tight_layout()
+    out.figure(fig, "de2ce", ["de2ce.csv"])
+    tab = d.pivot_table(index="model", columns="dataset", values="value", aggfunc="mean").reindex(order)
+    full = [m for m in order if "full" in m]
+    if full:
+        for ds in datasets:
+            tab[f"{ds} % of full"] = 100 * tab[ds] / tab.loc[full[0], ds]
+    out.table(tab.reset_index(), "de2ce", ["de2ce.csv"], f"{metric} of the DE-k CE students and controls.")
+
+
+def pipeline_figure(plt, out: Output, df: pd.DataFrame, metric: str) -> None:
+    d = df[df["metric"] == metric].copy()
+    if d.empty:
+        print(f"note: pipeline.csv has no {metric} rows -- pipeline figure skipped.")
+        return
+    d["stage"] = np.where(d["reranker"].astype(str) == "none", "first stage",
+                          d["reranker"].astype(str) + " @" + d["depth"].astype(int).astype(str))
+    datasets = sorted(d["dataset"].unique())
+    fig, axes = _grid(plt, len(datasets), width=4.0)
+    for ax, ds in zip(axes, datasets):
+        w = d[d["dataset"] == ds].pivot_table(index="first_stage", columns="stage", values="value", aggfunc="mean")
+        cols = ["first stage"] + sorted([c for c in w.columns if c != "first stage"],
+                                        key=lambda s: int(s.rsplit("@", 1)[1]))
+        w = w[[c for c in cols if c in w.columns]]
+        width = 0.8 / max(1, len(w.columns))
+        for i, c in enumerate(w.columns):
+            ax.bar(np.arange(len(w)) + i * width, w[c].values, width, label=c)
+        ax.set_xticks(np.arange(len(w)) + 0.4 - width / 2, w.index, rotation=30, ha="right")
+        ax.set(title=ds, ylabel=metric)
+        ax.legend()
+    fig.suptitle("First-stage retrieval, then CE re-ranking of the top-k")
+    fig.tight_layout()
+    out.figure(fig, "pipeline", ["pipeline.csv"])
+    tab = d.pivot_table(index=["dataset", "first_stage"], columns="stage", values="value", aggfunc="mean")
+    out.table(tab.reset_index(), "pipeline", ["pipeline.csv"], f"{metric}: first stage and CE re-ranking.")
+
+
+def _paper_side_by_side(qd: pd.DataFrame, cfg: dict | None) -> pd.DataFrame | None:
+    """Our retention next to the paper's (``ce_utils.query_distill``); ``None`` when unavailable."""
+    try:
+        from ce_utils import query_distill as q
+    except Exception as exc:  # noqa: BLE001
+        print(f"note: no paper overlay ({type(exc).__name__}: {exc}).")
+        return None
+    teacher = qd[qd["student"] == "teacher"]
+    n_teacher = int(teacher["n_layers"].max()) if not teacher.empty and teacher["n_layers"].notna().any() else None
+    if not n_teacher:
+        idx = [int(x) for s in qd["layers"].dropna().astype(str) for x in s.split(",") if x.strip().isdigit()]
+        n_teacher = max(idx) + 1 if idx else None
+    if not n_teacher:
+        return None
+    try:
+        paper, _ = q.paper_retention_table(cfg)
+    except Exception as exc:  # noqa: BLE001
+        print(f"note: no paper overlay ({type(exc).__name__}: {exc}).")
+        return None
+    dmap = {ds: ds.split("-")[0] for ds in qd["dataset"].unique()}
+    return q.side_by_side(qd, paper, n_teacher, dataset_map=dmap)
+
+
+def query_distill_figure(plt, out: Output, df: pd.DataFrame, metric: str, cfg: dict | None) -> pd.DataFrame | None:
+    ret_metric = f"retention_{metric}"
+    d = df[(df["metric"] == ret_metric) & (df["dataset"] == "mean")]
+    if d.empty:
+        print(f"note: query_distill.csv has no {ret_metric} rows (dataset 'mean') -- query-student figure skipped.")
+        return None
+    d = d.groupby(["student", "strategy", "layers", "n_layers"], as_index=False, dropna=False)["value"].mean()
+    d = d.sort_values(["n_layers", "strategy", "student"], kind="stable")
+    sbs = _paper_side_by_side(df, cfg)
+    paper = {}
+    if sbs is not None and not sbs.empty:
+        paper = sbs[sbs["dataset"] == "mean"].groupby("student")["paper"].first().to_dict()
+    fig, ax = plt.subplots(figsize=(max(5, 0.55 * len(d) + 2), 3.4))
+    x = np.arange(len(d))
+    ax.bar(x - 0.2, 100 * d["value"], 0.4, label="ours", color="C0")
+    pv = [100 * paper.get(s, np.nan) for s in d["student"]]
+    ax.bar(x + 0.2, pv, 0.4, label="paper (relative-position subset, 12-layer teacher)", color="C1")
+    ax.axhline(100, color="k", lw=0.7)
+    labels = [f"{s}\n[{l}] {st}" for s, l, st in zip(d["student"], d["layers"], d["strategy"])]
+    ax.set_xticks(x, labels, rotation=60, ha="right", fontsize=6)
+    ax.set(ylabel=f"{metric} retention (% of teacher)", title="Query-encoder students by initialisation")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    out.figure(fig, "query_distill", ["query_distill.csv"])
+    tab = d.assign(ours=100 * d["value"], paper=[p for p in pv]).drop(columns="value")
+    out.table(tab, "query_distill", ["query_distill.csv"], f"Mean {metric} retention (%) of the query students.",
+              floatfmt=".1f")
+    return tab
+
+
+def speed_figure(plt, out: Output, df: pd.DataFrame) -> None:
+    d = df[df["tokenization"] == "included"]
+    if d.empty:
+        d = df
+    settings = d[["device", "dtype", "threads"]].drop_duplicates().sort_values(["device", "dtype", "threads"])
+    fig, axes = _grid(plt, len(settings), width=4.0, height=3.2)
+    for ax, s in zip(axes, settings.itertuples(index=False)):
+        g = d[(d["device"] == s.device) & (d["dtype"] == s.dtype) & (d["threads"] == s.threads)]
+        for name, gm in g.groupby("model", sort=False):
+            gm = gm.sort_values("batch_size")
+            ax.plot(gm["batch_size"], gm["queries_per_s"], marker="o", ms=3, label=name)
+        ax.set(xscale="log", yscale="log", xlabel="batch size", ylabel="queries / s",
+               title=f"{str(s.device).replace('cuda:', '')} {s.dtype}, {int(s.threads)} thread(s)")
+    axes[-1].legend(fontsize=6)
+    fig.suptitle("Query-encoding throughput (tokenisation included)")
+    fig.tight_layout()
+    out.figure(fig, "speed_throughput", ["speed.csv"])
+    big = int(d["batch_size"].max())
+    t = d[d["batch_size"].isin([1, big])].copy()
+    t["setting"] = (t["device"].astype(str).str.replace("cuda:", "", regex=False) + " " + t["dtype"] + " "
+                    + t["threads"].astype(int).astype(str) + "t bs" + t["batch_size"].astype(int).astype(str))
+    tab = t.pivot_table(index=["model", "n_layers", "flop_ratio"], columns="setting", values="speedup_vs_de",
+                        sort=False).reset_index()
+    out.table(tab, "speed", ["speed.csv"], "Measured speed-up over the full DE (tokenisation included) next to the "
+              "FLOP ratio.", floatfmt=".2f")
+
+
+def speed_lookup(sp: pd.DataFrame, batch_size: int, threads: int, tokenization: str) -> pd.DataFrame:
+    """One speed row per model in the chosen setting (CPU fp32 when present)."""
+    d = sp[(sp["tokenization"] == tokenization) & (sp["threads"] == threads)]
+    if "dtype" in d.columns and (d["dtype"] == "fp32").any():
+        d = d[d["dtype"] == "fp32"]
+    if d["device"].eq("cpu").any():
+        d = d[d["device"] == "cpu"]
+    out = []
+    for _, g in d.groupby("model", sort=False):
+        sizes = sorted(g["batch_size"].unique())
+        bs = batch_size if batch_size in sizes else max([b for b in sizes if b <= batch_size] or [min(sizes)])
+        out.append(g[g["batch_size"] == bs].iloc[0])
+    return pd.DataFrame(out)
+
+
+def quality_points(results: dict[str, pd.DataFrame], metric: str) -> pd.DataFrame:
+    """(source, model, role, n_layers, dataset, quality) rows from de2ce.csv, query_distill.csv, pipeline.csv."""
+    rows = []
+    de2ce = results.get("de2ce.csv")
+    if de2ce is not None:
+        for _, r in de2ce[de2ce["metric"] == metric].iterrows():
+            role = "de" if r["init"] == "full" else "de-k-ce"
+            rows.append({"source": "de2ce.csv", "model": r["model"], "role": role, "n_layers": r["n_layers"],
+                         "dataset": r["dataset"], "quality": r["value"], "depth": 0})
+    qd = results.get("query_distill.csv")
+    if qd is not None:
+        for _, r in qd[qd["metric"] == metric].iterrows():
+            teacher = r["student"] == "teacher"
+            rows.append({"source": "query_distill.csv", "model": "teacher (full DE)" if teacher else r["student"],
+                         "role": "de" if teacher else "query-student", "n_layers": r["n_layers"],
+                         "dataset": r["dataset"], "quality": r["value"], "depth": 0})
+    pl = results.get("pipeline.csv")
+    if pl is not None:
+        p = pl[(pl["metric"] == metric) & (pl["reranker"].astype(str) != "none")]
+        for _, r in p.iterrows():
+            rows.append({"source": "pipeline.csv", "model": f"{r['first_stage']} + {r['reranker']}@{int(r['depth'])}",
+                         "first_stage": r["first_stage"], "role": "pipeline", "n_layers": np.nan,
+                         "dataset": r["dataset"], "quality": r["value"], "depth": int(r["depth"])})
+    return pd.DataFrame(rows)
+
+
+def join_speed(points: pd.DataFrame, speed: pd.DataFrame, ce_pair_rows: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Attach queries/s to every quality point (see the module docstring for the join rule).
+    ``ce_pair_rows``: CE (pair) rows at every batch size; a pipeline re-ranking ``depth`` candidates
+    pays the per-pair time at the largest measured batch size <= depth."""
+    by_name = speed.set_index("model")
+    qps = []
+    matched = []
+    de_row = speed[speed["role"] == "de"]
+
+    def arch(role, n):
+        for r in ((role,), ("de-k-ce", "query-student", "de")):
+            m = speed[speed["role"].isin(r) & (speed["n_layers"] == n)]
+            if not m.empty:
+                return m.iloc[0]
+        return None
+
+    def enc_time(model, role, n):
+        if model in by_name.index:
+            return 1.0 / float(by_name.loc[model, "queries_per_s"]), model
+        if role == "de" and not de_row.empty:
+            return 1.0 / float(de_row.iloc[0]["queries_per_s"]), de_row.iloc[0]["model"]
+        r = arch(role, n) if pd.notna(n) else None
+        if r is None:
+            return np.nan, ""
+        return 1.0 / float(r["queries_per_s"]), r["model"]
+
+    ce_pair = speed[speed["model"].astype(str).str.contains("pair") & ~speed["model"].astype(str).str.contains("self")]
+    for _, p in points.iterrows():
+        if p["role"] == "pipeline":
+            fs = p.get("first_stage")
+            n = np.nan
+            import re
+            m = re.match(r"DE-(\d+)", str(fs))
+            if m:
+                n = int(m.group(1))
+            t, src = enc_time(fs, "de-k-ce" if "full" not in str(fs) else "de", n)
+            if ce_pair.empty or not np.isfinite(t):
+                qps.append(np.nan)
+                matched.append("")
+                continue
+            pair_row = ce_pair.iloc[0]
+            if ce_pair_rows is not None and not ce_pair_rows.empty:
+                ok = ce_pair_rows[ce_pair_rows["batch_size"] <= p["depth"]]
+                ok = ok if not ok.empty else ce_pair_rows
+                pair_row = ok.sort_values("batch_size").iloc[-1]
+            t_pair = 1.0 / float(pair_row["queries_per_s"])
+            qps.append(1.0 / (t + p["depth"] * t_pair))
+            matched.append(f"{src} + {p['depth']} x {pair_row['model']} (batch {int(pair_row['batch_size'])})")
+        else:
+            t, src = enc_time(p["model"], p["role"], p["n_layers"])
+            qps.append(1.0 / t if np.isfinite(t) else np.nan)
+            matched.append(src)
+    out = points.copy()
+    out["queries_per_s"] = qps
+    out["speed_row"] = matched
+    return out
+
+
+def pareto_front(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Indices of the points not dominated (higher x and higher y are better), sorted by x."""
+    idx = [i for i in range(len(x)) if not any((x[j] >= x[i] and y[j] >= y[i]) and (x[j] > x[i] or y[j] > y[i])
+                                               for j in range(len(x)))]
+    return np.array(sorted(idx, key=lambda i: x[i]), dtype=int)
+
+
+def pareto_figure(plt, out: Output, results: dict, opts: dict) -> pd.DataFrame | None:
+    sp = results.get("speed.csv")
+    points = quality_points(results, opts["metric"])
+    if sp is None or points.empty:
+        print("note: the Pareto plot needs speed.csv and at least one quality CSV -- skipped.")
+        return None
+    speed = speed_lookup(sp, int(opts["pareto_batch_size"]), int(opts["pareto_threads"]), opts["pareto_tokenization"])
+    if speed.empty:
+        print("note: speed.csv has no row in the Pareto setting -- skipped.")
+        return None
+    pair_models = set(speed["model"][speed["model"].astype(str).str.contains("pair")
+                                     & ~speed["model"].astype(str).str.contains("self")])
+    pair_rows = sp[sp["model"].isin(pair_models) & (sp["threads"] == int(opts["pareto_threads"]))
+                   & (sp["tokenization"] == opts["pareto_tokenization"]) & (sp["dtype"] == "fp32")
+                   & (sp["device"] == speed["device"].iloc[0])]
+    j = join_speed(points, speed, pair_rows).dropna(subset=["queries_per_s", "quality"])
+    datasets = opts.get("pareto_datasets") or sorted(j["dataset"].unique())
+    datasets = [d for d in datasets if d in set(j["dataset"]) and d != "mean"]
+    if not datasets:
+        print("note: no dataset with both quality and speed -- Pareto plot skipped.")
+        return None
+    sources = sorted({"speed.csv", *j["source"].unique()})
+    fig, axes = _grid(plt, len(datasets), width=4.2, height=3.4)
+    markers = {"de2ce.csv": "o", "query_distill.csv": "s", "pipeline.csv": "^"}
+    colors = {"de2ce.csv": "C0", "query_distill.csv": "C2", "pipeline.csv": "C1"}
+    for ax, ds in zip(axes, datasets):
+        g = j[j["dataset"] == ds].groupby(["source", "model"], as_index=False).agg(
+            quality=("quality", "mean"), queries_per_s=("queries_per_s", "first"))
+        for src, gs in g.groupby("source"):
+            ax.scatter(gs["queries_per_s"], gs["quality"], marker=markers.get(src, "o"), s=18,
+                       color=colors.get(src, "C7"), label=src.replace(".csv", ""))
+        front = pareto_front(g["queries_per_s"].to_numpy(), g["quality"].to_numpy())
+        ax.plot(g["queries_per_s"].to_numpy()[front], g["quality"].to_numpy()[front], "k--", lw=0.7)
+        for i in front:
+            ax.annotate(str(g["model"].iloc[i]), (g["queries_per_s"].iloc[i], g["quality"].iloc[i]), fontsize=5,
+                        xytext=(2, 2), textcoords="offset points")
+        ax.set(xscale="log", title=ds, xlabel="queries / s (measured)", ylabel=opts["metric"])
+        ax.legend(fontsize=6)
+    fig.suptitle(f"Quality vs query-encoding speed (CPU, {opts['pareto_threads']} thread(s), batch "
+                 f"{opts['pareto_batch_size']}, tokenisation {opts['pareto_tokenization']})")
+    fig.tight_layout()
+    out.figure(fig, "pareto", sources)
+    tab = j[j["dataset"].isin(datasets)].pivot_table(index=["source", "model", "speed_row"], columns="dataset",
+                                                     values="quality", aggfunc="mean").reset_index()
+    qps = j.groupby(["source", "model"])["queries_per_s"].first()
+    tab.insert(3, "queries_per_s", [qps.get((s, m), np.nan) for s, m in zip(tab["source"], tab["model"])])
+    out.table(tab, "pareto", sources, f"{opts['metric']} and measured queries/s of every model (join: see "
+              "ce_utils.figures).", floatfmt=".3f")
+    return j
+
+
+# --------------------------------------------------------------------------- headline
+def headline_table(results: dict, cfg: dict | None, metric: str = "NDCG@10") -> pd.DataFrame:
+    """The papers' headline claims next to ours, computed from the CSVs."""
+    rows = []
+    sp = results.get("speed.csv")
+    de2ce = results.get("de2ce.csv")
+    qd = results.get("query_distill.csv")
+    if de2ce is not None:
+        d = de2ce[de2ce["metric"] == metric]
+        full = d[d["init"] == "full"].groupby("dataset")["value"].mean()
+        two = d[d["model"] == "DE-2 CE"].groupby("dataset")["value"].mean()
+        common = [x for x in two.index if x in full.index and full[x]]
+        if common:
+            pct = float(np.mean([100 * two[x] / full[x] for x in common]))
+            rows.append({"claim": f"DE-2 CE {metric}, % of full DE (mean over {', '.join(common)})",
+                         "paper": "close to the full DE", "ours": f"{pct:.1f}%"})
+    if sp is not None:
+        d = sp[(sp["model"] == "DE-2 CE") & (sp["tokenization"] == "included") & (sp["device"] == "cpu")
+               & (sp["threads"] == 1)]
+        if not d.empty:
+            lo, hi = d["speedup_vs_de"].min(), d["speedup_vs_de"].max()
+            rows.append({"claim": "DE-2 CE query-encoding speed-up over the full DE (CPU, 1 thread, batch 1-128)",
+                         "paper": "5.15x (paper's hardware)", "ours": f"{lo:.2f}x - {hi:.2f}x "
+                         f"(FLOP ratio {d['flop_ratio'].iloc[0]:.2f})"})
+    if qd is not None:
+        ret = qd[(qd["metric"] == f"retention_{metric}") & (qd["dataset"] == "mean")]
+        two = ret[(ret["n_layers"] == 2)]
+        if not two.empty:
+            teacher = qd[qd["student"] == "teacher"]
+            n_t = int(teacher["n_layers"].max()) if not teacher.empty and teacher["n_layers"].notna().any() else None
+            top = f"0,{n_t - 1}" if n_t else None
+            pick = two[two["layers"].astype(str) == top] if top else two.iloc[0:0]
+            r = pick.iloc[0] if not pick.empty else two.sort_values("value").iloc[-1]
+            rows.append({"claim": f"2-layer query student (bottom + top layer) keeps % of teacher {metric}",
+                         "paper": "92.5% (layers 0,11 of 12; mean of 15 BEIR sets)",
+                         "ours": f"{100 * r['value']:.1f}% (layers {r['layers']}; {r['student']})"})
+    return pd.DataFrame(rows, columns=["claim", "paper", "ours"])
+
+
+# --------------------------------------------------------------------------- everything
+def make_all(results_dir: str | Path, figures_dir: str | Path, cfg: dict | None = None,
+             options: dict | None = None) -> dict:
+    """Every figure and table the CSVs under ``results_dir`` allow; returns the manifest."""
+    opts = {**DEFAULTS, **((cfg or {}).get("figures") or {}), **(options or {})}
+    opts = {k: (DEFAULTS.get(k) if v is None and k in DEFAULTS and k != "pareto_datasets" else v)
+            for k, v in opts.items()}
+    results_dir = Path(results_dir)
+    plt = setup_matplotlib()
+    out = Output(Path(figures_dir), results_dir / "tables", results_dir, dpi=int(opts["dpi"]))
+    results = read_results(results_dir)
+    if "layer_probe.csv" in results:
+        layer_probe_figure(plt, out, results["layer_probe.csv"], opts["metric"], opts["sts_metric"])
+    if "ce_quality.csv" in results:
+        cq = results["ce_quality.csv"]
+        cq = cq[cq["metric"] == opts["metric"]]
+        if not cq.empty:
+            idx = [c for c in ("model", "stage", "depth") if c in cq.columns]
+            tab = cq.pivot_table(index=idx, columns="dataset", values="value", aggfunc="mean").reset_index()
+            out.table(tab, "ce_quality", ["ce_quality.csv"], f"{opts['metric']} of the cross encoder re-ranking the DE.")
+    if "de2ce.csv" in results:
+        de2ce_figure(plt, out, results["de2ce.csv"], opts["metric"])
+    if "pipeline.csv" in results:
+        pipeline_figure(plt, out, results["pipeline.csv"], opts["metric"])
+    if "query_distill.csv" in results:
+        query_distill_figure(plt, out, results["query_distill.csv"], opts["metric"], cfg)
+    if "speed.csv" in results:
+        speed_figure(plt, out, results["speed.csv"])
+    pareto_figure(plt, out, results, opts)
+    head = headline_table(results, cfg, opts["metric"])
+    if not head.empty:
+        srcs = [s for s in ("de2ce.csv", "speed.csv", "query_distill.csv") if s in results]
+        out.table(head, "headline", srcs, "Headline claims: the papers vs this reproduction.")
+    out.write_manifest()
+    return out.manifest
+
+
+def check_manifest(results_dir: str | Path, root: str | Path | None = None) -> list[str]:
+    """Problems with the committed figures: a listed file missing, or a source CSV whose sha256
+    differs from the one recorded when the figure was made. Empty list = consistent."""
+    results_dir = Path(results_dir)
+    root = Path(root) if root else repo_root()
+    path = results_dir / "figures_manifest.json"
+    if not path.is_file():
+        return [f"{path} is missing"]
+    manifest = json.loads(path.read_text())
+    problems = []
+    for key, item in manifest.items():
+        for f in item["files"]:
+            if not (root / f).is_file():
+                problems.append(f"{key}: {f} is missing")
+        for src, digest in item["sources"].items():
+            p = results_dir / src
+            if not p.is_file():
+                problems.append(f"{key}: source {src} is missing")
+            elif sha256(p) != digest:
+                problems.append(f"{key}: {src} changed after the figure was made (run `make figures`)")
+    return problems

@@ -1,0 +1,466 @@
+"""Query-encoding speed: latency and throughput of the full DE, its light students and the CE.
+
+Both papers sell their small encoders by online speed: only the *query* is encoded at search
+time, so the cost that matters is encoding one query (or a batch of queries). This module times
+
+* ``de``            -- the full dual encoder (the documents' encoder; also the teacher),
+* ``de-k-ce``       -- notebook 02's DE-k CE students (k copied CE layers + one random layer),
+* ``query-student`` -- notebook 03's layer-subset query students (1, 2, 3 teacher layers),
+* ``ce``            -- the cross encoder, scoring one (query, document) pair (``CE (pair)``), and
+  embedding the query paired with itself (``CE (self-pair)``, all CE layers, mean pooled),
+
+with :mod:`torch.utils.benchmark` (``Timer.blocked_autorange``; the median and inter-quartile
+range of the per-block times), tokenisation included and excluded, for several batch sizes,
+on CPU with one thread and with every thread, and on a GPU when there is one (fp32 and fp16).
+
+Speed does not depend on the weights, so a student whose trained weights are not in the
+profile's ``models_dir`` is timed as a freshly composed architecture
+(:func:`ce_utils.students.compose_student` / :func:`~ce_utils.students.layer_subset_student`).
+
+Next to every measured speed-up over the full DE (same device, threads, dtype, batch size and
+tokenisation setting, same run) the analytic FLOP ratio is recorded: FLOPs per item of the full
+DE divided by FLOPs per item of the model (:func:`flops_per_item`), so both read "x times faster".
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from ce_utils.config import ConfigError, section
+from ce_utils.students import RANDOM, backbone, compose_student, layer_subset_student, num_layers
+
+log = logging.getLogger(__name__)
+
+ROLES = ("de", "de-k-ce", "query-student", "ce")
+SPEED_COLUMNS = ["model", "role", "layers", "n_layers", "n_params", "batch_size", "threads", "device", "dtype",
+                 "tokenization", "median_ms", "iqr_ms", "n_runs", "queries_per_s", "speedup_vs_de", "flop_ratio",
+                 "flops_per_item", "mean_tokens", "max_length", "n_queries", "min_run_time"]
+CE_MODES = ("pair", "self-pair")
+DTYPES = ("fp32", "fp16")
+
+
+# --------------------------------------------------------------------------- analytic FLOPs
+def flops_per_token(hidden: int, intermediate: int, n_layers: int, seq_len: float, pooler: bool = False) -> float:
+    """Forward FLOPs per token of a BERT encoder (multiply-add = 2 FLOPs), at sequence length ``seq_len``.
+
+    Embeddings: the sum of word, position and token-type vectors (2h) and a LayerNorm (~5h);
+    the lookup itself is free. Each transformer layer: Q, K, V and output projections
+    (4 x 2h^2), attention scores and the weighted sum of values (2 x 2 x seq_len x h), the
+    feed-forward block (2 x 2 h I) and two LayerNorms (2 x 5h); softmax, GELU, biases and
+    residual additions are lower-order and ignored. Mean pooling adds h per token;
+    ``pooler`` adds BERT's pooler and a one-logit head (2h^2 + 2h), spread over the tokens."""
+    h, i, L = float(hidden), float(intermediate), float(seq_len)
+    if min(h, i, L) <= 0 or n_layers < 0:
+        raise ConfigError(f"flops_per_token needs positive sizes, got hidden={hidden}, intermediate={intermediate}, "
+                          f"n_layers={n_layers}, seq_len={seq_len}.")
+    embeddings = 2 * h + 5 * h
+    layer = 4 * 2 * h * h + 2 * 2 * L * h + 2 * 2 * h * i + 2 * 5 * h
+    pool = h + ((2 * h * h + 2 * h) / L if pooler else 0.0)
+    return embeddings + n_layers * layer + pool
+
+
+def flops_per_item(hidden: int, intermediate: int, n_layers: int, tokens: float, pooler: bool = False) -> float:
+    """FLOPs to encode one item (a query, or a query-document pair) of ``tokens`` tokens."""
+    return float(tokens) * flops_per_token(hidden, intermediate, n_layers, tokens, pooler=pooler)
+
+
+def flop_ratio(reference_flops: float, model_flops: float) -> float:
+    """Theoretical speed-up: reference FLOPs / model FLOPs (> 1: the model needs fewer FLOPs)."""
+    if model_flops <= 0:
+        raise ConfigError("model FLOPs must be positive.")
+    return float(reference_flops) / float(model_flops)
+
+
+# --------------------------------------------------------------------------- what is timed
+@dataclass
+class Encoder:
+    """One timed model: ``prepare(texts)`` tokenises a batch, ``run(features)`` is the forward pass."""
+
+    name: str
+    role: str
+    module: object
+    prepare: Callable
+    run: Callable
+    n_layers: int
+    n_params: int
+    hidden: int
+    intermediate: int
+    layers: str = ""
+    pair: bool = False          # items are (query, text) pairs
+    pooler: bool = False
+    extra: dict = field(default_factory=dict)
+
+
+def _arch(model) -> tuple[int, int]:
+    cfg = backbone(model).config
+    return int(cfg.hidden_size), int(cfg.intermediate_size)
+
+
+def _n_params(module) -> int:
+    return int(sum(p.numel() for p in module.parameters()))
+
+
+def _to(features: dict, device: str) -> dict:
+    return {k: (v.to(device, non_blocking=True) if hasattr(v, "to") else v) for k, v in features.items()}
+
+
+def st_encoder(name: str, role: str, model, layers: str = "") -> Encoder:
+    """A SentenceTransformer (DE or student): ``preprocess`` then ``forward`` -> sentence_embedding."""
+    h, i = _arch(model)
+
+    def prepare(texts):
+        return model.preprocess(list(texts))
+
+    def run(features):
+        return model(features)["sentence_embedding"]
+
+    return Encoder(name, role, model, prepare, run, num_layers(model), _n_params(model), h, i, layers=layers)
+
+
+def ce_encoder(ce, mode: str, name: str | None = None) -> Encoder:
+    """The CE scoring (query, document) pairs (``pair``), or embedding the query paired with
+    itself (``self-pair``: every CE layer, mean pooled over the pair's tokens)."""
+    if mode not in CE_MODES:
+        raise ConfigError(f"Unknown CE mode {mode!r}; use one of {', '.join(CE_MODES)}.")
+    h, i = _arch(ce)
+    bb = backbone(ce)
+
+    def prepare(pairs):
+        return ce.preprocess([tuple(p) for p in pairs])
+
+    if mode == "pair":
+        def run(features):
+            return ce(features)["scores"]
+        module = ce
+    else:
+        keys = ("input_ids", "attention_mask", "token_type_ids")
+
+        def run(features):
+            out = bb(**{k: features[k] for k in keys if k in features}).last_hidden_state
+            mask = features["attention_mask"].unsqueeze(-1).to(out.dtype)
+            return (out * mask).sum(1) / mask.sum(1).clamp(min=1)
+        module = bb
+    return Encoder(name or f"CE ({mode})", "ce", ce, prepare, run, num_layers(ce), _n_params(module), h, i,
+                   layers=",".join(str(l) for l in range(num_layers(ce))), pair=True, pooler=mode == "pair",
+                   extra={"ce_mode": mode})
+
+
+# --------------------------------------------------------------------------- building the models
+def de_k_ce_name(k: int) -> str:
+    """Notebook 02's name for the student with ``k`` copied CE layers + 1 random layer."""
+    try:
+        from ce_utils.de2ce import student_name
+        return student_name("ce", k + 1, "mse")
+    except Exception:  # notebook 02's module absent: same convention
+        return f"DE-{k + 1} CE"
+
+
+def full_de_name(n_layers: int) -> str:
+    try:
+        from ce_utils.de2ce import student_name
+        return student_name("full", n_layers, "none")
+    except Exception:
+        return f"DE-{n_layers} full"
+
+
+def query_student_name(layers: Sequence[int]) -> str:
+    return "query-student L" + "_".join(str(l) for l in layers)
+
+
+def _trained_student(cfg: dict, name: str, device: str):
+    """A trained student saved by notebook 02 under models_dir/<slug>, else ``None``."""
+    models_dir = cfg.get("models_dir")
+    if not models_dir:
+        return None
+    try:
+        from ce_utils.de2ce import slug
+    except Exception:
+        return None
+    path = Path(models_dir) / slug(name)
+    if not (path / "modules.json").is_file():
+        return None
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(str(path), device=device)
+
+
+def build_cross_encoder(cfg: dict, de, de_path: str, device: str, max_length: int):
+    """The profile's CE when it exists on disk (or is a hub/local model), else the CE *architecture*:
+    the DE's transformer with a one-logit head (what notebook 01 trains). Returns (ce, source)."""
+    from sentence_transformers import CrossEncoder
+
+    from ce_utils.models import ModelNotFoundError, resolve_model
+
+    spec = (cfg.get("models") or {}).get("ce")
+    if spec:
+        try:
+            path = resolve_model(spec, cfg)
+            return CrossEncoder(path, device=device, max_length=2 * max_length), spec
+        except ModelNotFoundError as exc:
+            log.info("CE %s not available (%s); timing its architecture instead.", spec, exc)
+    ce = CrossEncoder(de_path, num_labels=1, device=device, max_length=2 * max_length)
+    return ce, "architecture (DE transformer + 1-logit head, untrained)"
+
+
+def build_encoders(cfg: dict, sp: dict, device: str = "cpu") -> tuple[list[Encoder], dict]:
+    """Every model of the ``speed`` section, in display order, and a dict saying where each came from."""
+    from ce_utils.models import load_sentence_transformer, resolve_model
+
+    seed = int(cfg.get("seed", 42))
+    max_length = int(sp["max_length"])
+    de_spec = cfg["models"]["de"]
+    de = load_sentence_transformer(de_spec, cfg, device=device, max_length=max_length)
+    de.eval()
+    n = num_layers(de)
+    sources = {}
+    encoders = [st_encoder(full_de_name(n), "de", de, layers=",".join(map(str, range(n))))]
+    sources[encoders[0].name] = de_spec
+
+    ce = None
+    need_ce = bool(sp.get("ce_modes")) or any(True for _ in sp.get("de_k_ce") or [])
+    if need_ce:
+        ce, ce_source = build_cross_encoder(cfg, de, resolve_model(de_spec, cfg), device, max_length)
+        ce.eval()
+        if _arch(ce) != _arch(de):
+            raise ConfigError("The CE and the DE differ in hidden size; DE-k CE needs a CE with the DE's architecture.")
+
+    for k in sp.get("de_k_ce") or []:
+        if not isinstance(k, int) or not 1 <= k < n:
+            raise ConfigError(f"speed.de_k_ce: k={k!r} must be an integer in 1..{n - 1} (copied CE layers).")
+        name = de_k_ce_name(k)
+        trained = _trained_student(cfg, name, device)
+        if trained is not None:
+            student, sources[name] = trained, "trained (models_dir)"
+        else:
+            student = compose_student(de, [(ce, i) for i in range(k)] + [RANDOM], embeddings=ce, seed=seed)
+            sources[name] = "architecture (CE embeddings + CE layers + 1 random layer, untrained)"
+        student.max_seq_length = max_length
+        student.eval()
+        encoders.append(st_encoder(name, "de-k-ce", student, layers=",".join(str(i) for i in range(k)) + ",random"))
+
+    for layers in sp.get("query_students") or []:
+        if isinstance(layers, int):
+            layers = [layers]
+        layers = list(layers)
+        student = layer_subset_student(de, layers, seed=seed)
+        student.max_seq_length = max_length
+        student.eval()
+        name = query_student_name(layers)
+        sources[name] = "architecture (teacher layers " + ",".join(map(str, layers)) + ")"
+        encoders.append(st_encoder(name, "query-student", student, layers=",".join(map(str, layers))))
+
+    for mode in sp.get("ce_modes") or []:
+        enc = ce_encoder(ce, mode)
+        sources[enc.name] = ce_source
+        encoders.append(enc)
+    return encoders, sources
+
+
+# --------------------------------------------------------------------------- inputs
+def query_sample(cfg: dict, sp: dict) -> list[str]:
+    """A seeded sample of ``speed.n_queries`` unlabelled queries (``speed.query_files``)."""
+    from ce_utils.data import load_query_files
+
+    queries = load_query_files(cfg, sp.get("query_files"))
+    ids = sorted(queries)
+    n = int(sp["n_queries"])
+    if len(ids) < n:
+        raise ConfigError(f"speed.n_queries={n} but the query files hold only {len(ids)} queries; lower it.")
+    rng = random.Random(int(cfg.get("seed", 42)))
+    return [queries[i] for i in rng.sample(ids, n)]
+
+
+def document_sample(cfg: dict, sp: dict, n: int) -> list[str]:
+    """``n`` seeded documents of ``speed.doc_dataset`` (the CE's pair partner)."""
+    from ce_utils.data import doc_text, load_beir_dataset
+
+    name = sp.get("doc_dataset")
+    if not name:
+        raise ConfigError("speed.doc_dataset must name a dataset of the profile (the CE's documents).")
+    ds = load_beir_dataset(cfg, name)
+    ids = sorted(ds.corpus)
+    rng = random.Random(int(cfg.get("seed", 42)) + 1)
+    chosen = rng.sample(ids, n) if len(ids) >= n else rng.choices(ids, k=n)
+    return [doc_text(ds.corpus[d]) for d in chosen]
+
+
+def items_for(enc: Encoder, queries: list[str], docs: list[str]) -> list:
+    if not enc.pair:
+        return list(queries)
+    if enc.extra.get("ce_mode") == "pair":
+        return list(zip(queries, docs))
+    return [(q, q) for q in queries]
+
+
+def mean_tokens(enc: Encoder, items: list) -> float:
+    feats = enc.prepare(items)
+    return float(feats["attention_mask"].sum(1).float().mean())
+
+
+# --------------------------------------------------------------------------- timing
+def measure(fn: Callable, threads: int, min_run_time: float, warmup: int = 2, label: str = "") -> dict:
+    """Median and IQR (ms per call) of ``fn`` with torch.utils.benchmark.Timer.blocked_autorange."""
+    import torch
+    from torch.utils import benchmark
+
+    torch.set_num_threads(threads)
+    for _ in range(max(0, int(warmup))):
+        fn()
+    timer = benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=threads, label=label)
+    m = timer.blocked_autorange(min_run_time=float(min_run_time))
+    return {"median_ms": 1e3 * float(m.median), "iqr_ms": 1e3 * float(m.iqr), "n_runs": int(len(m.times) * m.number_per_run)}
+
+
+def batch_fn(enc: Encoder, batches: list, device: str, tokenize: bool) -> Callable:
+    """A no-argument callable that encodes the next batch (cycling over the sample), with or
+    without tokenisation; on a GPU it waits for the result."""
+    import torch
+
+    if tokenize:
+        cycle = itertools.cycle(batches)
+
+        def step():
+            return enc.run(_to(enc.prepare(next(cycle)), device))
+    else:
+        prepared = [_to(enc.prepare(b), device) for b in batches]
+        cycle = itertools.cycle(prepared)
+
+        def step():
+            return enc.run(next(cycle))
+
+    cuda = str(device).startswith("cuda")
+
+    def fn():
+        with torch.inference_mode():
+            out = step()
+        if cuda:
+            torch.cuda.synchronize()
+        return out
+
+    return fn
+
+
+def settings(sp: dict, cuda_available: bool) -> list[dict]:
+    """(device, dtype, threads) combinations: CPU fp32 with each thread count, and the GPU in
+    each of ``speed.gpu_dtypes`` when present."""
+    out = []
+    all_threads = os.cpu_count() or 1
+    threads = []
+    for t in sp.get("threads") or ["all"]:
+        t = all_threads if t in ("all", None) else int(t)
+        if t < 1:
+            raise ConfigError(f"speed.threads: {t} is not a thread count (use positive integers or 'all').")
+        if t not in threads:
+            threads.append(t)
+    for t in threads:
+        out.append({"device": "cpu", "dtype": "fp32", "threads": t})
+    if cuda_available and sp.get("gpu", True):
+        for dt in sp.get("gpu_dtypes") or ["fp32"]:
+            if dt not in DTYPES:
+                raise ConfigError(f"speed.gpu_dtypes: unknown dtype {dt!r}; use {', '.join(DTYPES)}.")
+            out.append({"device": "cuda", "dtype": dt, "threads": all_threads})
+    return out
+
+
+def _move(enc: Encoder, device: str, dtype: str) -> None:
+    import torch
+
+    enc.module.to(device)
+    enc.module.to(torch.float16 if dtype == "fp16" else torch.float32)
+
+
+def run_speed(cfg: dict, sp: dict, encoders: list[Encoder], queries: list[str], docs: list[str],
+              cuda_available: bool | None = None, progress: bool = True) -> pd.DataFrame:
+    """Time every encoder in every setting; one row per (model, setting, batch size, tokenisation)."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from ce_utils.results import device_name
+
+    if cuda_available is None:
+        cuda_available = torch.cuda.is_available()
+    batch_sizes = [int(b) for b in sp["batch_sizes"]]
+    if any(b < 1 or b > len(queries) for b in batch_sizes):
+        raise ConfigError(f"speed.batch_sizes {batch_sizes} must lie in 1..n_queries ({len(queries)}).")
+    tok_modes = sp.get("tokenization") or ["included", "excluded"]
+    bad = [t for t in tok_modes if t not in ("included", "excluded")]
+    if bad:
+        raise ConfigError(f"speed.tokenization: unknown {bad}; use 'included' and/or 'excluded'.")
+    max_length = int(sp["max_length"])
+    de = next(e for e in encoders if e.role == "de")
+    rows = []
+    tokens = {e.name: mean_tokens(e, items_for(e, queries, docs)) for e in encoders}
+    de_flops = flops_per_item(de.hidden, de.intermediate, de.n_layers, tokens[de.name])
+    combos = [(s, e, b, t) for s in settings(sp, cuda_available) for e in encoders for b in batch_sizes
+              for t in tok_modes]
+    max_bs_ce = sp.get("ce_max_batch_size")
+    combos = [c for c in combos if not (c[1].role == "ce" and max_bs_ce and c[2] > int(max_bs_ce))]
+    current = None
+    for s, enc, bs, tok in tqdm(combos, desc="timing", disable=not progress):
+        if current != (s["device"], s["dtype"]):
+            for e in encoders:
+                _move(e, s["device"], s["dtype"])
+            current = (s["device"], s["dtype"])
+        items = items_for(enc, queries, docs)
+        batches = [items[i:i + bs] for i in range(0, len(items) - bs + 1, bs)]
+        fn = batch_fn(enc, batches, s["device"], tok == "included")
+        m = measure(fn, s["threads"], float(sp["min_run_time"]), int(sp.get("warmup", 2)), label=enc.name)
+        fl = flops_per_item(enc.hidden, enc.intermediate, enc.n_layers, tokens[enc.name], pooler=enc.pooler)
+        rows.append({"model": enc.name, "role": enc.role, "layers": enc.layers, "n_layers": enc.n_layers,
+                     "n_params": enc.n_params, "batch_size": bs, "threads": s["threads"],
+                     "device": device_name(s["device"]), "dtype": s["dtype"], "tokenization": tok, **m,
+                     "queries_per_s": 1e3 * bs / m["median_ms"], "flops_per_item": fl,
+                     "flop_ratio": flop_ratio(de_flops, fl), "mean_tokens": tokens[enc.name],
+                     "max_length": max_length, "n_queries": len(queries), "min_run_time": float(sp["min_run_time"])})
+        del fn
+    for e in encoders:
+        _move(e, "cpu", "fp32")
+    torch.set_num_threads(os.cpu_count() or 1)
+    return add_speedup(pd.DataFrame(rows))
+
+
+def add_speedup(df: pd.DataFrame) -> pd.DataFrame:
+    """``speedup_vs_de``: the full DE's median time per query / the model's, in the same setting."""
+    keys = ["batch_size", "threads", "device", "dtype", "tokenization"]
+    de = df[df["role"] == "de"].set_index(keys)["median_ms"]
+    if de.index.duplicated().any():
+        raise ValueError("More than one full DE in the speed rows.")
+    ref = df.set_index(keys).index.map(lambda k: de.get(k, np.nan))
+    df = df.copy()
+    df["speedup_vs_de"] = np.asarray(ref, dtype=float) / df["median_ms"].to_numpy(dtype=float)
+    return df[[c for c in SPEED_COLUMNS if c in df.columns] + [c for c in df.columns if c not in SPEED_COLUMNS]]
+
+
+def speed_section(cfg: dict) -> dict:
+    """The profile's ``speed`` section with defaults filled in (max_length from ``encode``)."""
+    sp = dict(section(cfg, "speed"))
+    if sp.get("max_length") is None:
+        sp["max_length"] = int((cfg.get("encode") or {}).get("max_length", 128))
+    for key in ("n_queries", "batch_sizes", "min_run_time"):
+        if sp.get(key) is None:
+            raise ConfigError(f"speed.{key} is not set in profile {cfg.get('name')!r}.")
+    return sp
+
+
+def summary_table(df: pd.DataFrame, batch_size: int | None = None, tokenization: str = "included") -> pd.DataFrame:
+    """One row per model: queries/s and speed-up at ``batch_size`` (default: the largest) per
+    CPU thread count / device, next to the FLOP ratio."""
+    d = df[df["tokenization"] == tokenization]
+    if batch_size is None:
+        batch_size = int(d["batch_size"].max())
+    d = d[d["batch_size"] == batch_size].copy()
+    d["setting"] = d["device"].str.replace("cuda:", "", regex=False) + " " + d["dtype"] + " " + \
+        d["threads"].astype(str) + "t"
+    wide = d.pivot_table(index=["model", "role", "n_layers", "n_params", "flop_ratio"], columns="setting",
+                         values=["queries_per_s", "speedup_vs_de"], sort=False)
+    wide.columns = [f"{a} [{b}]" for a, b in wide.columns]
+    return wide.reset_index()

@@ -1,0 +1,189 @@
+"""ce_utils.figures and notebook 05: figures from CSVs alone, schema checks, determinism, manifest."""
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ce_utils import figures as F
+
+ROOT = Path(__file__).resolve().parent.parent
+META = {"profile": "synthetic", "seed": 1, "device": "cpu", "cpu": "x", "threads": 2, "python": "3",
+        "torch": "t", "transformers": "t", "sentence_transformers": "s", "beir": "b", "git_commit": "abc",
+        "timestamp": "2026-01-01T00:00:00Z"}
+METRICS = ["NDCG@10", "Recall@100", "MRR@10", "Hits@10", "MAP@10"]
+
+
+def write_synthetic(results: Path) -> Path:
+    """A tiny but complete set of result CSVs in every documented schema (+ metadata columns)."""
+    results.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    rows = []
+    for kind in ("ce", "de"):
+        for layer in range(7):
+            for ds in ("scifact", "vaswani"):
+                for m in METRICS:
+                    rows.append(dict(model=f"{kind}-model", model_kind=kind, layer=layer, n_layers=6, section="retrieval",
+                                     dataset=ds, metric=m, value=rng.uniform(0.1, 0.6), pooling="first_segment",
+                                     n_queries=10, n_docs=50, approximate=False, max_length=64, seed=1))
+            rows.append(dict(model=f"{kind}-model", model_kind=kind, layer=layer, n_layers=6, section="sts",
+                             dataset="stsb-test", metric="Spearman", value=rng.uniform(0.2, 0.8), pooling="first_segment",
+                             n_queries=0, n_docs=0, approximate=False, max_length=64, seed=1))
+        rows.append(dict(model="ce-model", model_kind="ce", layer=3, n_layers=6, section="control", dataset="scifact",
+                         metric="CKA", value=0.5, pooling="first_segment", n_queries=0, n_docs=10,
+                         approximate=False, max_length=64, seed=1))
+    pd.DataFrame(rows).assign(**META).to_csv(results / "layer_probe.csv", index=False)
+    pd.DataFrame([dict(model="ce-model", stage="rerank", dataset="scifact", metric="NDCG@10", value=0.6, depth=20,
+                       n_queries=10, n_docs=50)]).assign(**META).to_csv(results / "ce_quality.csv", index=False)
+    rows = []
+    for model, init, k, n, loss in (("DE-2 CE", "ce", 1, 2, "mse"), ("DE-3 CE", "ce", 2, 3, "mse"),
+                                    ("DE-2 random", "random", 0, 2, "mse"), ("DE-6 full", "full", 0, 6, "none")):
+        for ds in ("scifact", "nfcorpus-preprocessed"):
+            for m in METRICS:
+                rows.append(dict(model=model, init=init, k_ce_layers=k, n_layers=n, loss=loss, dataset=ds, metric=m,
+                                 value=0.3 + 0.03 * n, n_queries=10, n_docs=50, approximate=ds != "scifact",
+                                 train_texts=100, train_steps=5, seed=1))
+    pd.DataFrame(rows).assign(**META).to_csv(results / "de2ce.csv", index=False)
+    rows = []
+    for fs in ("DE-2 CE", "DE-6 full"):
+        for rr, depth in (("none", 0), ("CE", 10), ("CE", 20)):
+            for m in METRICS:
+                rows.append(dict(first_stage=fs, reranker=rr, depth=depth, dataset="scifact", metric=m,
+                                 value=0.4 + 0.001 * depth, n_queries=10, n_docs=50, approximate=False, seed=1))
+    pd.DataFrame(rows).assign(**META).to_csv(results / "pipeline.csv", index=False)
+    rows = []
+    base = dict(teacher="de", approximate=False, n_queries=10, n_docs=50, train_queries=100, train_steps=5, seed=1)
+    for student, strategy, layers in (("teacher", "teacher", "0,1,2,3,4,5"), ("L0_5", "subset:0,5", "0,5"),
+                                      ("first2", "first:2", "0,1"), ("L0", "subset:0", "0")):
+        n = len(layers.split(","))
+        for ds, t in (("scifact", 0.6), ("nfcorpus-preprocessed", 0.3)):
+            v = t * (1 if student == "teacher" else 0.8 + 0.03 * n)
+            rows.append(dict(student=student, strategy=strategy, layers=layers, n_layers=n, dataset=ds,
+                             metric="NDCG@10", value=v, **base))
+            if student != "teacher":
+                rows.append(dict(student=student, strategy=strategy, layers=layers, n_layers=n, dataset=ds,
+                                 metric="retention_NDCG@10", value=v / t, **base))
+        if student != "teacher":
+            rows.append(dict(student=student, strategy=strategy, layers=layers, n_layers=n, dataset="mean",
+                             metric="retention_NDCG@10", value=0.8 + 0.03 * n, **base))
+    pd.DataFrame(rows).assign(**META).to_csv(results / "query_distill.csv", index=False)
+    rows = []
+    for model, role, n in (("DE-6 full", "de", 6), ("DE-2 CE", "de-k-ce", 2), ("query-student L0_5", "query-student", 2),
+                           ("query-student L0", "query-student", 1), ("CE (pair)", "ce", 6), ("CE (self-pair)", "ce", 6)):
+        for threads in (1, 2):
+            for bs in (1, 4):
+                for tok in ("included", "excluded"):
+                    ms = bs * n * (30 if "pair" in model else 1.0) * (1.2 if tok == "included" else 1)
+                    rows.append(dict(model=model, role=role, layers="", n_layers=n, n_params=1000 * n, batch_size=bs,
+                                     threads=threads, device="cpu", dtype="fp32", tokenization=tok, median_ms=ms,
+                                     iqr_ms=0.1, n_runs=5, queries_per_s=1e3 * bs / ms, speedup_vs_de=6 / n,
+                                     flop_ratio=6 / n, max_length=32, n_queries=8))
+    pd.DataFrame(rows).assign(**{k: v for k, v in META.items() if k != "threads"}).to_csv(results / "speed.csv",
+                                                                                         index=False)
+    return results
+
+
+NAMES = {"layer_probe", "de2ce", "pipeline", "query_distill", "speed_throughput", "pareto"}
+
+
+def test_make_all_on_synthetic_csvs(tmp_path):
+    res = write_synthetic(tmp_path / "results")
+    manifest = F.make_all(res, tmp_path / "figs")
+    assert {k.split("/", 1)[1] for k in manifest if k.startswith("figures/")} == NAMES
+    for name in NAMES:
+        assert (tmp_path / "figs" / f"{name}.png").stat().st_size > 1000
+        assert (tmp_path / "figs" / f"{name}.pdf").is_file()
+    for name in ("layer_probe", "de2ce", "pipeline", "query_distill", "speed", "pareto", "headline"):
+        assert (res / "tables" / f"{name}.md").read_text().startswith("|")
+        assert "\\begin{tabular}" in (res / "tables" / f"{name}.tex").read_text()
+    assert set(manifest["figures/pareto"]["sources"]) == {"speed.csv", "de2ce.csv", "query_distill.csv", "pipeline.csv"}
+    assert F.check_manifest(res) == []
+    head = (res / "tables" / "headline.md").read_text()
+    assert "92.5%" in head and "DE-2 CE" in head
+    # paper overlay present for the 2-layer bottom+top student
+    qd = (res / "tables" / "query_distill.md").read_text()
+    assert "L0_5" in qd
+
+
+def test_figures_are_deterministic(tmp_path):
+    res = write_synthetic(tmp_path / "results")
+    F.make_all(res, tmp_path / "a")
+    F.make_all(res, tmp_path / "b")
+    for name in NAMES:
+        for ext in ("png", "pdf"):
+            assert (tmp_path / "a" / f"{name}.{ext}").read_bytes() == (tmp_path / "b" / f"{name}.{ext}").read_bytes()
+
+
+def test_missing_csv_is_skipped_wrong_schema_fails(tmp_path, capsys):
+    res = write_synthetic(tmp_path / "results")
+    (res / "pipeline.csv").unlink()
+    manifest = F.make_all(res, tmp_path / "figs")
+    assert "figures/pipeline" not in manifest and "figures/de2ce" in manifest
+    assert "pipeline.csv not found" in capsys.readouterr().out
+    df = pd.read_csv(res / "de2ce.csv").drop(columns=["init"])
+    df.to_csv(res / "de2ce.csv", index=False)
+    with pytest.raises(F.SchemaError, match="init"):
+        F.make_all(res, tmp_path / "figs")
+    pd.DataFrame({"model": ["x"], "init": ["ce"], "n_layers": ["two"], "dataset": ["d"], "metric": ["m"],
+                  "value": [1.0]}).to_csv(res / "de2ce.csv", index=False)
+    with pytest.raises(F.SchemaError, match="non-numeric"):
+        F.read_result(res, "de2ce.csv")
+
+
+def test_manifest_detects_changed_csv_and_missing_figure(tmp_path):
+    res = write_synthetic(tmp_path / "results")
+    F.make_all(res, tmp_path / "figs")
+    with open(res / "speed.csv", "a") as fh:
+        fh.write(pd.read_csv(res / "speed.csv").iloc[[0]].to_csv(index=False, header=False))
+    problems = F.check_manifest(res)
+    assert any("speed.csv changed" in p for p in problems)
+    (tmp_path / "figs" / "de2ce.png").unlink()
+    assert any("de2ce.png is missing" in p for p in F.check_manifest(res))
+
+
+def test_pareto_front():
+    x = np.array([1.0, 2.0, 3.0, 2.5])
+    y = np.array([3.0, 2.0, 1.0, 1.5])
+    assert list(F.pareto_front(x, y)) == [0, 1, 3, 2]
+    assert list(F.pareto_front(np.array([1.0, 2.0]), np.array([1.0, 2.0]))) == [1]
+
+
+@pytest.mark.slow
+def test_notebook_05_reads_only_csvs(tmp_path, monkeypatch):
+    """Runs with no data directory and no models directory: the CSVs are all it needs."""
+    from ce_utils.runner import run_notebook
+
+    res = write_synthetic(tmp_path / "results")
+    monkeypatch.delenv("CE_DATA_DIR", raising=False)
+    monkeypatch.delenv("CE_REFERENCE_DIR", raising=False)
+    run_notebook(ROOT / "notebooks" / "05_figures.ipynb", tmp_path / "out.ipynb",
+                 {"profile": "default", "results_dir": str(res), "models_dir": str(tmp_path / "no-models"),
+                  "cache_dir": str(tmp_path / "no-cache"), "figures_dir": str(tmp_path / "figs")}, progress=False)
+    assert not (tmp_path / "no-models").exists() and not (tmp_path / "no-cache").exists()
+    assert {p.stem for p in (tmp_path / "figs").glob("*.png")} == NAMES
+    assert F.check_manifest(res) == []
+
+
+COMMITTED = ROOT / "results" / "default"
+
+
+@pytest.mark.skipif(not (COMMITTED / "figures_manifest.json").is_file(), reason="no committed figures yet")
+def test_committed_figures_match_their_csvs():
+    problems = F.check_manifest(COMMITTED, root=ROOT)
+    assert not problems, "; ".join(problems)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not any(COMMITTED.glob("*.csv")), reason="no committed CSVs")
+def test_figures_from_committed_csvs(tmp_path):
+    import shutil
+
+    res = tmp_path / "results"
+    res.mkdir()
+    for p in COMMITTED.glob("*.csv"):
+        shutil.copy(p, res / p.name)
+    manifest = F.make_all(res, tmp_path / "figs")
+    assert manifest and F.check_manifest(res) == []
