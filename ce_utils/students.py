@@ -41,6 +41,13 @@ def num_layers(model) -> int:
     return len(backbone(model).encoder.layer)
 
 
+def same_weights(a: nn.Module, b: nn.Module) -> bool:
+    """Whether two modules hold the same parameter and buffer names with bit-identical tensors
+    (how the notebooks and tests check that a layer was copied, not re-initialised)."""
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
 def check_layers(model, layers: Sequence[int], what: str = "model") -> None:
     n = num_layers(model)
     bad = [l for l in layers if not isinstance(l, int) or not 0 <= l < n]

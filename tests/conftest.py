@@ -126,6 +126,15 @@ def tiny_bert_dir(tmp_path_factory) -> Path:
     return build_tiny_bert(tmp_path_factory.mktemp("models") / "tiny-bert")
 
 
+@pytest.fixture(scope="session")
+def teacher(tiny_bert_dir):
+    """The tiny 6-layer BERT as a SentenceTransformer: teacher / full DE of the student tests.
+    Shared by every test, so tests must deep-copy it before changing it."""
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(str(tiny_bert_dir), device="cpu")
+
+
 def smoke_profile_dict(data: Path, model: Path, out: Path) -> dict:
     base = {
         "name": "smoke",

@@ -6,19 +6,19 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from sentence_transformers import SentenceTransformer
 
 from ce_utils import de2ce
 from ce_utils.config import ConfigError
 from ce_utils.data import load_beir_dataset
-from ce_utils.students import backbone, num_layers
+from ce_utils.students import backbone, num_layers, same_weights
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
-def de(tiny_bert_dir):
-    return SentenceTransformer(str(tiny_bert_dir), device="cpu")
+def de(teacher):
+    """The full DE of these tests: the shared tiny SentenceTransformer."""
+    return teacher
 
 
 @pytest.fixture(scope="module")
@@ -32,21 +32,16 @@ def ce(de):
     return BertForSequenceClassification(config)
 
 
-def _same(a, b):
-    sa, sb = a.state_dict(), b.state_dict()
-    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
-
-
 @pytest.mark.parametrize("k", [1, 2, 3])
 def test_de_k_ce_copies_ce_embeddings_and_first_k_layers(de, ce, k):
     student = de2ce.build_student(de, ce, "ce", k, seed=3)
     s, c, d = backbone(student), backbone(ce), backbone(de)
     assert num_layers(student) == k + 1 and s.config.num_hidden_layers == k + 1
-    assert _same(s.embeddings, c.embeddings) and not _same(s.embeddings, d.embeddings)
+    assert same_weights(s.embeddings, c.embeddings) and not same_weights(s.embeddings, d.embeddings)
     for i in range(k):
-        assert _same(s.encoder.layer[i], c.encoder.layer[i])
+        assert same_weights(s.encoder.layer[i], c.encoder.layer[i])
     extra = s.encoder.layer[k]
-    assert not _same(extra, c.encoder.layer[k]) and not _same(extra, d.encoder.layer[k])
+    assert not same_weights(extra, c.encoder.layer[k]) and not same_weights(extra, d.encoder.layer[k])
     assert student.encode(["cell protein gene"]).shape == (1, d.config.hidden_size)
     assert num_layers(de) == 6 and num_layers(ce) == 6  # sources untouched
 
@@ -55,15 +50,15 @@ def test_controls(de, ce):
     dec = de2ce.build_student(de, ce, "de", 1, seed=3)
     s, d, c = backbone(dec), backbone(de), backbone(ce)
     assert num_layers(dec) == 2
-    assert _same(s.embeddings, d.embeddings)
-    assert _same(s.encoder.layer[0], d.encoder.layer[0]) and _same(s.encoder.layer[1], d.encoder.layer[1])
+    assert same_weights(s.embeddings, d.embeddings)
+    assert same_weights(s.encoder.layer[0], d.encoder.layer[0]) and same_weights(s.encoder.layer[1], d.encoder.layer[1])
     rnd = de2ce.build_student(de, ce, "random", 1, seed=3)
     r = backbone(rnd)
     assert num_layers(rnd) == 2
-    assert not _same(r.embeddings, d.embeddings) and not _same(r.embeddings, c.embeddings)
-    assert not _same(r.encoder.layer[0], c.encoder.layer[0]) and not _same(r.encoder.layer[0], d.encoder.layer[0])
+    assert not same_weights(r.embeddings, d.embeddings) and not same_weights(r.embeddings, c.embeddings)
+    assert not same_weights(r.encoder.layer[0], c.encoder.layer[0]) and not same_weights(r.encoder.layer[0], d.encoder.layer[0])
     full = de2ce.build_student(de, ce, "full", 6)
-    assert _same(backbone(full), d)
+    assert same_weights(backbone(full), d)
 
 
 def test_plan_names_and_errors():

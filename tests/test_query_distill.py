@@ -6,24 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-import torch
-from sentence_transformers import SentenceTransformer
 
 from ce_utils import query_distill as qd
 from ce_utils.config import ConfigError, load_profile
-from ce_utils.students import backbone, num_layers
+from ce_utils.students import backbone, num_layers, same_weights
 
 ROOT = qd.Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(scope="module")
-def teacher(tiny_bert_dir):
-    return SentenceTransformer(str(tiny_bert_dir), device="cpu")
-
-
-def _same(a, b):
-    sa, sb = a.state_dict(), b.state_dict()
-    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
 def test_parse_strategies():
@@ -54,11 +42,11 @@ def test_subset_student_has_exactly_the_chosen_teacher_layers(teacher):
         student = qd.build_student(st, teacher)
         s, t = backbone(student), backbone(teacher)
         assert num_layers(student) == len(st.layers)
-        assert _same(s.embeddings, t.embeddings)
+        assert same_weights(s.embeddings, t.embeddings)
         for i, l in enumerate(st.layers):
-            assert _same(s.encoder.layer[i], t.encoder.layer[l])
+            assert same_weights(s.encoder.layer[i], t.encoder.layer[l])
         others = [l for l in range(6) if l not in st.layers]
-        assert not _same(s.encoder.layer[len(st.layers) - 1], t.encoder.layer[others[-1]])
+        assert not same_weights(s.encoder.layer[len(st.layers) - 1], t.encoder.layer[others[-1]])
 
 
 def test_evaluator_uses_teacher_document_embeddings(teacher, smoke_cfg):

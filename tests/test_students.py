@@ -1,29 +1,18 @@
 import pytest
 import torch
-from sentence_transformers import SentenceTransformer
 
 from ce_utils.config import ConfigError
-from ce_utils.students import RANDOM, backbone, compose_student, layer_subset_student, num_layers
-
-
-@pytest.fixture(scope="module")
-def teacher(tiny_bert_dir):
-    return SentenceTransformer(str(tiny_bert_dir), device="cpu")
-
-
-def _same(a, b):
-    sa, sb = a.state_dict(), b.state_dict()
-    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+from ce_utils.students import RANDOM, backbone, compose_student, layer_subset_student, num_layers, same_weights
 
 
 def test_subset_student_copies_exactly_the_chosen_layers(teacher):
     student = layer_subset_student(teacher, [0, 5])
     assert num_layers(student) == 2 and backbone(student).config.num_hidden_layers == 2
     t, s = backbone(teacher), backbone(student)
-    assert _same(s.encoder.layer[0], t.encoder.layer[0])
-    assert _same(s.encoder.layer[1], t.encoder.layer[5])
-    assert not _same(s.encoder.layer[1], t.encoder.layer[1])
-    assert _same(s.embeddings, t.embeddings)
+    assert same_weights(s.encoder.layer[0], t.encoder.layer[0])
+    assert same_weights(s.encoder.layer[1], t.encoder.layer[5])
+    assert not same_weights(s.encoder.layer[1], t.encoder.layer[1])
+    assert same_weights(s.embeddings, t.embeddings)
     assert num_layers(teacher) == 6  # the teacher is untouched
     emb = student.encode(["cell protein gene"])
     assert emb.shape == (1, t.config.hidden_size)
@@ -32,11 +21,11 @@ def test_subset_student_copies_exactly_the_chosen_layers(teacher):
 def test_compose_with_random_layer_and_embeddings(teacher):
     student = compose_student(teacher, [(teacher, 0), RANDOM], embeddings=RANDOM, seed=1)
     s, t = backbone(student), backbone(teacher)
-    assert _same(s.encoder.layer[0], t.encoder.layer[0])
-    assert not _same(s.encoder.layer[1], t.encoder.layer[1])
-    assert not _same(s.embeddings, t.embeddings)
+    assert same_weights(s.encoder.layer[0], t.encoder.layer[0])
+    assert not same_weights(s.encoder.layer[1], t.encoder.layer[1])
+    assert not same_weights(s.embeddings, t.embeddings)
     again = compose_student(teacher, [(teacher, 0), RANDOM], embeddings=RANDOM, seed=1)
-    assert _same(backbone(again), s)  # seeded
+    assert same_weights(backbone(again), s)  # seeded
 
 
 def test_bad_layer_index_says_the_range(teacher):
@@ -44,3 +33,14 @@ def test_bad_layer_index_says_the_range(teacher):
         layer_subset_student(teacher, [0, 6])
     with pytest.raises(ConfigError, match="Repeated"):
         layer_subset_student(teacher, [1, 1])
+
+
+def test_same_weights_tells_copies_from_changes(teacher):
+    t = backbone(teacher)
+    copy_ = layer_subset_student(teacher, [2])
+    assert same_weights(backbone(copy_).encoder.layer[0], t.encoder.layer[2])
+    changed = layer_subset_student(teacher, [2])
+    with torch.no_grad():
+        next(backbone(changed).encoder.layer[0].parameters()).add_(1e-6)
+    assert not same_weights(backbone(changed).encoder.layer[0], t.encoder.layer[2])
+    assert not same_weights(t.encoder.layer[0], t.embeddings)  # different parameter names
