@@ -54,6 +54,34 @@ def absolutize_env(names=PATH_ENV_VARS) -> None:
             os.environ[name] = str(Path(value).expanduser().resolve())
 
 
+def path_replacements() -> dict[str, str]:
+    """Machine-specific folders and what an executed notebook shows instead: the repository root
+    becomes relative, the data / reference folders their variable's name, the home folder ``~``."""
+    root = str(repo_root())
+    out = {root + os.sep: "", root: "."}
+    for name in PATH_ENV_VARS:
+        value = os.environ.get(name)
+        if value:
+            out[str(Path(value).expanduser().resolve())] = "$" + name
+    home = str(Path.home())
+    if home not in ("/", ""):
+        out[home] = "~"
+    return out
+
+
+def scrub_paths(notebook: str | Path, replacements: dict[str, str] | None = None) -> None:
+    """Rewrite an executed notebook without this machine's absolute paths (papermill's
+    input/output paths, warnings that name site-packages, printed data folders), so that the
+    committed copy reads the same on every machine. Longest paths are replaced first."""
+    from ce_utils.results import atomic_write_text
+
+    notebook = Path(notebook)
+    text = notebook.read_text(encoding="utf-8")
+    for old, new in sorted((replacements or path_replacements()).items(), key=lambda kv: -len(kv[0])):
+        text = text.replace(old, new)
+    atomic_write_text(notebook, text)
+
+
 def run_notebook(path: str | Path, output: str | Path, parameters: dict, cwd: str | Path | None = None,
                  progress: bool = True):
     import papermill as pm
@@ -61,8 +89,12 @@ def run_notebook(path: str | Path, output: str | Path, parameters: dict, cwd: st
     absolutize_env()
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    return pm.execute_notebook(str(path), str(output), parameters=parameters, kernel_name="python3",
-                               cwd=str(cwd or Path(path).parent), progress_bar=progress, log_output=False)
+    try:
+        return pm.execute_notebook(str(path), str(output), parameters=parameters, kernel_name="python3",
+                                   cwd=str(cwd or Path(path).parent), progress_bar=progress, log_output=False)
+    finally:
+        if output.is_file():  # also the copy papermill leaves behind when a cell fails
+            scrub_paths(output)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -165,6 +165,14 @@ def test_notebook_05_reads_only_csvs(tmp_path, monkeypatch):
     assert not (tmp_path / "no-models").exists() and not (tmp_path / "no-cache").exists()
     assert {p.stem for p in (tmp_path / "figs").glob("*.png")} == NAMES
     assert F.check_manifest(res) == []
+    executed = (tmp_path / "out.ipynb").read_text()
+    assert str(ROOT) not in executed and "notebooks/05_figures.ipynb" in executed  # paths made relative
+
+
+def test_committed_executed_notebooks_name_no_machine_paths():
+    for nb in sorted((ROOT / "results").glob("*/notebooks/*.ipynb")):
+        text = nb.read_text()
+        assert str(ROOT) not in text, f"{nb.name}: run ce_utils.runner.scrub_paths on it"
 
 
 COMMITTED = ROOT / "results" / "default"

@@ -38,3 +38,21 @@ def test_relative_env_paths_made_absolute(monkeypatch, tmp_path):
     runner.absolutize_env()
     assert os.environ["CE_DATA_DIR"] == str((tmp_path / "data").resolve())
     assert os.environ["CE_REFERENCE_DIR"] == "/already/absolute"
+
+
+def test_scrub_paths_leaves_no_machine_paths(monkeypatch, tmp_path):
+    import json
+
+    root = runner.repo_root()
+    data = tmp_path / "shared" / "data"
+    monkeypatch.setenv("CE_DATA_DIR", str(data))
+    nb = tmp_path / "out.ipynb"
+    nb.write_text(json.dumps({"metadata": {"papermill": {"input_path": f"{root}/notebooks/01.ipynb"}},
+                              "cells": [{"outputs": [{"text": f"{root}/.venv/lib/x.py:1: Warning\\n",
+                                                      "data": f"reading {data}/beir/scifact"}]}]}))
+    runner.scrub_paths(nb)
+    text = nb.read_text()
+    assert str(root) not in text and str(tmp_path) not in text
+    got = json.loads(text)
+    assert got["metadata"]["papermill"]["input_path"] == "notebooks/01.ipynb"
+    assert got["cells"][0]["outputs"][0]["data"] == "reading $CE_DATA_DIR/beir/scifact"
