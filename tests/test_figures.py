@@ -169,6 +169,15 @@ def test_notebook_05_reads_only_csvs(tmp_path, monkeypatch):
     assert str(ROOT) not in executed and "notebooks/05_figures.ipynb" in executed  # paths made relative
 
 
+def test_readme_headline_is_the_generated_table():
+    table = ROOT / "results" / "default" / "tables" / "headline.md"
+    if not table.is_file():
+        pytest.skip("no committed headline table yet")
+    readme = (ROOT / "README.md").read_text()
+    missing = [row for row in table.read_text().splitlines() if row.strip() and row not in readme]
+    assert not missing, f"README's headline table is stale; paste results/default/tables/headline.md: {missing}"
+
+
 def test_committed_executed_notebooks_name_no_machine_paths():
     for nb in sorted((ROOT / "results").glob("*/notebooks/*.ipynb")):
         text = nb.read_text()
