@@ -17,7 +17,8 @@ import numpy as np
 
 from ce_utils.config import ConfigError, section
 from ce_utils.data import load_beir_dataset, subsample
-from ce_utils.models import default_device, load_cross_encoder, load_sentence_transformer, resolve_model
+from ce_utils.models import (default_device, load_cross_encoder, load_sentence_transformer, resolve_model,
+                             trainer_kwargs)
 from ce_utils.results import atomic_write_text, run_metadata
 from ce_utils.retrieval import exact_search
 
@@ -85,21 +86,8 @@ def train_cross_encoder(cfg: dict, output: str | Path, device: str | None = None
     model = CrossEncoder(resolve_model(tc["base"], cfg), num_labels=1, max_length=int(tc.get("max_length", 256)),
                          device=device)
     output = Path(output)
-    args = CrossEncoderTrainingArguments(
-        output_dir=str(output.parent / f".{output.name}-checkpoints"),
-        num_train_epochs=float(tc.get("epochs", 1)),
-        max_steps=int(tc.get("max_steps", -1)),
-        per_device_train_batch_size=int(tc.get("batch_size", 16)),
-        learning_rate=float(tc.get("learning_rate", 2e-5)),
-        warmup_ratio=float(tc.get("warmup_ratio", 0.1)),
-        seed=seed,
-        data_seed=seed,
-        save_strategy="no",
-        logging_steps=50,
-        report_to="none",
-        use_cpu=device == "cpu",
-        disable_tqdm=False,
-    )
+    args = CrossEncoderTrainingArguments(**trainer_kwargs(
+        tc, output.parent / f".{output.name}-checkpoints", seed, device, batch_size=16, learning_rate=2e-5))
     trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=train, loss=BinaryCrossEntropyLoss(model))
     result = trainer.train()
     import tempfile

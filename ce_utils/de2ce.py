@@ -32,6 +32,7 @@ import numpy as np
 from ce_utils.config import ConfigError, output_dir, section
 from ce_utils.cross_encoder import score_pairs_fn
 from ce_utils.data import BeirDataset, doc_text, load_beir_dataset, load_eval_dataset, load_query_files, subsample
+from ce_utils.models import trainer_kwargs
 from ce_utils.results import atomic_write_text, run_metadata
 from ce_utils.retrieval import cached_array, evaluate, exact_search, fingerprint
 from ce_utils.students import RANDOM, backbone, check_layers, compose_student, num_layers
@@ -193,27 +194,13 @@ def contrastive_pairs(cfg: dict, dataset: str, split: str, seed: int, max_pairs:
 def training_arguments(tc: dict, out: Path, seed: int, device: str, multi: bool = False, mnrl: bool = False):
     from sentence_transformers import SentenceTransformerTrainingArguments
 
-    kw = dict(
-        output_dir=str(out),
-        max_steps=int(tc.get("max_steps", 100)),
-        per_device_train_batch_size=int(tc.get("batch_size", 32)),
-        learning_rate=float(tc.get("learning_rate", 1e-4)),
-        warmup_steps=float(tc.get("warmup_ratio", 0.1)),  # a float < 1 is a ratio of max_steps
-        weight_decay=float(tc.get("weight_decay", 0.0)),
-        seed=seed,
-        data_seed=seed,
-        save_strategy="no",
-        logging_steps=int(tc.get("logging_steps", 25)),
-        report_to="none",
-        use_cpu=device == "cpu",
-        disable_tqdm=False,
-        dataloader_drop_last=False,
-    )
+    extra = {}
     if mnrl:
-        kw["batch_sampler"] = "no_duplicates"
+        extra["batch_sampler"] = "no_duplicates"
     if multi:
-        kw["multi_dataset_batch_sampler"] = "proportional"
-    return SentenceTransformerTrainingArguments(**kw)
+        extra["multi_dataset_batch_sampler"] = "proportional"
+    return SentenceTransformerTrainingArguments(**trainer_kwargs(
+        tc, out, seed, device, batch_size=32, learning_rate=1e-4, max_steps=100, logging_steps=25, **extra))
 
 
 def train_student(student, loss_name: str, tc: dict, seed: int, device: str, work_dir: Path,

@@ -115,3 +115,30 @@ def default_device() -> str:
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def trainer_kwargs(tc: dict, output_dir: str | os.PathLike, seed: int, device: str, *, batch_size: int,
+                   learning_rate: float, max_steps: int = -1, logging_steps: int = 50, progress: bool = True,
+                   **extra) -> dict:
+    """Keyword arguments for sentence-transformers' ``*TrainingArguments`` (SentenceTransformer and
+    CrossEncoder alike) from a profile's training section: ``epochs``, ``max_steps`` (-1 = by
+    epochs), ``batch_size``, ``learning_rate``, ``warmup_ratio``, ``weight_decay``,
+    ``logging_steps``; the keyword arguments are the section's defaults. Seeded, no checkpoints,
+    no reporting; ``extra`` is passed through."""
+    return dict(
+        output_dir=str(output_dir),
+        num_train_epochs=float(tc.get("epochs", 1)),
+        max_steps=int(tc.get("max_steps") or max_steps),
+        per_device_train_batch_size=int(tc.get("batch_size", batch_size)),
+        learning_rate=float(tc.get("learning_rate", learning_rate)),
+        warmup_steps=float(tc.get("warmup_ratio", 0.1)),  # transformers 5: a float < 1 is a ratio of the steps
+        weight_decay=float(tc.get("weight_decay", 0.0)),
+        seed=seed,
+        data_seed=seed,
+        save_strategy="no",
+        logging_steps=max(1, int(tc.get("logging_steps") or logging_steps)),
+        report_to="none",
+        use_cpu=not str(device).startswith("cuda"),
+        disable_tqdm=not progress,
+        **extra,
+    )

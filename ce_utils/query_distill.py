@@ -26,6 +26,7 @@ import pandas as pd
 
 from ce_utils.config import ConfigError, get_dotted, section
 from ce_utils.data import BeirDataset
+from ce_utils.models import trainer_kwargs
 from ce_utils.retrieval import DEFAULT_METRICS, cached_array, evaluate, exact_search
 from ce_utils.students import backbone, layer_subset_student, num_layers
 
@@ -335,21 +336,8 @@ def train_student(student, texts: Sequence[str], targets: np.ndarray, cfg: dict,
     train = Dataset.from_dict({"text": list(texts), "label": np.asarray(targets, dtype=np.float32).tolist()})
     out = Path(output_dir or Path(cfg.get("cache_dir") or ".") / "qd-checkpoints")
     device = device or "cpu"
-    args = SentenceTransformerTrainingArguments(
-        output_dir=str(out),
-        num_train_epochs=float(qd.get("epochs", 1)),
-        max_steps=int(qd.get("max_steps") or -1),
-        per_device_train_batch_size=int(qd.get("batch_size", 128)),
-        learning_rate=float(qd.get("learning_rate", 1e-4)),
-        warmup_steps=float(qd.get("warmup_ratio", 0.1)),  # transformers 5: a float < 1 is a ratio
-        seed=seed,
-        data_seed=seed,
-        save_strategy="no",
-        logging_steps=max(1, int(qd.get("logging_steps", 50))),
-        report_to="none",
-        use_cpu=not str(device).startswith("cuda"),
-        disable_tqdm=True,
-    )
+    args = SentenceTransformerTrainingArguments(**trainer_kwargs(
+        qd, out, seed, device, batch_size=128, learning_rate=1e-4, progress=False))
     t0 = time.perf_counter()
     trainer = SentenceTransformerTrainer(model=student, args=args, train_dataset=train, loss=MSELoss(student))
     result = trainer.train()
