@@ -5,6 +5,12 @@
     python -m ce_utils.runner --only 03 -p max_steps 10    # one notebook, other parameters
 
 Executed copies are written to ``<results_dir>/notebooks/`` (override with --output-dir).
+
+Before any kernel starts, the runner checks the profile, the data directory and every dataset,
+query file and STS file the profile names, and every ``-p`` parameter against the notebooks'
+``parameters`` cells: a problem stops it with one line and exit code 2. A run with parameters other
+than the profile's writes its CSVs and notebooks to ``runs/<profile>-<time>/`` (gitignored), never
+over ``results/<profile>/``; an executed notebook replaces the previous copy only when it succeeded.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import argparse
 import ast
 import os
 import sys
+import time
 from pathlib import Path
 
 from ce_utils.config import ConfigError, load_profile, repo_root
@@ -84,17 +91,83 @@ def scrub_paths(notebook: str | Path, replacements: dict[str, str] | None = None
 
 def run_notebook(path: str | Path, output: str | Path, parameters: dict, cwd: str | Path | None = None,
                  progress: bool = True):
+    """Execute ``path`` with papermill into ``output``. The executed copy is written beside it
+    first and renamed over ``output`` only when every cell ran; a failed run leaves the previous
+    ``output`` untouched and its own copy as ``<name>.failed.ipynb`` (both without machine paths)."""
     import papermill as pm
 
     absolutize_env()
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
+    partial = output.with_name(f".{output.stem}.partial.ipynb")
     try:
-        return pm.execute_notebook(str(path), str(output), parameters=parameters, kernel_name="python3",
-                                   cwd=str(cwd or Path(path).parent), progress_bar=progress, log_output=False)
-    finally:
-        if output.is_file():  # also the copy papermill leaves behind when a cell fails
-            scrub_paths(output)
+        nb = pm.execute_notebook(str(path), str(partial), parameters=parameters, kernel_name="python3",
+                                 cwd=str(cwd or Path(path).parent), progress_bar=progress, log_output=False)
+    except BaseException:
+        if partial.is_file():
+            scrub_paths(partial)
+            partial.replace(output.with_name(f"{output.stem}.failed.ipynb"))
+        raise
+    scrub_paths(partial)
+    partial.replace(output)
+    return nb
+
+
+def notebook_parameters(book: str | Path) -> set[str]:
+    """The names a notebook's ``parameters`` cell defines (papermill's own inspection)."""
+    import papermill as pm
+
+    return set(pm.inspect_notebook(str(book)))
+
+
+def check_parameters(books: list[Path], params: dict) -> dict[Path, dict]:
+    """Each notebook's share of ``params``: a parameter no selected notebook takes is an error
+    (papermill would only warn), one that some take is passed to those only."""
+    accepted = {b: notebook_parameters(b) for b in books}
+    unknown = [k for k in params if not any(k in names for names in accepted.values())]
+    if unknown:
+        known = sorted(set().union(*accepted.values()))
+        raise ConfigError(f"Unknown notebook parameter(s) {unknown} for {', '.join(b.name for b in books)}; "
+                          f"they take: {', '.join(known)}.")
+    return {b: {k: v for k, v in params.items() if k in names} for b, names in accepted.items()}
+
+
+def preflight(cfg: dict, books: list[Path]) -> None:
+    """Everything the selected notebooks read, checked before any kernel starts: the data
+    directory and every dataset folder, query file and STS file the profile names (BEIR sets may
+    be missing when the profile downloads them). Notebook 05 reads CSVs only and needs none."""
+    from ce_utils.config import data_dir
+
+    if all(b.name.startswith("05") for b in books):
+        return
+    root = data_dir(cfg, must_exist=not cfg.get("allow_download"))
+    missing = []
+    for name, spec in (cfg.get("datasets") or {}).items():
+        folder = root / spec.get("path", f"beir/{name}")
+        need = ["corpus.jsonl", "queries.jsonl", f"qrels/{spec.get('split', 'test')}.tsv"]
+        if not all((folder / f).is_file() for f in need) and not (cfg.get("allow_download") and spec.get("beir_name")):
+            missing.append(f"dataset {name} ({folder})")
+    for name, rel in (cfg.get("query_files") or {}).items():
+        if not (root / rel).is_file():
+            missing.append(f"query file {name} ({root / rel})")
+    for name, spec in (cfg.get("sts") or {}).items():
+        if not (root / spec["path"]).is_file():
+            missing.append(f"STS set {name} ({root / spec['path']})")
+    if missing:
+        raise ConfigError(f"Missing in the data directory {root}: {'; '.join(missing)}. Point CE_DATA_DIR (or "
+                          "-p data_dir) at the folder that holds beir/, queries/ and sts/.")
+
+
+def run_folder(cfg: dict, params: dict) -> Path | None:
+    """Where a run with parameters other than the profile's writes (``runs/<profile>-<time>/``);
+    ``None`` for a plain profile run, or when ``results_dir`` is given explicitly."""
+    import datetime as dt
+
+    extra = {k for k in params if k not in ("profile", "results_dir")}
+    if not extra or params.get("results_dir"):
+        return None
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return repo_root() / "runs" / f"{cfg['name']}-{stamp}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -107,11 +180,42 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     cfg = load_profile(args.profile)
     params = {"profile": args.profile, **{k: parse_value(v) for k, v in args.parameter}}
-    out_dir = Path(args.output_dir) if args.output_dir else Path(cfg["results_dir"]) / "notebooks"
-    for book in select(args.only):
+    books = select(args.only)
+    per_book = check_parameters(books, params)
+    preflight(load_profile(args.profile, {k: v for k, v in params.items() if k == "data_dir"}), books)
+    run_dir = run_folder(cfg, params)
+    if run_dir is not None:
+        params["results_dir"] = str(run_dir / "results")
+        per_book = {b: {**p, "results_dir": params["results_dir"]} if "results_dir" in notebook_parameters(b) else p
+                    for b, p in per_book.items()}
+        print(f"parameters differ from the profile's: writing to {run_dir.relative_to(repo_root())}/", flush=True)
+    out_dir = (Path(args.output_dir) if args.output_dir else
+               run_dir / "notebooks" if run_dir is not None else Path(cfg["results_dir"]) / "notebooks")
+    for book in books:
         print(f"== {book.name} (profile {args.profile})", flush=True)
-        run_notebook(book, out_dir / book.name, params)
+        t0 = time.time()
+        run_notebook(book, out_dir / book.name, per_book[book])
+        record_time(Path(params.get("results_dir") or cfg["results_dir"]), book.name, time.time() - t0)
     return 0
+
+
+def record_time(results_dir: Path, notebook: str, seconds: float) -> Path:
+    """Wall time of a successful notebook run, in ``<results_dir>/run_times.csv`` (one row per
+    notebook, replaced by its latest run), with the machine it ran on."""
+    import datetime as dt
+
+    import pandas as pd
+    import torch
+
+    from ce_utils.results import cpu_model, write_csv_atomic
+
+    path = results_dir / "run_times.csv"
+    rows = pd.read_csv(path).to_dict("records") if path.is_file() else []
+    rows = [r for r in rows if r["notebook"] != notebook]
+    rows.append({"notebook": notebook, "seconds": round(seconds, 1), "cpu": cpu_model(), "cores": os.cpu_count(),
+                 "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none",
+                 "finished": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")})
+    return write_csv_atomic(pd.DataFrame(rows).sort_values("notebook"), path)
 
 
 if __name__ == "__main__":

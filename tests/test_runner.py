@@ -56,3 +56,81 @@ def test_scrub_paths_leaves_no_machine_paths(monkeypatch, tmp_path):
     got = json.loads(text)
     assert got["metadata"]["papermill"]["input_path"] == "notebooks/01.ipynb"
     assert got["cells"][0]["outputs"][0]["data"] == "reading $CE_DATA_DIR/beir/scifact"
+
+
+def test_missing_data_stops_before_any_kernel(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("CE_DATA_DIR", str(tmp_path / "nowhere"))
+    monkeypatch.setattr(runner, "run_notebook", lambda *a, **k: pytest.fail("a kernel was started"))
+    with pytest.raises(ConfigError, match="CE_DATA_DIR"):
+        runner.main(["--only", "01"])
+    (tmp_path / "data").mkdir()
+    monkeypatch.setenv("CE_DATA_DIR", str(tmp_path / "data"))
+    with pytest.raises(ConfigError, match="dataset scifact"):
+        runner.main(["--only", "01"])
+
+
+def test_unknown_parameter_is_an_error(monkeypatch):
+    monkeypatch.setattr(runner, "run_notebook", lambda *a, **k: pytest.fail("a kernel was started"))
+    monkeypatch.setattr(runner, "preflight", lambda *a, **k: None)
+    with pytest.raises(ConfigError, match=r"Unknown notebook parameter\(s\) \['max_stepz'\]"):
+        runner.main(["--only", "03", "-p", "max_stepz", "5"])
+    books = runner.select(["01", "03"])
+    shares = runner.check_parameters(books, {"profile": "default", "max_steps": 5})
+    assert shares[books[0]] == {"profile": "default"} and shares[books[1]]["max_steps"] == 5
+
+
+def test_runs_with_other_parameters_go_to_a_run_folder(monkeypatch):
+    calls = []
+    monkeypatch.setattr(runner, "run_notebook", lambda book, out, params, **k: calls.append((out, params)))
+    monkeypatch.setattr(runner, "preflight", lambda *a, **k: None)
+    times = []
+    monkeypatch.setattr(runner, "record_time", lambda d, name, sec: times.append((d, name)))
+    runner.main(["--only", "03", "-p", "max_steps", "5"])
+    out, params = calls[0]
+    assert "runs" in out.parts and "results" not in out.parts[:-2]
+    assert "/runs/default-" in params["results_dir"].replace(os.sep, "/")
+    calls.clear()
+    runner.main(["--only", "05"])  # the profile's own run: results/<profile>/
+    assert calls[0][0].parts[-3:] == ("default", "notebooks", "05_figures.ipynb")
+    assert times[-1][0].parts[-2:] == ("results", "default") and times[-1][1] == "05_figures.ipynb"
+
+
+def test_run_times_keep_one_row_per_notebook(tmp_path):
+    import pandas as pd
+
+    runner.record_time(tmp_path, "01_a.ipynb", 10)
+    runner.record_time(tmp_path, "02_b.ipynb", 20)
+    runner.record_time(tmp_path, "01_a.ipynb", 30)
+    df = pd.read_csv(tmp_path / "run_times.csv")
+    assert df["notebook"].tolist() == ["01_a.ipynb", "02_b.ipynb"] and df["seconds"].tolist() == [30, 20]
+
+
+def test_failed_run_keeps_the_previous_executed_notebook(tmp_path, monkeypatch):
+    import papermill as pm
+
+    out = tmp_path / "01.ipynb"
+    out.write_text("previous")
+
+    def boom(src, dst, **kw):
+        open(dst, "w").write("{}")
+        raise RuntimeError("cell failed")
+
+    monkeypatch.setattr(pm, "execute_notebook", boom)
+    monkeypatch.setattr(runner, "scrub_paths", lambda p, r=None: None)
+    with pytest.raises(RuntimeError):
+        runner.run_notebook(runner.notebook_paths()[0], out, {})
+    assert out.read_text() == "previous" and (tmp_path / "01.failed.ipynb").is_file()
+
+
+def test_papermill_reads_every_parameter():
+    """papermill silently drops a parameter line it cannot parse (an apostrophe in its comment), and
+    the runner's unknown-parameter check would then refuse that parameter."""
+    import re
+
+    import nbformat
+
+    for book in notebook_paths():
+        nb = nbformat.read(book, as_version=4)
+        cell = next(c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", []))
+        names = {m.group(1) for m in re.finditer(r"^(\w+)\s*=", cell.source, flags=re.M)}
+        assert runner.notebook_parameters(book) == names, book.name
