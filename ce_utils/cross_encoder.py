@@ -1,31 +1,55 @@
 """The cross encoder: loaded from the hub (paper profile) or trained here (default profile).
 
-No cross encoder can be downloaded offline, so the default profile fine-tunes one from
-the offline MiniLM weights with sentence-transformers' CrossEncoderTrainer on SciFact's
-*train* qrels, with hard negatives mined by the dual encoder. Training is seed-fixed
-and the result is saved under the profile's models_dir, so later notebooks reuse it.
+No cross encoder can be downloaded offline, so the default profile fine-tunes one from the
+offline MiniLM weights with sentence-transformers' ``CrossEncoderTrainer`` on SciFact's *train*
+qrels. The recipe is listwise: per training (query, positive) one example holds the positive
+and ``negatives_per_query`` hard negatives mined by the dual encoder from its top ``mine_depth``
+over the *whole* corpus (every judged positive of the query removed); the loss is the softmax
+cross-entropy of the positive among those candidates (sentence-transformers'
+``MultipleNegativesRankingLoss`` for cross encoders, with no in-batch negatives, raw logits and
+scale 1). Pointwise BCE with one negative per query does not learn within a CPU budget; this does.
+
+Model selection uses a *dev* split carved from the train queries (never test queries): every
+``eval_steps`` the CE re-ranks the DE's top ``dev_depth`` for the dev queries over the whole
+corpus, scored with the same pytrec_eval metrics as every result table; the best step's weights
+are kept and the learning curve is returned (and written to ``ce_training.csv`` by notebook 01).
+Training is seed-fixed and saved under the profile's models_dir, so later notebooks reuse it.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import random
+import shutil
+import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
 
 from ce_utils.config import ConfigError, section
-from ce_utils.data import load_beir_dataset, subsample
+from ce_utils.data import BeirDataset, load_beir_dataset
+from ce_utils.embeddings import autocast, dataset_embeddings, encode_settings, forget_fingerprint
 from ce_utils.models import (default_device, load_cross_encoder, load_sentence_transformer, resolve_model,
                              trainer_kwargs)
 from ce_utils.results import atomic_write_text, run_metadata
-from ce_utils.retrieval import exact_search
+from ce_utils.retrieval import evaluate, exact_search, rerank
 
 log = logging.getLogger(__name__)
 INFO_FILE = "training_info.json"
+CURVE_FILE = "learning_curve.json"
+CURVE_COLUMNS = ["step", "minutes", "dev_NDCG@10", "dev_MRR@10", "first_stage_NDCG@10", "first_stage_MRR@10",
+                 "train_loss", "max_length", "selected", "n_dev_queries", "dev_depth"]
 
 
+class CrossEncoderNotWorkingError(RuntimeError):
+    """The cross encoder does not beat the first stage it re-ranks: no CE-derived claim may be
+    written from it."""
+
+
+# --------------------------------------------------------------------------- data
 def cross_encoder_path(cfg: dict) -> Path | None:
     """Where a ``trained:`` CE lives (``None`` for a hub / local CE)."""
     spec = cfg["models"]["ce"]
@@ -34,77 +58,316 @@ def cross_encoder_path(cfg: dict) -> Path | None:
     return None
 
 
-def mine_training_pairs(cfg: dict, tc: dict, device: str | None = None) -> list[tuple[str, str, float]]:
-    """(query, passage, label) pairs: every judged positive, plus ``negatives_per_query`` hard
-    negatives per query, drawn from the DE's top ``mine_depth`` after removing positives."""
-    ds = load_beir_dataset(cfg, tc["dataset"], split=tc.get("split", "train"))
-    if tc.get("max_queries") is not None or tc.get("mine_max_docs") is not None:
-        # optional budget: a seeded sample of training queries, mined within all their judged
-        # docs plus random distractors (null = every query / the whole corpus)
-        ds = subsample(ds, max_queries=tc.get("max_queries"), max_docs=tc.get("mine_max_docs"),
-                       seed=int(cfg.get("seed", 42)))
-    de = load_sentence_transformer(tc.get("miner", cfg["models"]["de"]), cfg, device=device,
-                                   max_length=tc.get("mine_max_length") or cfg.get("encode", {}).get("max_length"))
-    bs = cfg.get("encode", {}).get("batch_size", 32)
-    doc_ids = ds.doc_ids
-    doc_emb = de.encode(ds.doc_texts(doc_ids), batch_size=bs, show_progress_bar=True, convert_to_numpy=True)
-    qids = ds.query_ids
-    q_emb = de.encode(ds.query_texts(qids), batch_size=bs, convert_to_numpy=True)
-    depth = int(tc.get("mine_depth", 30))
-    ranked = exact_search(q_emb, doc_emb, qids, doc_ids, top_k=depth)
-    n_neg = int(tc.get("negatives_per_query", 3))
-    rng = random.Random(cfg.get("seed", 42))
-    pairs: list[tuple[str, str, float]] = []
+def split_train_dev(qids, n_dev: int, seed: int) -> tuple[list[str], list[str]]:
+    """A seeded dev split carved from *training* queries: (train ids, dev ids), disjoint."""
+    qids = sorted(qids)
+    n_dev = int(n_dev or 0)
+    if n_dev >= len(qids):
+        raise ConfigError(f"dev_queries={n_dev} leaves no training query (there are {len(qids)}).")
+    dev = sorted(random.Random(seed).sample(qids, n_dev)) if n_dev else []
+    dev_set = set(dev)
+    return [q for q in qids if q not in dev_set], dev
+
+
+def positives(ds: BeirDataset, qid: str) -> list[str]:
+    return sorted(d for d, s in ds.qrels.get(qid, {}).items() if s > 0 and d in ds.corpus)
+
+
+def listwise_examples(ds: BeirDataset, qids, ranked: dict[str, dict[str, float]], n_neg: int,
+                      seed: int) -> list[dict]:
+    """One example per (query, judged positive): ``query``, ``positive`` and ``negative_1..n``,
+    the first ``n_neg`` documents of the DE's ranking that are not judged relevant to the query."""
+    rng = random.Random(seed)
+    out = []
     for q in qids:
-        positives = {d for d, s in ds.qrels[q].items() if s > 0 and d in ds.corpus}
-        for d in sorted(positives):
-            pairs.append((ds.queries[q], ds.doc_texts([d])[0], 1.0))
-        negatives = [d for d in ranked[q] if d not in positives]
-        for d in negatives[:n_neg]:
-            pairs.append((ds.queries[q], ds.doc_texts([d])[0], 0.0))
-    rng.shuffle(pairs)
-    return pairs
+        pos = positives(ds, q)
+        if not pos:
+            continue
+        order = [d for d, _ in sorted(ranked[q].items(), key=lambda x: -x[1])]
+        negs = [d for d in order if d not in set(pos)][:n_neg]
+        if len(negs) < n_neg:
+            raise ConfigError(f"Query {q}: only {len(negs)} negatives in the DE's top {len(order)}; raise "
+                              "ce_training.mine_depth or lower negatives_per_query.")
+        for p in pos:
+            ex = {"query": ds.queries[q], "positive": ds.doc_texts([p])[0]}
+            ex.update({f"negative_{i + 1}": ds.doc_texts([d])[0] for i, d in enumerate(negs)})
+            out.append(ex)
+    rng.shuffle(out)
+    return out
 
 
-def train_cross_encoder(cfg: dict, output: str | Path, device: str | None = None):
-    """Fine-tune a CE from ``ce_training.base`` and save it (with a JSON record) to ``output``."""
+def mine(cfg: dict, ds: BeirDataset, de, depth: int, device: str | None = None) -> dict:
+    """The DE's top ``depth`` over the whole corpus for every query of ``ds`` (the corpus
+    embeddings come from the shared cache, so evaluation reuses them)."""
+    q, d = dataset_embeddings(cfg, de, ds, device=device)
+    return exact_search(q, d, ds.query_ids, ds.doc_ids, top_k=depth)
+
+
+def training_data(cfg: dict, tc: dict, device: str | None = None) -> dict:
+    """Everything the CE (and the same-data DE control) train on: the train / dev split of the
+    training queries, the DE's ranking of each over the whole corpus, the listwise examples."""
+    seed = int(cfg.get("seed", 42))
+    ds = load_beir_dataset(cfg, tc["dataset"], split=tc.get("split", "train"))
+    de = load_sentence_transformer(tc.get("miner") or cfg["models"]["de"], cfg, device=device)
+    depth = max(int(tc.get("mine_depth", 30)), int(tc.get("dev_depth", 20)))
+    ranked = mine(cfg, ds, de, depth, device)
+    train_q, dev_q = split_train_dev(ds.query_ids, tc.get("dev_queries", 100), seed)
+    n_neg = int(tc.get("negatives_per_query", 7))
+    mined = {q: dict(sorted(ranked[q].items(), key=lambda x: -x[1])[: int(tc.get("mine_depth", 30))])
+             for q in train_q}
+    examples = listwise_examples(ds, train_q, mined, n_neg, seed)
+    return {"dataset": ds, "train_queries": train_q, "dev_queries": dev_q, "ranked": ranked,
+            "examples": examples, "n_negatives": n_neg}
+
+
+# --------------------------------------------------------------------------- dev evaluation
+def ce_scores(ce, pairs: list[tuple[str, str]], batch_size: int = 32, dtype: str | None = None,
+              progress: bool = False) -> list[float]:
+    with autocast(dtype, getattr(ce, "device", "cpu")):
+        return np.asarray(ce.predict(pairs, batch_size=batch_size, show_progress_bar=progress),
+                          dtype=np.float32).tolist()
+
+
+def de_scores(de, pairs: list[tuple[str, str]], batch_size: int = 32, dtype: str | None = None) -> list[float]:
+    """Cosine between a DE's embeddings of each (query, passage) pair's two texts."""
+    texts = sorted({t for p in pairs for t in p})
+    with autocast(dtype, de.device):
+        emb = np.asarray(de.encode(texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True),
+                         dtype=np.float32)
+    pos = {t: i for i, t in enumerate(texts)}
+    return [float(emb[pos[a]] @ emb[pos[b]]) for a, b in pairs]
+
+
+def score_pairs_fn(ce, queries: dict[str, str], docs: dict[str, str], batch_size: int = 32,
+                   show_progress_bar: bool = True, dtype: str | None = None, kind: str = "ce"):
+    """A ``score_pairs`` callable for :func:`ce_utils.retrieval.rerank`: (query id, doc id) pairs
+    scored by a cross encoder (``kind="ce"``) or by a DE's cosine (``kind="de"``)."""
+
+    def score(pairs: list[tuple[str, str]]) -> list[float]:
+        texts = [(queries[q], docs[d]) for q, d in pairs]
+        if kind == "de":
+            return de_scores(ce, texts, batch_size, dtype)
+        return ce_scores(ce, texts, batch_size, dtype, show_progress_bar)
+
+    return score
+
+
+def rerank_quality(model, ds: BeirDataset, qids, first: dict, depth: int, metrics=("NDCG@10", "MRR@10"),
+                   batch_size: int = 32, dtype: str | None = None, kind: str = "ce") -> tuple[dict, dict]:
+    """(first-stage metrics, re-ranked metrics) on ``qids``: ``model`` re-scores the top ``depth``."""
+    qrels = {q: ds.qrels[q] for q in qids}
+    run = {q: first[q] for q in qids}
+    docs = {d: t for d, t in zip(ds.doc_ids, ds.doc_texts())}
+    fn = score_pairs_fn(model, ds.queries, docs, batch_size, False, dtype, kind)
+    return evaluate(qrels, run, metrics), evaluate(qrels, rerank(run, fn, depth), metrics)
+
+
+def _dev_evaluator(data: dict, depth: int, batch_size: int, dtype: str, max_length: int, kind: str):
+    """A sentence-transformers evaluator: NDCG@10 / MRR@10 of the model re-scoring the DE's top
+    ``depth`` for the dev queries (pytrec_eval, as every table of this project)."""
+    from sentence_transformers.base.evaluation.evaluator import BaseEvaluator
+
+    ds, dev, ranked = data["dataset"], data["dev_queries"], data["ranked"]
+    attr = "max_length" if kind == "ce" else "max_seq_length"
+
+    class DevRerankEvaluator(BaseEvaluator):
+        def __init__(self):
+            super().__init__()
+            self.primary_metric = "ndcg@10"
+            self.name = "dev"
+
+        def __call__(self, model, output_path=None, epoch: int = -1, steps: int = -1) -> dict[str, float]:
+            old = getattr(model, attr)
+            setattr(model, attr, max_length)
+            try:
+                first, new = rerank_quality(model, ds, dev, ranked, depth, batch_size=batch_size, dtype=dtype,
+                                            kind=kind)
+            finally:
+                setattr(model, attr, old)
+            metrics = {"ndcg@10": new["NDCG@10"], "mrr@10": new["MRR@10"],
+                       "first_ndcg@10": first["NDCG@10"], "first_mrr@10": first["MRR@10"]}
+            metrics = self.prefix_name_to_metrics(metrics, self.name)
+            self.store_metrics_in_model_card_data(model, metrics, epoch, steps)
+            return metrics
+
+    return DevRerankEvaluator()
+
+
+def _curve_callback(curve: list, state: dict, t0: float, max_length: int, depth: int, n_dev: int):
+    """Records every dev evaluation (step, minutes, metrics) and keeps the best weights."""
+    from transformers import TrainerCallback
+
+    class Curve(TrainerCallback):
+        last_loss = float("nan")
+
+        def on_log(self, args, st, control, logs=None, **kw):
+            if logs and "loss" in logs:
+                self.last_loss = float(logs["loss"])
+
+        def on_evaluate(self, args, st, control, metrics=None, model=None, **kw):
+            if not metrics or "eval_dev_ndcg@10" not in metrics:
+                return
+            row = {"step": int(st.global_step), "minutes": round((time.time() - t0) / 60, 2),
+                   "dev_NDCG@10": metrics["eval_dev_ndcg@10"], "dev_MRR@10": metrics["eval_dev_mrr@10"],
+                   "first_stage_NDCG@10": metrics["eval_dev_first_ndcg@10"],
+                   "first_stage_MRR@10": metrics["eval_dev_first_mrr@10"], "train_loss": self.last_loss,
+                   "max_length": max_length, "selected": False, "n_dev_queries": n_dev, "dev_depth": depth}
+            curve.append(row)
+            log.info("dev step %d: NDCG@10 %.4f (first stage %.4f)", row["step"], row["dev_NDCG@10"],
+                     row["first_stage_NDCG@10"])
+            if model is not None and row["dev_NDCG@10"] > state.get("best", -1.0):
+                state.update(best=row["dev_NDCG@10"], step=row["step"],
+                             weights=copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()}))
+
+    return Curve()
+
+
+# --------------------------------------------------------------------------- training
+def listwise_loss(model):
+    """Softmax cross-entropy of the positive among its hard negatives (raw logits, scale 1, no
+    in-batch negatives): sentence-transformers' cross-encoder ``MultipleNegativesRankingLoss``
+    with in-batch sampling off, and every (query, candidate) pair of a batch scored in one
+    forward pass (the library scores one candidate column per pass: 2x slower on CPU)."""
+    import torch
+    from sentence_transformers.cross_encoder.losses import MultipleNegativesRankingLoss
+    from torch import nn
+
+    class ListwiseSoftmaxLoss(MultipleNegativesRankingLoss):
+        def forward(self, inputs, labels=None, prompt=None, task=None):
+            anchors, columns = inputs[0], inputs[1:]          # columns: positive, negative_1..n
+            pairs = [[a, c] for col in columns for a, c in zip(anchors, col)]
+            logits = self.call_model_with_pairs(pairs, prompt=prompt, task=task)
+            logits = logits.reshape(len(columns), len(anchors)).T.float()  # [batch, 1 + n]
+            target = torch.zeros(len(anchors), dtype=torch.long, device=logits.device)
+            return self.cross_entropy_loss(self.scale * self.activation_fn(logits), target)
+
+    return ListwiseSoftmaxLoss(model, num_negatives=None, scale=1.0, activation_fn=nn.Identity())
+
+
+RECIPES = {
+    "ce": "listwise: softmax cross-entropy over 1 positive + DE-mined hard negatives (cross encoder)",
+    "de": ("MultipleNegativesRankingLoss over the same positives + DE-mined hard negatives, plus in-batch "
+           "negatives (dual encoder, same queries, steps, learning rate and length as the CE)"),
+}
+
+
+def train_listwise(cfg: dict, output: str | Path, kind: str = "ce", device: str | None = None,
+                   data: dict | None = None):
+    """Fine-tune ``ce_training.base`` on the listwise SciFact-train data and save it (with a JSON
+    record and the dev learning curve) to ``output``; returns (model, info).
+
+    ``kind="ce"``: a cross encoder (:func:`listwise_loss`). ``kind="de"``: the same-data DE
+    control of the paper's setting, a dual encoder fine-tuned from the same base on the same
+    examples, with the same budget, learning rate and token length (sentence-transformers'
+    ``MultipleNegativesRankingLoss``). Both keep the dev split's best step."""
     from datasets import Dataset
-    from sentence_transformers import CrossEncoder
-    from sentence_transformers.cross_encoder import CrossEncoderTrainer, CrossEncoderTrainingArguments
-    from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss
     from transformers import set_seed
 
+    if kind not in RECIPES:
+        raise ConfigError(f"kind must be 'ce' or 'de', not {kind!r}.")
     tc = section(cfg, "ce_training")
     seed = int(cfg.get("seed", 42))
     set_seed(seed)
     device = device or default_device()
-    pairs = mine_training_pairs(cfg, tc, device=device)
-    if tc.get("max_pairs"):
-        pairs = pairs[: int(tc["max_pairs"])]
-    train = Dataset.from_dict({"query": [p[0] for p in pairs], "passage": [p[1] for p in pairs],
-                               "label": [p[2] for p in pairs]})
-    model = CrossEncoder(resolve_model(tc["base"], cfg), num_labels=1, max_length=int(tc.get("max_length", 256)),
-                         device=device)
-    output = Path(output)
-    args = CrossEncoderTrainingArguments(**trainer_kwargs(
-        tc, output.parent / f".{output.name}-checkpoints", seed, device, batch_size=16, learning_rate=2e-5))
-    trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=train, loss=BinaryCrossEntropyLoss(model))
-    result = trainer.train()
-    import tempfile
+    t_start = time.time()
+    data = data or training_data(cfg, tc, device)
+    examples = data["examples"]
+    max_length = int(tc.get("max_length", 128))
+    base = resolve_model(tc["base"], cfg)
+    if kind == "ce":
+        from sentence_transformers import CrossEncoder
+        from sentence_transformers.cross_encoder import CrossEncoderTrainer as Trainer
+        from sentence_transformers.cross_encoder import CrossEncoderTrainingArguments as Args
 
+        model = CrossEncoder(base, num_labels=1, max_length=max_length, device=device)
+        loss = listwise_loss(model)
+        train = Dataset.from_list(examples)
+    else:
+        from sentence_transformers import SentenceTransformer
+        from sentence_transformers import SentenceTransformerTrainer as Trainer
+        from sentence_transformers import SentenceTransformerTrainingArguments as Args
+        from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+
+        model = SentenceTransformer(base, device=device)
+        eval_length = model.max_seq_length
+        model.max_seq_length = max_length
+        loss = MultipleNegativesRankingLoss(model)
+        train = Dataset.from_list([{"anchor": e["query"], **{k: v for k, v in e.items() if k != "query"}}
+                                   for e in examples])
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    work = output.parent / f".{output.name}-checkpoints"
+    dtype = tc.get("dtype", "bf16")
+    depth = int(tc.get("dev_depth", 20))
+    extra = {"bf16": dtype == "bf16", "fp16": dtype == "fp16"}
+    curve: list[dict] = []
+    best: dict = {}
+    evaluator = None
+    if data["dev_queries"] and tc.get("eval_steps"):
+        evaluator = _dev_evaluator(data, depth, encode_settings(cfg)["batch_size"], dtype, max_length, kind)
+        extra.update(eval_strategy="steps", eval_steps=int(tc["eval_steps"]))
+    args = Args(**trainer_kwargs(tc, work, seed, device, batch_size=4, learning_rate=8e-5, logging_steps=25,
+                                 **extra))
+    t0 = time.time()
+    recorder = _curve_callback(curve, best, t0, max_length, depth, len(data["dev_queries"]))
+    trainer = Trainer(model=model, args=args, train_dataset=train, loss=loss, evaluator=evaluator,
+                      callbacks=[recorder] if evaluator else None)
+
+    def record():  # an evaluation outside the trainer's schedule (step 0, the last step)
+        metrics = {f"eval_{k}": v for k, v in evaluator(model).items()}
+        recorder.on_evaluate(args, trainer.state, trainer.control, metrics=metrics, model=model)
+
+    if evaluator is not None:
+        record()  # step 0: the base model (for the CE: the base's weights with a fresh head)
+    result = trainer.train()
+    train_minutes = (time.time() - t0) / 60
+    if evaluator is not None and (not curve or curve[-1]["step"] != int(result.global_step)):
+        record()
+    if best.get("weights") is not None:  # model selection on the dev split
+        model.load_state_dict(best["weights"])
+        for row in curve:
+            row["selected"] = row["step"] == best["step"]
+    forget_fingerprint(model)
+    if kind == "de":
+        model.max_seq_length = eval_length
+    shutil.rmtree(work, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(dir=output.parent, prefix=f".{output.name}.partial-"))
     model.save(str(tmp))
-    info = {"base": tc["base"], "dataset": tc["dataset"], "split": tc.get("split", "train"),
-            "n_pairs": len(pairs), "n_positive": int(sum(p[2] for p in pairs)),
+    ds = data["dataset"]
+    info = {"kind": kind, "base": tc["base"], "dataset": tc["dataset"], "split": tc.get("split", "train"),
+            "recipe": RECIPES[kind], "n_train_queries": len(data["train_queries"]),
+            "n_dev_queries": len(data["dev_queries"]), "n_examples": len(examples),
+            "n_negatives": data["n_negatives"], "n_docs_mined": len(ds.corpus),
             "training_loss": float(result.training_loss), "global_steps": int(result.global_step),
+            "selected_step": best.get("step", int(result.global_step)), "dev_NDCG@10": best.get("best"),
+            "train_minutes": round(train_minutes, 2), "total_minutes": round((time.time() - t_start) / 60, 2),
             "hyperparameters": tc, **run_metadata(cfg, seed=seed, device=device)}
     atomic_write_text(tmp / INFO_FILE, json.dumps(info, indent=1, default=str))
+    atomic_write_text(tmp / CURVE_FILE, json.dumps(curve, indent=1, default=str))
     if output.exists():
-        import shutil
-
         shutil.rmtree(output)
     tmp.replace(output)
     return model, info
+
+
+def train_cross_encoder(cfg: dict, output: str | Path, device: str | None = None, data: dict | None = None):
+    """The listwise cross encoder (:func:`train_listwise` with ``kind="ce"``)."""
+    return train_listwise(cfg, output, "ce", device, data)
+
+
+def _trained(cfg: dict, path: Path, kind: str, device: str | None, retrain: bool) -> dict:
+    """Train into ``path`` unless a finished model is there (one training at a time: others wait
+    on a lock, then load it); returns its training record."""
+    if retrain or not (path / INFO_FILE).is_file():
+        import fcntl
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path.parent / f".{path.name}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if retrain or not (path / INFO_FILE).is_file():
+                log.info("Training the %s into %s", "cross encoder" if kind == "ce" else "DE control", path)
+                train_listwise(cfg, path, kind, device=device)
+    return json.loads((path / INFO_FILE).read_text())
 
 
 def load_or_train_cross_encoder(cfg: dict, device: str | None = None, retrain: bool = False):
@@ -113,28 +376,82 @@ def load_or_train_cross_encoder(cfg: dict, device: str | None = None, retrain: b
     if not spec:
         raise ConfigError(f"Profile {cfg.get('name')!r} names no cross encoder (models.ce).")
     path = cross_encoder_path(cfg)
-    max_length = 2 * int(cfg.get("encode", {}).get("max_length", 128))
+    max_length = rerank_max_length(cfg)
     if path is None:
         return load_cross_encoder(spec, cfg, device=device, max_length=max_length), {"source": spec}
-    if retrain or not (path / INFO_FILE).is_file():
-        import fcntl
-
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path.parent / f".{path.name}.lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)  # one training at a time; others wait, then load it
-            if retrain or not (path / INFO_FILE).is_file():
-                log.info("Training the cross encoder into %s", path)
-                train_cross_encoder(cfg, path, device=device)
-    info = json.loads((path / INFO_FILE).read_text())
-    return load_cross_encoder(str(path), cfg, device=device, max_length=max_length), {"source": str(path), **info}
+    info = _trained(cfg, path, "ce", device, retrain)
+    return load_cross_encoder(str(path), cfg, device=device, max_length=max_length), {"source": spec, **info}
 
 
-def score_pairs_fn(ce, queries: dict[str, str], docs: dict[str, str], batch_size: int = 32,
-                   show_progress_bar: bool = True):
-    """A ``score_pairs`` callable for :func:`ce_utils.retrieval.rerank`."""
+def de_control_path(cfg: dict) -> Path:
+    """Where the same-data DE control lives: ``models.de_control`` (a ``trained:`` spec)."""
+    spec = (cfg.get("models") or {}).get("de_control") or "trained:de-scifact"
+    if not spec.startswith("trained:"):
+        raise ConfigError(f"models.de_control must be a trained: spec, not {spec!r}.")
+    return Path(cfg["models_dir"]) / spec.split(":", 1)[1]
 
-    def score(pairs: list[tuple[str, str]]) -> list[float]:
-        texts = [(queries[q], docs[d]) for q, d in pairs]
-        return np.asarray(ce.predict(texts, batch_size=batch_size, show_progress_bar=show_progress_bar)).tolist()
 
-    return score
+def load_or_train_de_control(cfg: dict, device: str | None = None, retrain: bool = False):
+    """The same-data DE control (trained on first use) and its training record."""
+    from sentence_transformers import SentenceTransformer
+
+    path = de_control_path(cfg)
+    info = _trained(cfg, path, "de", device, retrain)
+    return SentenceTransformer(str(path), device=device or default_device()), {"source": str(path), **info}
+
+
+def rerank_max_length(cfg: dict) -> int | None:
+    """Query + passage tokens when the CE re-ranks: ``eval.rerank_max_length`` (None = the CE's own)."""
+    value = (cfg.get("eval") or {}).get("rerank_max_length")
+    return int(value) if value else None
+
+
+def learning_curve(cfg: dict, spec: str | None = None) -> list[dict]:
+    """The dev learning curve saved with a ``trained:`` model (default: the profile's CE); [] for
+    a hub / local model."""
+    spec = spec or cfg["models"].get("ce") or ""
+    if not spec.startswith("trained:"):
+        return []
+    path = Path(cfg["models_dir"]) / spec.split(":", 1)[1] / CURVE_FILE
+    return json.loads(path.read_text()) if path.is_file() else []
+
+
+def dev_length_rows(cfg: dict, ce, lengths, device: str | None = None) -> list[dict]:
+    """The trained CE on the dev split (re-ranking the DE's top ``dev_depth``) at each query +
+    passage length in ``lengths``: how long a pair the CE should read when it re-ranks, chosen on
+    dev queries (never test queries). Rows in the learning-curve format, at the selected step."""
+    tc = section(cfg, "ce_training")
+    data = training_data(cfg, tc, device)
+    depth = int(tc.get("dev_depth", 20))
+    info_path = cross_encoder_path(cfg)
+    step = json.loads((info_path / INFO_FILE).read_text()).get("selected_step") if info_path else None
+    old, rows = ce.max_length, []
+    try:
+        for length in lengths:
+            ce.max_length = int(length)
+            first, new = rerank_quality(ce, data["dataset"], data["dev_queries"], data["ranked"], depth,
+                                        batch_size=encode_settings(cfg)["batch_size"], dtype=tc.get("dtype"))
+            rows.append({"step": step, "minutes": None, "dev_NDCG@10": new["NDCG@10"], "dev_MRR@10": new["MRR@10"],
+                         "first_stage_NDCG@10": first["NDCG@10"], "first_stage_MRR@10": first["MRR@10"],
+                         "train_loss": None, "max_length": int(length), "selected": False,
+                         "n_dev_queries": len(data["dev_queries"]), "dev_depth": depth})
+    finally:
+        ce.max_length = old
+    return rows
+
+
+def check_reranks(first_stage: float, reranked: float, what: str, allow: bool = False,
+                  min_gain: float = 0.0) -> bool:
+    """The guard: a CE that does not beat the first stage it re-ranks by more than ``min_gain``
+    stops the notebook (``allow=True``: warn, return False, and let the caller mark its rows)."""
+    gain = reranked - first_stage
+    if gain > min_gain:
+        return True
+    msg = (f"The cross encoder does not beat its first stage on {what}: NDCG@10 {first_stage:.4f} -> "
+           f"{reranked:.4f} ({gain:+.4f}). Its layers are not those of a working CE, so no paper-1 claim can "
+           "be drawn from them. Train it longer (ce_training in the profile), use a real CE (models.ce), or "
+           "pass `-p allow_broken_ce True` to go on with every CE-derived row marked ce_works=False.")
+    if not allow:
+        raise CrossEncoderNotWorkingError(msg)
+    log.warning(msg)
+    return False

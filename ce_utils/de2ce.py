@@ -31,6 +31,7 @@ import numpy as np
 
 from ce_utils.config import ConfigError, output_dir, section
 from ce_utils.cross_encoder import score_pairs_fn
+from ce_utils.embeddings import dataset_embeddings, model_max_length, weights_fingerprint
 from ce_utils.data import BeirDataset, doc_text, load_beir_dataset, load_eval_dataset, load_query_files, subsample
 from ce_utils.models import trainer_kwargs
 from ce_utils.results import atomic_write_text, run_metadata
@@ -119,14 +120,6 @@ def count_parameters(model) -> dict:
     layers = sum(p.numel() for p in bb.encoder.layer.parameters())
     return {"n_params": int(total), "n_params_embeddings": int(emb), "n_params_layers": int(layers),
             "n_layers": len(bb.encoder.layer)}
-
-
-def weights_fingerprint(model) -> str:
-    h = hashlib.sha1()
-    for key, tensor in sorted(model.state_dict().items()):
-        h.update(key.encode())
-        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
 
 
 # --------------------------------------------------------------------------- training data
@@ -318,35 +311,23 @@ def encode(model, texts: list[str], batch_size: int, progress: bool = True) -> n
                                    show_progress_bar=progress), dtype=np.float32)
 
 
-def dataset_key(ds: BeirDataset) -> dict:
-    return {"dataset": ds.name, "split": ds.split, "docs": fingerprint(ids=ds.doc_ids),
-            "queries": fingerprint(ids=ds.query_ids), "n_docs": len(ds.corpus)}
-
-
-def embed_dataset(model, ds: BeirDataset, cache_dir, tag: str, batch_size: int, max_length: int):
-    """(query embeddings, doc embeddings) of ``ds``, cached under ``cache_dir`` by ``tag``
-    (the model's identity: its weights fingerprint or its spec)."""
-    key = dict(model=tag, max_length=max_length, **dataset_key(ds))
-    q = cached_array(cache_dir, f"de2ce-q-{ds.name}", lambda: encode(model, ds.query_texts(), batch_size, False), **key)
-    d = cached_array(cache_dir, f"de2ce-d-{ds.name}", lambda: encode(model, ds.doc_texts(), batch_size), **key)
-    return q, d
-
-
 def retrieve(q_emb, d_emb, ds: BeirDataset, top_k: int = 100) -> dict:
     return exact_search(q_emb, d_emb, ds.query_ids, ds.doc_ids, top_k=top_k, score_function="cos_sim")
 
 
 class CachedCEScorer:
     """CE scores of (query id, doc id) pairs of one dataset, kept in a JSON file so that every
-    first stage, depth and rerun shares them; only unseen pairs reach the cross encoder."""
+    first stage, depth, notebook and rerun shares them; only unseen pairs reach the cross encoder.
+    ``tag`` names the CE (:func:`ce_tag`: its weights and max length)."""
 
-    def __init__(self, ce, ds: BeirDataset, cache_dir, ce_tag: str, batch_size: int = 32):
+    def __init__(self, ce, ds: BeirDataset, cache_dir, tag: str, batch_size: int = 32, dtype: str | None = None):
         self.ds = ds
-        self.fn = score_pairs_fn(ce, ds.queries, {d: doc_text(ds.corpus[d]) for d in ds.corpus}, batch_size=batch_size)
+        self.fn = score_pairs_fn(ce, ds.queries, {d: doc_text(ds.corpus[d]) for d in ds.corpus}, batch_size=batch_size,
+                                 dtype=dtype)
         self.path = None
         self.scores: dict[str, float] = {}
         if cache_dir is not None:
-            self.path = Path(cache_dir) / "ce-scores" / ce_tag / f"{ds.name}-{ds.split}.json"
+            self.path = Path(cache_dir) / "ce-scores" / tag / f"{ds.name}-{ds.split}.json"
             if self.path.is_file():
                 self.scores = json.loads(self.path.read_text())
         self.n_scored = 0
@@ -366,9 +347,17 @@ class CachedCEScorer:
         return [self.scores[self.key(*p)] for p in pairs]
 
 
-def ce_tag(ce_info: dict, max_length: int) -> str:
-    return fingerprint(source=ce_info.get("source"), timestamp=ce_info.get("timestamp"),
-                       loss=ce_info.get("training_loss"), max_length=max_length)
+def ce_tag(ce, dtype: str | None = None) -> str:
+    """The identity of a CE's scores: its weights, its max length and the encoding dtype."""
+    return fingerprint(weights=weights_fingerprint(ce), max_length=ce.max_length, dtype=dtype or "fp32")
+
+
+def ce_scorer(ce, ds: BeirDataset, cfg: dict) -> CachedCEScorer:
+    """The profile's cached CE scorer for ``ds`` (shared by notebooks 01 and 02)."""
+    from ce_utils.embeddings import encode_settings
+
+    es = encode_settings(cfg)
+    return CachedCEScorer(ce, ds, cfg.get("cache_dir"), ce_tag(ce, es["dtype"]), es["batch_size"], es["dtype"])
 
 
 def top_pairs(results: dict, depth: int) -> list[tuple[str, str]]:
@@ -471,19 +460,17 @@ def get_student(item: dict, de, ce, cfg: dict, dc: dict, seed: int, device: str,
 def evaluate_first_stage(model, info: dict, item: dict, datasets: dict, cfg: dict, seed: int,
                          de_spec: str | None = None) -> tuple[list[dict], dict]:
     """First-stage metrics of one model on every dataset; returns (rows, run files by dataset)."""
-    enc = cfg.get("encode") or {}
-    bs, ml = int(enc.get("batch_size", 32)), int(enc.get("max_length", 128))
     metrics = list((cfg.get("eval") or {}).get("metrics") or ["NDCG@10", "Recall@100", "MRR@10", "Hits@10"])
-    tag = de_spec if (item["init"] == "full" and de_spec) else weights_fingerprint(model)
     rows, runs = [], {}
     top_k = max(100, int((cfg.get("eval") or {}).get("rerank_depth") or 100))
     for name, ds in datasets.items():
-        q, d = embed_dataset(model, ds, cfg.get("cache_dir"), tag, bs, ml)
+        q, d = dataset_embeddings(cfg, model, ds)
         res = retrieve(q, d, ds, top_k=top_k)
         runs[name] = res
         base = {"model": item["name"], "init": item["init"], "k_ce_layers": item["k_ce_layers"],
                 "n_layers": item["n_layers"], "loss": item["loss"], "dataset": name,
                 "n_queries": len(ds.queries), "n_docs": len(ds.corpus), "approximate": bool(ds.approximate),
+                "max_length": model_max_length(model, (cfg.get("encode") or {}).get("max_length")),
                 "train_texts": info.get("train_texts", 0), "train_steps": info.get("train_steps", 0), "seed": seed,
                 "n_params": info.get("n_params"), "training_loss": info.get("training_loss"),
                 "train_seconds": info.get("train_seconds")}
@@ -552,3 +539,22 @@ def eval_dataset(cfg: dict, dc: dict, name: str) -> BeirDataset:
         ds = subsample(ds, max_queries=size.get("max_queries"), max_docs=size.get("max_docs"),
                        seed=int(cfg.get("seed", 42)))
     return ds
+
+
+def check_ce(cfg: dict, ce, de, allow: bool = False) -> dict:
+    """The guard of notebook 02, the same check as notebook 01's: the CE re-ranks the DE's top
+    ``eval.rerank_depth`` for every test query of ``probing.rerank_dataset`` (CE scores and DE
+    embeddings come from the shared caches, so after notebook 01 this costs nothing). Raises
+    :class:`~ce_utils.cross_encoder.CrossEncoderNotWorkingError` when the CE does not beat its
+    first stage, unless ``allow``."""
+    from ce_utils.cross_encoder import check_reranks
+    from ce_utils.probing import ce_rerank_rows, probe_sample, probe_settings
+
+    s = probe_settings(cfg)
+    models = {"ce": {"kind": "ce", "spec": cfg["models"]["ce"], "model": ce},
+              "de": {"kind": "de", "spec": cfg["models"]["de"], "model": de}}
+    rows = ce_rerank_rows(cfg, s, probe_sample(cfg, s, s.rerank_dataset), models, progress=False)
+    ndcg = {r["stage"]: r["value"] for r in rows if r["metric"] == "NDCG@10"}
+    works = check_reranks(ndcg["first_stage"], ndcg["ce_rerank"], f"{s.rerank_dataset} (full test set)", allow=allow)
+    return {"works": works, "dataset": s.rerank_dataset, "depth": s.rerank_depth, "n_queries": rows[0]["n_queries"],
+            "first_stage": ndcg["first_stage"], "reranked": ndcg["ce_rerank"]}

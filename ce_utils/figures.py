@@ -11,11 +11,10 @@ Reads ``results/<profile>/*.csv`` only -- no model, no data directory -- and wri
 A CSV that is absent skips its figures with a printed note; a CSV that exists with a wrong
 schema raises :class:`SchemaError`.
 
-Joining quality with speed (Pareto plot): speed is a property of an architecture, so a quality
-row (``model`` of de2ce.csv, ``student`` of query_distill.csv) takes the speed.csv row with the
-same ``model`` name; failing that, the speed row of the same role (``de-k-ce`` / ``de`` for
-de2ce.csv, ``query-student`` for query_distill.csv) and the same ``n_layers``. The query
-distillation teacher is the full DE. Pipelines (first stage + CE re-ranking of the top ``depth``)
+Joining quality with speed (Pareto plot): by the explicit ``model_id`` every result CSV carries
+(``ce_utils.results.add_model_ids``): a quality point takes the speed.csv row with the same id, and
+a model without a timed row is left out (no guess by name or architecture). The full DE has one
+point, whichever CSV it comes from. Pipelines (first stage + CE re-ranking of the top ``depth``)
 cost one query encoding plus ``depth`` CE pair scorings per query.
 """
 
@@ -40,6 +39,8 @@ SCHEMAS = {
     "de2ce.csv": ["model", "init", "n_layers", "dataset", "metric", "value"],
     "pipeline.csv": ["first_stage", "reranker", "depth", "dataset", "metric", "value"],
     "query_distill.csv": ["student", "strategy", "layers", "n_layers", "dataset", "metric", "value"],
+    "ce_training.csv": ["model", "model_kind", "step", "minutes", "dev_NDCG@10", "first_stage_NDCG@10", "selected"],
+    "peer_check.csv": ["model", "dataset", "metric", "value", "published", "delta", "tolerance", "source"],
     "speed.csv": ["model", "role", "n_layers", "batch_size", "threads", "device", "dtype", "tokenization",
                   "median_ms", "queries_per_s", "speedup_vs_de", "flop_ratio"],
 }
@@ -197,12 +198,22 @@ def _grid(plt, n: int, width: float = 3.4, height: float = 2.8, ncols: int | Non
     return fig, flat[:n]
 
 
-def layer_probe_figure(plt, out: Output, df: pd.DataFrame, metric: str, sts_metric: str) -> None:
+def _probe_lines(df: pd.DataFrame) -> pd.DataFrame:
     d = df.copy()
     if "pooling" in d.columns and d["pooling"].nunique() > 1:
         d["line"] = d["model_kind"].str.upper() + " (" + d["pooling"].astype(str) + ")"
     else:
         d["line"] = d["model_kind"].str.upper().str.replace("-VS-", " vs ", regex=False)
+    if "ce_works" in d.columns:  # rows from a CE that does not beat its first stage are marked as such
+        broken = (d["ce_works"].astype(str) == "False") & d["model_kind"].astype(str).str.startswith("ce")
+        d.loc[broken, "line"] = d.loc[broken, "line"] + " [non-working CE]"
+    return d
+
+
+def draw_layer_probe(plt, df: pd.DataFrame, metric: str = "NDCG@10", sts_metric: str = "Spearman"):
+    """One panel per dataset (its ``metric``, or the STS / control metric), a line per model;
+    ``None`` when there is nothing to draw. Used by notebook 01 and :func:`layer_probe_figure`."""
+    d = _probe_lines(df)
     panels = []
     for ds in sorted(d["dataset"].unique()):
         g = d[d["dataset"] == ds]
@@ -211,8 +222,7 @@ def layer_probe_figure(plt, out: Output, df: pd.DataFrame, metric: str, sts_metr
                 panels.append((ds, m))
                 break
     if not panels:
-        print(f"note: layer_probe.csv has no {metric}/{sts_metric} rows -- layer-probe figure skipped.")
-        return
+        return None
     fig, axes = _grid(plt, len(panels))
     for ax, (ds, m) in zip(axes, panels):
         g = d[(d["dataset"] == ds) & (d["metric"] == m)]
@@ -221,9 +231,25 @@ def layer_probe_figure(plt, out: Output, df: pd.DataFrame, metric: str, sts_metr
             ax.plot(gl["layer"], gl["value"], marker="o", ms=3, label=line)
         ax.set(title=ds, xlabel="layer (0 = embeddings)", ylabel=m)
         ax.legend()
-    fig.suptitle("Per-layer quality of mean-pooled embeddings: cross encoder (self-pair) vs dual encoder")
+    fig.suptitle("Per-layer quality of mean-pooled embeddings: cross encoder (self-pair) vs dual encoders")
     fig.tight_layout()
-    out.figure(fig, "layer_probe", ["layer_probe.csv"])
+    return fig
+
+
+def _saved(out: Output, fig, name: str, csv: str, why: str) -> bool:
+    """Write a figure drawn by a ``draw_*`` function; ``None`` (nothing to draw) skips it with a note."""
+    if fig is None:
+        print(f"note: {csv} {why} -- {name} figure skipped.")
+        return False
+    out.figure(fig, name, [csv])
+    return True
+
+
+def layer_probe_figure(plt, out: Output, df: pd.DataFrame, metric: str, sts_metric: str) -> None:
+    if not _saved(out, draw_layer_probe(plt, df, metric, sts_metric), "layer_probe", "layer_probe.csv",
+                  f"has no {metric}/{sts_metric} rows"):
+        return
+    d = _probe_lines(df)
     main = d[d["metric"].isin([metric, sts_metric])]
     tab = main.pivot_table(index=["dataset", "metric", "line"], columns="layer", values="value", aggfunc="mean")
     tab.columns = [f"L{int(c)}" for c in tab.columns]
@@ -231,12 +257,17 @@ def layer_probe_figure(plt, out: Output, df: pd.DataFrame, metric: str, sts_metr
               f"{metric} / {sts_metric} per layer (0 = embedding output), CE self-pair vs DE.")
 
 
-def de2ce_figure(plt, out: Output, df: pd.DataFrame, metric: str) -> None:
+def _de2ce_order(d: pd.DataFrame) -> list[str]:
+    return list(dict.fromkeys(d.sort_values(["n_layers"], kind="stable")["model"]))
+
+
+def draw_de2ce(plt, df: pd.DataFrame, metric: str = "NDCG@10"):
+    """Bars of ``metric`` per model, one panel per dataset (``None`` without rows). Used by
+    notebook 02 and :func:`de2ce_figure`."""
     d = df[df["metric"] == metric]
     if d.empty:
-        print(f"note: de2ce.csv has no {metric} rows -- DE-k CE figure skipped.")
-        return
-    order = list(dict.fromkeys(d.sort_values(["n_layers"], kind="stable")["model"]))
+        return None
+    order = _de2ce_order(d)
     datasets = sorted(d["dataset"].unique())
     fig, axes = _grid(plt, len(datasets), width=3.8)
     for ax, ds in zip(axes, datasets):
@@ -247,7 +278,15 @@ def de2ce_figure(plt, out: Output, df: pd.DataFrame, metric: str) -> None:
         ax.set(title=ds, ylabel=metric)
     fig.suptitle("DE-k CE: light dual encoders from the CE's early layers vs controls and the full DE")
     fig.tight_layout()
-    out.figure(fig, "de2ce", ["de2ce.csv"])
+    return fig
+
+
+def de2ce_figure(plt, out: Output, df: pd.DataFrame, metric: str) -> None:
+    if not _saved(out, draw_de2ce(plt, df, metric), "de2ce", "de2ce.csv", f"has no {metric} rows"):
+        return
+    d = df[df["metric"] == metric]
+    order = _de2ce_order(d)
+    datasets = sorted(d["dataset"].unique())
     tab = d.pivot_table(index="model", columns="dataset", values="value", aggfunc="mean").reindex(order)
     full = [m for m in order if "full" in m]
     if full:
@@ -256,13 +295,19 @@ def de2ce_figure(plt, out: Output, df: pd.DataFrame, metric: str) -> None:
     out.table(tab.reset_index(), "de2ce", ["de2ce.csv"], f"{metric} of the DE-k CE students and controls.")
 
 
-def pipeline_figure(plt, out: Output, df: pd.DataFrame, metric: str) -> None:
+def _pipeline_stages(df: pd.DataFrame, metric: str) -> pd.DataFrame:
     d = df[df["metric"] == metric].copy()
-    if d.empty:
-        print(f"note: pipeline.csv has no {metric} rows -- pipeline figure skipped.")
-        return
     d["stage"] = np.where(d["reranker"].astype(str) == "none", "first stage",
                           d["reranker"].astype(str) + " @" + d["depth"].astype(int).astype(str))
+    return d
+
+
+def draw_pipeline(plt, df: pd.DataFrame, metric: str = "NDCG@10"):
+    """Grouped bars: each first stage alone and after CE re-ranking of its top-k (``None`` without
+    rows). Used by notebook 02 and :func:`pipeline_figure`."""
+    d = _pipeline_stages(df, metric)
+    if d.empty:
+        return None
     datasets = sorted(d["dataset"].unique())
     fig, axes = _grid(plt, len(datasets), width=4.0)
     for ax, ds in zip(axes, datasets):
@@ -278,9 +323,58 @@ def pipeline_figure(plt, out: Output, df: pd.DataFrame, metric: str) -> None:
         ax.legend()
     fig.suptitle("First-stage retrieval, then CE re-ranking of the top-k")
     fig.tight_layout()
-    out.figure(fig, "pipeline", ["pipeline.csv"])
+    return fig
+
+
+def pipeline_figure(plt, out: Output, df: pd.DataFrame, metric: str) -> None:
+    if not _saved(out, draw_pipeline(plt, df, metric), "pipeline", "pipeline.csv", f"has no {metric} rows"):
+        return
+    d = _pipeline_stages(df, metric)
     tab = d.pivot_table(index=["dataset", "first_stage"], columns="stage", values="value", aggfunc="mean")
     out.table(tab.reset_index(), "pipeline", ["pipeline.csv"], f"{metric}: first stage and CE re-ranking.")
+
+
+def draw_learning_curve(plt, df: pd.DataFrame):
+    """Dev NDCG@10 of re-ranking the DE's top-k against training steps (top axis: minutes), a line
+    per trained model, with the first stage's dev NDCG@10 dashed and the selected step marked
+    (``ce_training.csv``; ``None`` without rows)."""
+    if df is not None and "phase" in df.columns:
+        df = df[df["phase"] == "training"]
+    if df is None or df.empty:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    for (label, kind), g in df.groupby(["model", "model_kind"], sort=False):
+        g = g.sort_values("step")
+        line = ax.plot(g["step"], g["dev_NDCG@10"], marker="o", ms=3, label=f"{kind}: {label}")[0]
+        sel = g[g["selected"].astype(str) == "True"]
+        ax.plot(sel["step"], sel["dev_NDCG@10"], "*", ms=10, color=line.get_color())
+    first = df["first_stage_NDCG@10"].iloc[0]
+    ax.axhline(first, color="k", ls="--", lw=1, label="first stage (DE) on dev")
+    ax.set(xlabel="training step", ylabel="dev NDCG@10 (re-ranking the DE top-k)",
+           title="Learning curves on the dev split of the training queries (* = selected)")
+    mins = df.groupby("step")["minutes"].max().sort_index()
+    if len(mins) > 1:
+        top = ax.secondary_xaxis("top", functions=(lambda x, m=mins: np.interp(x, m.index, m.values),
+                                                   lambda y, m=mins: np.interp(y, m.values, m.index)))
+        top.set_xlabel("minutes of training")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def learning_curve_figure(plt, out: Output, df: pd.DataFrame) -> None:
+    if not _saved(out, draw_learning_curve(plt, df), "ce_training", "ce_training.csv", "has no training rows"):
+        return
+    if "phase" not in df.columns:
+        df = df.assign(phase="training")
+    checks = df[df["phase"] != "training"].assign(row=lambda d: "dev check at max_length " + d["max_length"].astype(str))
+    df = df[df["phase"] == "training"]
+    sel = df[df["selected"].astype(str) == "True"]
+    last = df.sort_values("step").groupby("model_kind").tail(1)
+    tab = pd.concat([sel.assign(row="selected"), last.assign(row="last"), checks])[
+        ["model_kind", "model", "row", "step", "minutes", "max_length", "dev_NDCG@10", "dev_MRR@10",
+         "first_stage_NDCG@10"]]
+    out.table(tab, "ce_training", ["ce_training.csv"], "Dev-split learning curves: selected and last step.")
 
 
 def _paper_side_by_side(qd: pd.DataFrame, cfg: dict | None) -> pd.DataFrame | None:
@@ -371,7 +465,7 @@ def speed_lookup(sp: pd.DataFrame, batch_size: int, threads: int, tokenization: 
     if d["device"].eq("cpu").any():
         d = d[d["device"] == "cpu"]
     out = []
-    for _, g in d.groupby("model", sort=False):
+    for _, g in d.groupby("model_id" if "model_id" in d.columns else "model", sort=False):
         sizes = sorted(g["batch_size"].unique())
         bs = batch_size if batch_size in sizes else max([b for b in sizes if b <= batch_size] or [min(sizes)])
         out.append(g[g["batch_size"] == bs].iloc[0])
@@ -379,83 +473,65 @@ def speed_lookup(sp: pd.DataFrame, batch_size: int, threads: int, tokenization: 
 
 
 def quality_points(results: dict[str, pd.DataFrame], metric: str) -> pd.DataFrame:
-    """(source, model, role, n_layers, dataset, quality) rows from de2ce.csv, query_distill.csv, pipeline.csv."""
+    """One quality point per (model_id, dataset): (source, model_id, model, role, dataset, quality,
+    depth, first_stage_id) from de2ce.csv, query_distill.csv (students and teacher) and pipeline.csv
+    (CE re-ranking rows). A system that appears in several CSVs (the full DE) has one value there
+    (tests/test_results_consistency.py), so it is kept once."""
     rows = []
     de2ce = results.get("de2ce.csv")
-    if de2ce is not None:
+    if de2ce is not None and "model_id" in de2ce.columns:
         for _, r in de2ce[de2ce["metric"] == metric].iterrows():
-            role = "de" if r["init"] == "full" else "de-k-ce"
-            rows.append({"source": "de2ce.csv", "model": r["model"], "role": role, "n_layers": r["n_layers"],
-                         "dataset": r["dataset"], "quality": r["value"], "depth": 0})
+            rows.append({"source": "de2ce.csv", "model_id": r["model_id"], "model": r["model"],
+                         "role": "de" if r["init"] == "full" else "de-k-ce", "dataset": r["dataset"],
+                         "quality": r["value"], "depth": 0})
     qd = results.get("query_distill.csv")
-    if qd is not None:
+    if qd is not None and "model_id" in qd.columns:
         for _, r in qd[qd["metric"] == metric].iterrows():
             teacher = r["student"] == "teacher"
-            rows.append({"source": "query_distill.csv", "model": "teacher (full DE)" if teacher else r["student"],
-                         "role": "de" if teacher else "query-student", "n_layers": r["n_layers"],
-                         "dataset": r["dataset"], "quality": r["value"], "depth": 0})
+            rows.append({"source": "query_distill.csv", "model_id": r["model_id"],
+                         "model": "teacher (full DE)" if teacher else r["student"],
+                         "role": "de" if teacher else "query-student", "dataset": r["dataset"],
+                         "quality": r["value"], "depth": 0})
     pl = results.get("pipeline.csv")
-    if pl is not None:
+    if pl is not None and "model_id" in pl.columns:
         p = pl[(pl["metric"] == metric) & (pl["reranker"].astype(str) != "none")]
         for _, r in p.iterrows():
-            rows.append({"source": "pipeline.csv", "model": f"{r['first_stage']} + {r['reranker']}@{int(r['depth'])}",
-                         "first_stage": r["first_stage"], "role": "pipeline", "n_layers": np.nan,
+            rows.append({"source": "pipeline.csv", "model_id": r["model_id"],
+                         "model": f"{r['first_stage']} + {r['reranker']}@{int(r['depth'])}",
+                         "first_stage_id": str(r["model_id"]).split(" >> ")[0], "role": "pipeline",
                          "dataset": r["dataset"], "quality": r["value"], "depth": int(r["depth"])})
-    return pd.DataFrame(rows)
+    out = pd.DataFrame(rows)
+    return out.drop_duplicates(["model_id", "dataset"]) if not out.empty else out
 
 
 def join_speed(points: pd.DataFrame, speed: pd.DataFrame, ce_pair_rows: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Attach queries/s to every quality point (see the module docstring for the join rule).
-    ``ce_pair_rows``: CE (pair) rows at every batch size; a pipeline re-ranking ``depth`` candidates
-    pays the per-pair time at the largest measured batch size <= depth."""
-    by_name = speed.set_index("model")
-    qps = []
-    matched = []
-    de_row = speed[speed["role"] == "de"]
-
-    def arch(role, n):
-        for r in ((role,), ("de-k-ce", "query-student", "de")):
-            m = speed[speed["role"].isin(r) & (speed["n_layers"] == n)]
-            if not m.empty:
-                return m.iloc[0]
-        return None
-
-    def enc_time(model, role, n):
-        if model in by_name.index:
-            return 1.0 / float(by_name.loc[model, "queries_per_s"]), model
-        if role == "de" and not de_row.empty:
-            return 1.0 / float(de_row.iloc[0]["queries_per_s"]), de_row.iloc[0]["model"]
-        r = arch(role, n) if pd.notna(n) else None
-        if r is None:
-            return np.nan, ""
-        return 1.0 / float(r["queries_per_s"]), r["model"]
-
-    ce_pair = speed[speed["model"].astype(str).str.contains("pair") & ~speed["model"].astype(str).str.contains("self")]
+    """Attach measured queries/s to every quality point by its ``model_id`` (the speed row with the
+    same id; a point without one gets NaN and is left out of the plot). A pipeline ``F >> CE@k``
+    costs F's query encoding plus ``k`` CE pair scorings, at the CE pair row (id ``<CE> (pair)``) of
+    the largest measured batch size <= k (``ce_pair_rows``: those rows at every batch size)."""
+    by_id = speed.drop_duplicates("model_id").set_index("model_id")
+    qps, matched = [], []
     for _, p in points.iterrows():
+        mid = p["first_stage_id"] if p["role"] == "pipeline" else p["model_id"]
+        if mid not in by_id.index:
+            qps.append(np.nan)
+            matched.append("")
+            continue
+        t = 1.0 / float(by_id.loc[mid, "queries_per_s"])
+        src = str(mid)
         if p["role"] == "pipeline":
-            fs = p.get("first_stage")
-            n = np.nan
-            import re
-            m = re.match(r"DE-(\d+)", str(fs))
-            if m:
-                n = int(m.group(1))
-            t, src = enc_time(fs, "de-k-ce" if "full" not in str(fs) else "de", n)
-            if ce_pair.empty or not np.isfinite(t):
+            ce_id = str(p["model_id"]).split(" >> ")[1].rsplit("@", 1)[0] + " (pair)"
+            pairs = ce_pair_rows[ce_pair_rows["model_id"] == ce_id] if ce_pair_rows is not None else pd.DataFrame()
+            if pairs.empty:
                 qps.append(np.nan)
                 matched.append("")
                 continue
-            pair_row = ce_pair.iloc[0]
-            if ce_pair_rows is not None and not ce_pair_rows.empty:
-                ok = ce_pair_rows[ce_pair_rows["batch_size"] <= p["depth"]]
-                ok = ok if not ok.empty else ce_pair_rows
-                pair_row = ok.sort_values("batch_size").iloc[-1]
-            t_pair = 1.0 / float(pair_row["queries_per_s"])
-            qps.append(1.0 / (t + p["depth"] * t_pair))
-            matched.append(f"{src} + {p['depth']} x {pair_row['model']} (batch {int(pair_row['batch_size'])})")
-        else:
-            t, src = enc_time(p["model"], p["role"], p["n_layers"])
-            qps.append(1.0 / t if np.isfinite(t) else np.nan)
-            matched.append(src)
+            ok = pairs[pairs["batch_size"] <= p["depth"]]
+            pair_row = (ok if not ok.empty else pairs).sort_values("batch_size").iloc[-1]
+            t += p["depth"] / float(pair_row["queries_per_s"])
+            src += f" + {int(p['depth'])} x {ce_id} (batch {int(pair_row['batch_size'])})"
+        qps.append(1.0 / t)
+        matched.append(src)
     out = points.copy()
     out["queries_per_s"] = qps
     out["speed_row"] = matched
@@ -479,9 +555,10 @@ def pareto_figure(plt, out: Output, results: dict, opts: dict) -> pd.DataFrame |
     if speed.empty:
         print("note: speed.csv has no row in the Pareto setting -- skipped.")
         return None
-    pair_models = set(speed["model"][speed["model"].astype(str).str.contains("pair")
-                                     & ~speed["model"].astype(str).str.contains("self")])
-    pair_rows = sp[sp["model"].isin(pair_models) & (sp["threads"] == int(opts["pareto_threads"]))
+    if "model_id" not in sp.columns:
+        print("note: speed.csv has no model_id column (rerun notebook 04) -- Pareto plot skipped.")
+        return None
+    pair_rows = sp[sp["model_id"].astype(str).str.endswith(" (pair)") & (sp["threads"] == int(opts["pareto_threads"]))
                    & (sp["tokenization"] == opts["pareto_tokenization"]) & (sp["dtype"] == "fp32")
                    & (sp["device"] == speed["device"].iloc[0])]
     j = join_speed(points, speed, pair_rows).dropna(subset=["queries_per_s", "quality"])
@@ -527,6 +604,23 @@ def headline_table(results: dict, cfg: dict | None, metric: str = "NDCG@10") -> 
     sp = results.get("speed.csv")
     de2ce = results.get("de2ce.csv")
     qd = results.get("query_distill.csv")
+    pc = results.get("peer_check.csv")
+    cq = results.get("ce_quality.csv")
+    if pc is not None:
+        for _, r in pc[pc["metric"] == metric].iterrows():
+            rows.append({"claim": f"evaluator check: {r['model']} on full {r['dataset']}, {metric} (published: MTEB)",
+                         "paper": f"{r['published']:.5f}", "ours": f"{r['value']:.5f}", "delta": f"{r['delta']:+.5f}"})
+    if cq is not None:
+        d = cq[cq["metric"] == metric]
+        for ds, g in d.groupby("dataset"):
+            st = g.set_index("stage")["value"]
+            if {"first_stage", "ce_rerank"} <= set(st.index):
+                n, depth = int(g["n_queries"].iloc[0]), int(g["depth"].iloc[0])
+                works = "" if "ce_works" not in g or g["ce_works"].astype(str).iloc[0] != "False" else " [NOT a working CE]"
+                rows.append({"claim": f"the CE re-ranks the DE's top-{depth} on full {ds} ({n} queries), {metric}{works}",
+                             "paper": "a CE re-ranks its first stage's top-k (MS MARCO CE)",
+                             "ours": f"{st['first_stage']:.3f} -> {st['ce_rerank']:.3f}",
+                             "delta": f"{st['ce_rerank'] - st['first_stage']:+.3f}"})
     if de2ce is not None:
         d = de2ce[de2ce["metric"] == metric]
         full = d[d["init"] == "full"].groupby("dataset")["value"].mean()
@@ -535,7 +629,7 @@ def headline_table(results: dict, cfg: dict | None, metric: str = "NDCG@10") -> 
         if common:
             pct = float(np.mean([100 * two[x] / full[x] for x in common]))
             rows.append({"claim": f"DE-2 CE {metric}, % of full DE (mean over {', '.join(common)})",
-                         "paper": "close to the full DE", "ours": f"{pct:.1f}%"})
+                         "paper": "within ~1% of the full DE", "ours": f"{pct:.1f}%", "delta": f"{pct - 99:+.1f} pts vs 99%"})
     if sp is not None:
         d = sp[(sp["model"] == "DE-2 CE") & (sp["tokenization"] == "included") & (sp["device"] == "cpu")
                & (sp["threads"] == 1)]
@@ -543,7 +637,7 @@ def headline_table(results: dict, cfg: dict | None, metric: str = "NDCG@10") -> 
             lo, hi = d["speedup_vs_de"].min(), d["speedup_vs_de"].max()
             rows.append({"claim": "DE-2 CE query-encoding speed-up over the full DE (CPU, 1 thread, batch 1-128)",
                          "paper": "5.15x (paper's hardware)", "ours": f"{lo:.2f}x - {hi:.2f}x "
-                         f"(FLOP ratio {d['flop_ratio'].iloc[0]:.2f})"})
+                         f"(FLOP ratio {d['flop_ratio'].iloc[0]:.2f})", "delta": "different hardware and depth"})
     if qd is not None:
         ret = qd[(qd["metric"] == f"retention_{metric}") & (qd["dataset"] == "mean")]
         two = ret[(ret["n_layers"] == 2)]
@@ -555,11 +649,32 @@ def headline_table(results: dict, cfg: dict | None, metric: str = "NDCG@10") -> 
             r = pick.iloc[0] if not pick.empty else two.sort_values("value").iloc[-1]
             rows.append({"claim": f"2-layer query student (bottom + top layer) keeps % of teacher {metric}",
                          "paper": "92.5% (layers 0,11 of 12; mean of 15 BEIR sets)",
-                         "ours": f"{100 * r['value']:.1f}% (layers {r['layers']}; {r['student']})"})
-    return pd.DataFrame(rows, columns=["claim", "paper", "ours"])
+                         "ours": f"{100 * r['value']:.1f}% (layers {r['layers']}; {r['student']})",
+                         "delta": f"{100 * r['value'] - 92.5:+.1f} pts"})
+    return pd.DataFrame(rows, columns=["claim", "paper", "ours", "delta"])
 
 
 # --------------------------------------------------------------------------- everything
+def check_options(results: dict[str, pd.DataFrame], opts: dict) -> None:
+    """Every figure option must name something the CSVs hold: a metric no quality CSV has (or an
+    STS metric the probe lacks) would otherwise write near-empty figures over the committed ones."""
+    from ce_utils.config import ConfigError
+
+    quality = [n for n in ("layer_probe.csv", "ce_quality.csv", "de2ce.csv", "pipeline.csv", "query_distill.csv")
+               if n in results]
+    have = sorted({m for n in quality for m in results[n]["metric"].astype(str).unique()})
+    if quality and opts["metric"] not in have:
+        raise ConfigError(f"figures.metric {opts['metric']!r} is in none of {', '.join(quality)}; available: "
+                          f"{', '.join(m for m in have if not m.startswith('retention_'))}.")
+    if "layer_probe.csv" in results and opts["sts_metric"] not in set(results["layer_probe.csv"]["metric"]):
+        raise ConfigError(f"figures.sts_metric {opts['sts_metric']!r} is not in layer_probe.csv.")
+    ds = opts.get("pareto_datasets")
+    known = {d for n in quality for d in results[n]["dataset"].astype(str).unique()}
+    if ds and not set(ds) <= known:
+        raise ConfigError(f"figures.pareto_datasets {sorted(set(ds) - known)} are in no result CSV; have "
+                          f"{', '.join(sorted(known))}.")
+
+
 def make_all(results_dir: str | Path, figures_dir: str | Path, cfg: dict | None = None,
              options: dict | None = None) -> dict:
     """Every figure and table the CSVs under ``results_dir`` allow; returns the manifest."""
@@ -567,9 +682,10 @@ def make_all(results_dir: str | Path, figures_dir: str | Path, cfg: dict | None 
     opts = {k: (DEFAULTS.get(k) if v is None and k in DEFAULTS and k != "pareto_datasets" else v)
             for k, v in opts.items()}
     results_dir = Path(results_dir)
+    results = read_results(results_dir)
+    check_options(results, opts)  # before anything is written: a bad option replaces no committed file
     plt = setup_matplotlib()
     out = Output(Path(figures_dir), results_dir / "tables", results_dir, dpi=int(opts["dpi"]))
-    results = read_results(results_dir)
     if "layer_probe.csv" in results:
         layer_probe_figure(plt, out, results["layer_probe.csv"], opts["metric"], opts["sts_metric"])
     if "ce_quality.csv" in results:
@@ -579,6 +695,12 @@ def make_all(results_dir: str | Path, figures_dir: str | Path, cfg: dict | None 
             idx = [c for c in ("model", "stage", "depth") if c in cq.columns]
             tab = cq.pivot_table(index=idx, columns="dataset", values="value", aggfunc="mean").reset_index()
             out.table(tab, "ce_quality", ["ce_quality.csv"], f"{opts['metric']} of the cross encoder re-ranking the DE.")
+    if "ce_training.csv" in results:
+        learning_curve_figure(plt, out, results["ce_training.csv"])
+    if "peer_check.csv" in results:
+        pc = results["peer_check.csv"]
+        out.table(pc[["model", "dataset", "metric", "value", "published", "delta", "tolerance", "source"]],
+                  "peer_check", ["peer_check.csv"], "Our evaluation next to published scores.", floatfmt=".4f")
     if "de2ce.csv" in results:
         de2ce_figure(plt, out, results["de2ce.csv"], opts["metric"])
     if "pipeline.csv" in results:
@@ -590,7 +712,8 @@ def make_all(results_dir: str | Path, figures_dir: str | Path, cfg: dict | None 
     pareto_figure(plt, out, results, opts)
     head = headline_table(results, cfg, opts["metric"])
     if not head.empty:
-        srcs = [s for s in ("de2ce.csv", "speed.csv", "query_distill.csv") if s in results]
+        srcs = [s for s in ("peer_check.csv", "ce_quality.csv", "de2ce.csv", "speed.csv", "query_distill.csv")
+                if s in results]
         out.table(head, "headline", srcs, "Headline claims: the papers vs this reproduction.")
     out.write_manifest()
     return out.manifest

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from ce_utils.config import ConfigError
-from ce_utils.retrieval import DEFAULT_METRICS, cached_array, evaluate, exact_search
+from ce_utils.retrieval import DEFAULT_METRICS, evaluate, exact_search, rerank
 from ce_utils.students import backbone
 
 POOLINGS = ("first_segment", "both_segments", "with_cls")
@@ -48,7 +48,7 @@ class ProbeSettings:
     layers: list[int] | None = None            # None = every hidden state 0..L
     pooling: str = "first_segment"
     batch_size: int = 32
-    max_length: int = 128                      # tokens per text (a CE self-pair gets 2x)
+    max_length: int | None = None              # tokens per text (None: a DE's own; each copy of a CE self-pair: 256)
     max_queries: int | None = None
     max_docs: int | None = None
     sizes: dict = field(default_factory=dict)  # dataset -> {max_queries, max_docs}
@@ -58,7 +58,6 @@ class ProbeSettings:
     control_texts: int = 512
     rerank_dataset: str | None = None
     rerank_max_queries: int | None = None
-    rerank_max_length: int | None = None
     rerank_depth: int = 20
     metrics: list[str] = field(default_factory=lambda: list(DEFAULT_METRICS))
     seed: int = 42
@@ -125,13 +124,12 @@ def probe_settings(cfg: dict, **params) -> ProbeSettings:
         models=models, datasets=list(datasets), layers=layers,
         pooling=check_pooling(sec.pop("pooling", "first_segment")),
         batch_size=int(sec.pop("batch_size", None) or (cfg.get("encode") or {}).get("batch_size", 32)),
-        max_length=int(sec.pop("max_length", None) or (cfg.get("encode") or {}).get("max_length", 128)),
+        max_length=sec.pop("max_length", None) or (cfg.get("encode") or {}).get("max_length"),
         max_queries=sec.pop("max_queries", None), max_docs=sec.pop("max_docs", None),
         sizes=dict(sec.pop("sizes", None) or {}),
         sts=sec.pop("sts", "stsb-test"), sts_max_pairs=sec.pop("sts_max_pairs", None),
         control_dataset=sec.pop("control_dataset", None), control_texts=int(sec.pop("control_texts", 512)),
         rerank_dataset=sec.pop("rerank_dataset", None), rerank_max_queries=sec.pop("rerank_max_queries", None),
-        rerank_max_length=sec.pop("rerank_max_length", None),
         rerank_depth=int(sec.pop("rerank_depth", None) or ev.get("rerank_depth", 20)),
         metrics=list(sec.pop("metrics", None) or ev.get("metrics") or DEFAULT_METRICS),
         seed=int(sec.pop("seed", None) or cfg.get("seed", 42)),
@@ -140,7 +138,7 @@ def probe_settings(cfg: dict, **params) -> ProbeSettings:
         s.control_dataset = "scifact" if "scifact" in s.datasets else (s.datasets[0] if s.datasets else None)
     if s.rerank_dataset is None or s.rerank_dataset not in s.datasets:
         s.rerank_dataset = s.control_dataset
-    if s.max_length < 4 or s.batch_size < 1:
+    if (s.max_length is not None and int(s.max_length) < 4) or s.batch_size < 1:
         raise ConfigError("max_length must be >= 4 and batch_size >= 1.")
     if sec:
         raise ConfigError(f"Unknown probing parameter(s) {sorted(sec)}.")
@@ -264,24 +262,9 @@ def encode_layers(model, texts: Sequence[str], kind: str, max_length: int, batch
 
 
 def ids_fingerprint(ids: Sequence[str]) -> str:
-    return hashlib.sha1("\n".join(map(str, ids)).encode()).hexdigest()[:16]
+    from ce_utils.embeddings import ids_fingerprint as fp
 
-
-def cached_layers(cache_dir, model, model_tag: str, kind: str, texts: Sequence[str], ids: Sequence[str],
-                  what: str, max_length: int, pooling: str, batch_size: int = 32, device: str | None = None,
-                  progress: bool = True) -> np.ndarray:
-    """:func:`encode_layers` through :func:`ce_utils.retrieval.cached_array` (stored as float16),
-    keyed by model, layer set, texts (``what`` + a fingerprint of ``ids``), pooling and max length."""
-    pool_key = pooling if kind == "ce" else "mean"
-
-    def compute():
-        return encode_layers(model, texts, kind, max_length, batch_size, pooling, device, progress,
-                             desc=f"{kind} {what}").astype(np.float16)
-
-    arr = cached_array(cache_dir, f"probe-{kind}-{what}".replace("/", "_"), compute, model=model_tag, kind=kind,
-                       layers="all", what=what, ids=ids_fingerprint(ids), n=len(ids), pooling=pool_key,
-                       max_length=int(max_length))
-    return arr.astype(np.float32)
+    return fp(ids)
 
 
 # --------------------------------------------------------------------------- scoring
@@ -350,38 +333,32 @@ def sts_texts(pairs: Sequence[tuple[str, str, float]]) -> tuple[list[str], np.nd
 
 
 def de_final_is_sentence_embedding(st) -> bool:
-    """True when a SentenceTransformer's embedding is the mean of its last hidden state (up to
-    normalisation), i.e. exactly what the DE probe computes at its last layer."""
-    mods = list(st._modules.values())
-    if len(mods) < 2:
-        return False
-    pool = mods[1]
-    mode = getattr(pool, "pooling_mode", None)
-    if mode is None:
-        cfg = getattr(pool, "get_config_dict", lambda: {})()
-        mode = cfg.get("pooling_mode") or ("mean" if cfg.get("pooling_mode_mean_tokens") else None)
-    rest = [type(m).__name__ for m in mods[2:]]
-    return mode in ("mean", "mean_tokens") and all(r == "Normalize" for r in rest)
+    """True when a SentenceTransformer's embedding is the mean of its last hidden state."""
+    from ce_utils.embeddings import is_mean_pooling
+
+    return is_mean_pooling(st)
 
 
 # --------------------------------------------------------------------------- orchestration
 def load_probe_model(cfg: dict, kind: str, spec: str, device: str | None = None, retrain: bool = False):
-    """(model, cache tag, info). The profile's own CE comes from
-    :func:`ce_utils.cross_encoder.load_or_train_cross_encoder` (trained on first use)."""
-    from ce_utils.cross_encoder import load_or_train_cross_encoder
+    """(model, info). The profile's own CE comes from
+    :func:`ce_utils.cross_encoder.load_or_train_cross_encoder`, its DE control (``models.de_control``)
+    from :func:`ce_utils.cross_encoder.load_or_train_de_control` (both trained on first use)."""
+    from ce_utils.cross_encoder import load_or_train_cross_encoder, load_or_train_de_control
     from ce_utils.models import load_cross_encoder, load_sentence_transformer
 
     if kind == "ce":
         if spec == cfg["models"].get("ce"):
-            ce, info = load_or_train_cross_encoder(cfg, device=device, retrain=retrain)
-            return ce, f"{spec}@{info.get('timestamp', '')}", info
-        return load_cross_encoder(spec, cfg, device=device), spec, {"source": spec}
-    return load_sentence_transformer(spec, cfg, device=device), spec, {"source": spec}
+            return load_or_train_cross_encoder(cfg, device=device, retrain=retrain)
+        return load_cross_encoder(spec, cfg, device=device), {"source": spec}
+    if spec == (cfg["models"].get("de_control") or "trained:de-scifact") and spec.startswith("trained:"):
+        return load_or_train_de_control(cfg, device=device, retrain=retrain)
+    return load_sentence_transformer(spec, cfg, device=device), {"source": spec}
 
 
 def probe_sample(cfg: dict, s: ProbeSettings, name: str):
-    """The profile's evaluation sample of ``name`` (``load_eval_dataset``), cut further to the
-    probing sizes: the ``max_queries`` / ``max_docs`` parameters, else ``sizes[name]``."""
+    """The test collection ``name`` as every notebook evaluates it (``load_eval_dataset``: the whole
+    corpus and every test query), cut only when ``max_queries`` / ``max_docs`` are passed (smoke runs)."""
     from ce_utils.data import load_eval_dataset, subsample
 
     ds = load_eval_dataset(cfg, name)
@@ -393,28 +370,51 @@ def probe_sample(cfg: dict, s: ProbeSettings, name: str):
     return subsample(ds, max_queries=mq, max_docs=md, seed=s.seed)
 
 
+def probe_layers(cfg: dict, s: ProbeSettings, m: dict, texts, ids, what: str, device: str | None = None,
+                 progress: bool = True) -> np.ndarray:
+    """Every hidden state of one probed model over ``texts``, through the shared embedding cache."""
+    from ce_utils.embeddings import layer_embeddings
+
+    return layer_embeddings(cfg, m["model"], m["kind"], texts, ids, what, probe_length(s, m), s.pooling, device,
+                            progress)
+
+
+CE_COPY_LENGTH = 256  # tokens of each copy of a CE self-pair when no max_length is set (a DE's usual length)
+
+
+def probe_length(s: ProbeSettings, m: dict) -> int:
+    """Tokens per text: ``max_length``, else a DE's own max_seq_length; for a CE, each copy of the
+    self-pair gets ``max_length`` (default 256) tokens, so the pair spans twice that."""
+    from ce_utils.embeddings import model_max_length
+
+    if s.max_length:
+        return int(s.max_length)
+    return CE_COPY_LENGTH if m["kind"] == "ce" else model_max_length(m["model"])
+
+
 def probe_dataset(cfg: dict, s: ProbeSettings, ds, models: dict, device: str | None = None,
                   progress: bool = True):
     """Rows of per-layer retrieval metrics for every model on ``ds``, and the embeddings
     ``{label: (query_layers, doc_layers)}`` (all hidden states)."""
-    cache = cfg.get("cache_dir")
     rows, emb = [], {}
     for label, m in models.items():
-        model, tag, kind = m["model"], m["tag"], m["kind"]
-        n_layers = len(backbone(model).encoder.layer)
+        n_layers = len(backbone(m["model"]).encoder.layer)
         layers = check_probe_layers(s.layers, n_layers, label)
-        key = f"{ds.name}-{ids_fingerprint(ds.doc_ids)}"
-        d = cached_layers(cache, model, tag, kind, ds.doc_texts(), ds.doc_ids, f"{key}-docs", s.max_length,
-                          s.pooling, s.batch_size, device, progress)
-        q = cached_layers(cache, model, tag, kind, ds.query_texts(), ds.query_ids, f"{key}-queries", s.max_length,
-                          s.pooling, s.batch_size, device, progress)
+        d = probe_layers(cfg, s, m, ds.doc_texts(), ds.doc_ids, f"{ds.name}-docs", device, progress)
+        q = probe_layers(cfg, s, m, ds.query_texts(), ds.query_ids, f"{ds.name}-{ds.split}-queries", device, False)
         emb[label] = (q, d)
         metrics = retrieval_by_layer(q, d, ds, layers, s.metrics)
-        rows += layer_rows(metrics, model=model_label(m["spec"]), model_kind=kind, n_layers=n_layers,
+        rows += layer_rows(metrics, model=model_label(m["spec"]), model_kind=kind_of(label, m), n_layers=n_layers,
                            section="retrieval", dataset=ds.name, pooling=s.pooling,
                            n_queries=len(ds.queries), n_docs=len(ds.corpus), approximate=bool(ds.approximate),
-                           max_length=s.max_length, seed=s.seed)
+                           max_length=probe_length(s, m), seed=s.seed)
     return rows, emb
+
+
+def kind_of(label: str, m: dict) -> str:
+    """``model_kind`` of a probed model in the CSV: ``ce``, ``de`` (the profile's DE) or the label
+    of any other DE (e.g. ``de-ft``, the same-data control)."""
+    return m["kind"] if label in KINDS else label
 
 
 def probe_sts(cfg: dict, s: ProbeSettings, models: dict, device: str | None = None, progress: bool = True):
@@ -432,79 +432,106 @@ def probe_sts(cfg: dict, s: ProbeSettings, models: dict, device: str | None = No
     for label, m in models.items():
         n_layers = len(backbone(m["model"]).encoder.layer)
         layers = check_probe_layers(s.layers, n_layers, label)
-        e = cached_layers(cfg.get("cache_dir"), m["model"], m["tag"], m["kind"], texts, texts,
-                          f"{s.sts}-{len(pairs)}", s.max_length, s.pooling, s.batch_size, device, progress)
+        e = probe_layers(cfg, s, m, texts, texts, f"{s.sts}-{len(pairs)}", device, progress)
         rho = sts_by_layer(e[:, ia], e[:, ib], gold, layers)
         rows += layer_rows({l: {"Spearman": v} for l, v in rho.items()}, model=model_label(m["spec"]),
-                           model_kind=m["kind"], n_layers=n_layers, section="sts", dataset=s.sts,
+                           model_kind=kind_of(label, m), n_layers=n_layers, section="sts", dataset=s.sts,
                            pooling=s.pooling, n_queries=len(pairs), n_docs=len(texts), approximate=False,
-                           max_length=s.max_length, seed=s.seed)
+                           max_length=probe_length(s, m), seed=s.seed)
     return rows
 
 
-def control_rows(s: ProbeSettings, ds, emb: dict, models: dict) -> list[dict]:
-    """CKA / mean cosine between the CE's self-pair embeddings and the DE's, per layer, on a seeded
-    sample of ``control_texts`` documents of ``ds`` (dataset = ``<name>-docs-<n>``)."""
-    ce = next((l for l, m in models.items() if m["kind"] == "ce"), None)
-    de = next((l for l, m in models.items() if m["kind"] == "de"), None)
-    if ce is None or de is None or ce not in emb or de not in emb:
+def control_rows(s: ProbeSettings, ds, emb: dict, models: dict, reference: str = "de") -> list[dict]:
+    """CKA / mean cosine, per layer, between each model's embeddings and those of ``reference``
+    (the shared initialisation: the profile's DE) on a seeded sample of ``control_texts`` documents
+    of ``ds`` (dataset = ``<name>-docs-<n>``; model_kind = ``<label>-vs-<reference>``)."""
+    if reference not in emb:
         return []
-    d_ce, d_de = emb[ce][1], emb[de][1]
-    n = min(int(s.control_texts), d_ce.shape[1])
-    idx = np.sort(np.random.default_rng(s.seed).choice(d_ce.shape[1], size=n, replace=False))
-    n_layers = min(d_ce.shape[0], d_de.shape[0]) - 1
-    layers = check_probe_layers(s.layers, n_layers, "CE / DE pair")
-    sims = similarity_by_layer(d_ce[:, idx], d_de[:, idx], layers)
-    return layer_rows(sims, model=f"{model_label(models[ce]['spec'])} vs {model_label(models[de]['spec'])}",
-                      model_kind="ce-vs-de", n_layers=n_layers, section="control", dataset=f"{ds.name}-docs-{n}",
-                      pooling=s.pooling, n_queries=0, n_docs=n, approximate=bool(ds.approximate),
-                      max_length=s.max_length, seed=s.seed)
+    ref = emb[reference][1]
+    n = min(int(s.control_texts), ref.shape[1])
+    idx = np.sort(np.random.default_rng(s.seed).choice(ref.shape[1], size=n, replace=False))
+    rows = []
+    for label, (_, docs) in emb.items():
+        if label == reference:
+            continue
+        n_layers = min(docs.shape[0], ref.shape[0]) - 1
+        layers = check_probe_layers(s.layers, n_layers, f"{label} / {reference} pair")
+        sims = similarity_by_layer(docs[:, idx], ref[:, idx], layers)
+        rows += layer_rows(sims, model=f"{model_label(models[label]['spec'])} vs {model_label(models[reference]['spec'])}",
+                           model_kind=f"{kind_of(label, models[label])}-vs-{reference}", n_layers=n_layers,
+                           section="control", dataset=f"{ds.name}-docs-{n}", pooling=s.pooling, n_queries=0,
+                           n_docs=n, approximate=bool(ds.approximate), max_length=s.max_length, seed=s.seed)
+    return rows
 
 
-def ce_rerank_rows(cfg: dict, s: ProbeSettings, ds, emb: dict, models: dict, progress: bool = True) -> list[dict]:
-    """The CE's own quality: it re-ranks the DE's top ``rerank_depth`` on ``ds``; rows for the DE
-    first stage (stage ``first_stage``) and the re-ranked list (stage ``ce_rerank``).
+def ce_rerank_rows(cfg: dict, s: ProbeSettings, ds, models: dict, progress: bool = True) -> list[dict]:
+    """The CE's own quality: it re-ranks the DE's top ``rerank_depth`` on ``ds`` (every test query
+    unless ``rerank_max_queries``); rows for the DE first stage (stage ``first_stage``) and the
+    re-ranked list (stage ``ce_rerank``). CE scores go through the cache notebook 02 shares.
 
     The first stage is the DE's last hidden state, mean-pooled: exactly its sentence embedding
-    when the DE is a mean-pooling SentenceTransformer (checked; otherwise it encodes again)."""
-    import random
-
-    from ce_utils.cross_encoder import score_pairs_fn
-    from ce_utils.retrieval import rerank
+    (the shared cache's array) when the DE is a mean-pooling SentenceTransformer."""
+    from ce_utils.de2ce import ce_scorer, pipeline_queries
+    from ce_utils.embeddings import dataset_embeddings, model_max_length
 
     ce = next((l for l, m in models.items() if m["kind"] == "ce"), None)
-    de = next((l for l, m in models.items() if m["kind"] == "de"), None)
+    de = "de" if "de" in models else next((l for l, m in models.items() if m["kind"] == "de"), None)
     if ce is None or de is None:
         return []
-    qids = ds.query_ids
-    if s.rerank_max_queries is not None and s.rerank_max_queries < len(qids):
-        qids = sorted(random.Random(s.seed).sample(qids, int(s.rerank_max_queries)))
-    pos = {q: i for i, q in enumerate(ds.query_ids)}
+    qids = pipeline_queries(ds, s.rerank_max_queries, s.seed)
     st = models[de]["model"]
-    if de_final_is_sentence_embedding(st):
-        q_emb = emb[de][0][-1][[pos[q] for q in qids]]
-        d_emb = emb[de][1][-1]
-    else:
-        q_emb = st.encode(ds.query_texts(qids), batch_size=s.batch_size, convert_to_numpy=True)
-        d_emb = st.encode(ds.doc_texts(), batch_size=s.batch_size, convert_to_numpy=True,
-                          show_progress_bar=progress)
-    first = exact_search(q_emb, d_emb, qids, ds.doc_ids, top_k=100)
+    q_all, d_emb = dataset_embeddings(cfg, st, ds, s.max_length, progress=progress)
+    pos = {q: i for i, q in enumerate(ds.query_ids)}
+    first = exact_search(q_all[[pos[q] for q in qids]], d_emb, qids, ds.doc_ids, top_k=100)
     qrels = {q: ds.qrels[q] for q in qids}
     cross = models[ce]["model"]
-    old = cross.max_length
-    if s.rerank_max_length:
-        cross.max_length = int(s.rerank_max_length)
-    try:
-        fn = score_pairs_fn(cross, ds.queries, {d: t for d, t in zip(ds.doc_ids, ds.doc_texts())},
-                            batch_size=s.batch_size, show_progress_bar=progress)
-        reranked = rerank(first, fn, s.rerank_depth)
-        ce_len = cross.max_length
-    finally:
-        cross.max_length = old
+    scorer = ce_scorer(cross, ds, cfg)
+    reranked = rerank(first, scorer, s.rerank_depth)
     common = dict(first_stage_model=model_label(models[de]["spec"]), dataset=ds.name, depth=s.rerank_depth,
                   n_queries=len(qids), n_docs=len(ds.corpus), approximate=bool(ds.approximate), seed=s.seed)
     rows = [{"model": model_label(models[de]["spec"]), "stage": "first_stage", "metric": k, "value": v,
-             "max_length": s.max_length, **common} for k, v in evaluate(qrels, first, s.metrics).items()]
+             "max_length": model_max_length(st, s.max_length), **common}
+            for k, v in evaluate(qrels, first, s.metrics).items()]
     rows += [{"model": model_label(models[ce]["spec"]), "stage": "ce_rerank", "metric": k, "value": v,
-              "max_length": ce_len, **common} for k, v in evaluate(qrels, reranked, s.metrics).items()]
+              "max_length": cross.max_length, **common} for k, v in evaluate(qrels, reranked, s.metrics).items()]
     return rows
+
+
+def probe_summary(probe_df, ce_works: bool | None = None, metric: str = "NDCG@10", falloff: float = 0.5):
+    """Per dataset: each model's best layer, the CE's best layer next to the DEs' at that depth, and
+    the layer where the CE's usefulness falls off (first layer after its best below ``falloff`` x its
+    best). Returns (table, sentences); the sentences are the notebook's conclusion, from the CSV."""
+    import pandas as pd
+
+    ret = probe_df[(probe_df["section"] == "retrieval") & (probe_df["metric"] == metric)]
+    rows, lines = [], []
+    if ce_works is False:
+        lines.append("The CE does NOT beat its first stage: every CE row below comes from a non-working cross "
+                     "encoder and supports no claim about cross encoders.")
+    for name, g in ret.groupby("dataset", sort=True):
+        by = {k: s.set_index("layer")["value"].sort_index() for k, s in g.groupby("model_kind")}
+        ce = by.get("ce")
+        des = {k: v for k, v in by.items() if k != "ce"}
+        if ce is None or not des:
+            continue
+        best = int(ce.idxmax())
+        after = ce[ce.index > best]
+        fall = after[after < falloff * ce.max()]
+        row = {"dataset": name, "CE best layer": best, f"CE best {metric}": ce.max(),
+               "CE last layer": ce.iloc[-1], "CE falls below half at layer": int(fall.index[0]) if len(fall) else None}
+        for k, v in des.items():
+            row[f"{k} at layer {best}"] = v.get(best)
+            row[f"{k} best layer"] = int(v.idxmax())
+            row[f"{k} last layer"] = v.iloc[-1]
+        rows.append(row)
+        cmp = ", ".join(f"{k} {v.get(best):.3f} at that layer (its own last layer {v.iloc[-1]:.3f})"
+                        for k, v in des.items())
+        early = ce[ce.index <= 2]
+        early_de = {k: v[v.index <= 2] for k, v in des.items()}
+        ratio = ", ".join(f"{100 * early.mean() / v.mean():.0f}% of {k}'s" for k, v in early_de.items() if v.mean())
+        lines.append(f"{name}: the CE's best layer is {best} ({metric} {ce.max():.3f}); {cmp}. Over layers 0-2 the "
+                     f"CE's self-pair embeddings reach {ratio} mean {metric}. "
+                     + (f"Its usefulness falls below half of its best at layer {int(fall.index[0])}" if len(fall)
+                        else "It never falls below half of its best")
+                     + f" and ends at {ce.iloc[-1]:.3f} at its last layer.")
+    return pd.DataFrame(rows), lines

@@ -28,7 +28,7 @@ from ce_utils.config import ConfigError, get_dotted, section
 from ce_utils.data import BeirDataset
 from ce_utils.models import trainer_kwargs
 from ce_utils.retrieval import DEFAULT_METRICS, cached_array, evaluate, exact_search
-from ce_utils.students import backbone, layer_subset_student, num_layers
+from ce_utils.students import backbone, layer_subset_student, num_layers, reset_output_hooks
 
 log = logging.getLogger(__name__)
 
@@ -229,6 +229,7 @@ def onnx_student(teacher, onnx_path: str | os.PathLike):
     bb.embeddings = bert.embeddings
     bb.encoder.layer = bert.encoder.layer
     bb.config.num_hidden_layers = bert.config.num_hidden_layers
+    reset_output_hooks(student)
     return student
 
 
@@ -360,35 +361,32 @@ def score_function_of(model, override: str | None = None) -> str:
 class AsymmetricEvaluator:
     """Student queries against the TEACHER's document embeddings.
 
-    Document embeddings are computed once per dataset with the teacher (cached on disk with
-    ``cached_array``); ``evaluate(query_encoder)`` only ever encodes query text."""
+    Document embeddings are computed once per dataset with the teacher, through the embedding
+    cache every notebook shares (:mod:`ce_utils.embeddings`: the teacher's corpus embeddings are
+    the very arrays notebooks 01 and 02 use); ``evaluate(query_encoder)`` only ever encodes query
+    text. Without a profile (``cfg=None``) nothing is cached."""
 
     teacher: object
     datasets: dict  # name -> BeirDataset
     teacher_spec: str
-    cache_dir: str | None = None
-    max_length: int = 128
-    batch_size: int = 32
+    cfg: dict | None = None
     score_function: str | None = None
     metrics: Sequence[str] = DEFAULT_METRICS
     top_k: int = 100
     doc_emb: dict = field(default_factory=dict)
-    doc_keys: dict = field(default_factory=dict)
 
     def __post_init__(self):
+        from ce_utils.embeddings import dataset_embeddings
+
         self.score_function = score_function_of(self.teacher, self.score_function)
         for name, ds in self.datasets.items():
-            ids = ds.doc_ids
-            key = dict(model=self.teacher_spec, dataset=name, docs=_hash_list(ids), n_docs=len(ids),
-                       max_length=self.max_length)
-            self.doc_keys[name] = key
-            self.doc_emb[name] = cached_array(
-                self.cache_dir, f"qd-docs-{name}",
-                lambda ds=ds: encode(self.teacher, ds.doc_texts(), self.batch_size, progress=True), **key)
+            self.doc_emb[name] = dataset_embeddings(self.cfg or {}, self.teacher, ds, queries=False)[1]
 
     def search(self, query_encoder, name: str) -> dict:
+        from ce_utils.embeddings import dataset_embeddings
+
         ds: BeirDataset = self.datasets[name]
-        q = encode(query_encoder, ds.query_texts(), self.batch_size)
+        q = dataset_embeddings(self.cfg or {}, query_encoder, ds, docs=False)[0]
         return exact_search(q, self.doc_emb[name], ds.query_ids, ds.doc_ids, top_k=self.top_k,
                             score_function=self.score_function)
 
@@ -542,22 +540,20 @@ def side_by_side(ours: pd.DataFrame, paper: pd.DataFrame, n_teacher_layers: int,
 
 # --------------------------------------------------------------------------- notebook steps
 def eval_datasets(cfg: dict, names: Sequence[str]) -> dict:
-    """The evaluation collections, with ``query_distill.max_queries`` / ``max_docs`` and the
-    per-dataset ``query_distill.sizes`` (when set) overriding the shared ``eval`` sample sizes
-    (seeded by the profile seed as everywhere)."""
-    from ce_utils.data import load_eval_dataset
+    """The evaluation collections as every notebook evaluates them (``load_eval_dataset``: whole
+    corpus, every test query), cut only by ``query_distill.max_queries`` / ``max_docs`` when a
+    smoke run sets them (seeded by the profile seed as everywhere)."""
+    from ce_utils.data import load_eval_dataset, subsample
 
-    c = copy.deepcopy(cfg)
-    qd = c.get("query_distill") or {}
-    ev = dict(c.get("eval") or {})
-    for key in ("max_queries", "max_docs"):
-        if qd.get(key) is not None:
-            ev[key] = qd[key]
-    c["eval"] = ev
-    for name, size in (qd.get("sizes") or {}).items():  # per-dataset sample sizes
-        if name in (c.get("datasets") or {}) and size:
-            c["datasets"][name] = {**c["datasets"][name], **size}
-    return {n: load_eval_dataset(c, n) for n in names}
+    qd = cfg.get("query_distill") or {}
+    out = {}
+    for n in names:
+        ds = load_eval_dataset(cfg, n)
+        if qd.get("max_queries") is not None or qd.get("max_docs") is not None:
+            ds = subsample(ds, max_queries=qd.get("max_queries"), max_docs=qd.get("max_docs"),
+                           seed=int(cfg.get("seed", 42)))
+        out[n] = ds
+    return out
 
 
 def distil_and_evaluate(strategy: Strategy, teacher, texts: Sequence[str], targets: np.ndarray,

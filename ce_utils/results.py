@@ -104,3 +104,67 @@ def save_results(rows: pd.DataFrame | Iterable[dict], path: str | Path, meta: di
             df[key] = value
     write_csv_atomic(df, path)
     return df
+
+
+# --------------------------------------------------------------------------- one system, one number
+def add_model_ids(df: pd.DataFrame, csv_name: str, aliases: dict | None = None) -> pd.DataFrame:
+    """Add ``model_id``: the retrieval system a row measures, named alike in every CSV, so that a
+    (system, dataset, metric, query sample) can be checked to have one value everywhere and speed
+    rows can be joined by it. ``aliases`` maps names used inside one CSV (``DE-6 full``,
+    ``teacher``) to the profile's model label. Rows that measure no retrieval system (STS, control,
+    a CE's self-pair layers, a DE's inner layers) get an empty id."""
+    aliases = aliases or {}
+    df = df.copy()
+    if df.empty:
+        df["model_id"] = pd.Series(dtype=str)
+        return df
+
+    def alias(name) -> str:
+        return str(aliases.get(name, name))
+
+    def reranked(first, ce, depth) -> str:
+        return f"{alias(first)} >> {ce}@{int(depth)}"
+
+    if csv_name == "layer_probe.csv":
+        is_system = ((df["section"] == "retrieval") & ~df["model_kind"].astype(str).str.startswith("ce")
+                     & (df["layer"].astype(int) == df["n_layers"].astype(int)))
+        df["model_id"] = [alias(m) if ok else "" for m, ok in zip(df["model"], is_system)]
+    elif csv_name == "ce_quality.csv":
+        df["model_id"] = [alias(m) if st == "first_stage" else reranked(f, m, d)
+                          for m, st, f, d in zip(df["model"], df["stage"], df["first_stage_model"], df["depth"])]
+    elif csv_name == "pipeline.csv":
+        df["model_id"] = [alias(f) if r == "none" else reranked(f, rm, d)
+                          for f, r, rm, d in zip(df["first_stage"], df["reranker"], df["reranker_model"], df["depth"])]
+    elif csv_name == "query_distill.csv":
+        df["model_id"] = [alias(s) if s in aliases else f"qd:{s}" for s in df["student"]]
+    elif csv_name in ("de2ce.csv", "peer_check.csv", "speed.csv"):
+        df["model_id"] = [alias(m) for m in df["model"]]
+    else:
+        raise ValueError(f"add_model_ids: no rule for {csv_name}")
+    return df
+
+
+CONSISTENCY_KEY = ["model_id", "dataset", "metric", "n_queries", "n_docs"]
+
+
+def quality_index(results_dir: str | Path) -> pd.DataFrame:
+    """Every row of every result CSV that names a retrieval system (``model_id``), with its file."""
+    frames = []
+    for path in sorted(Path(results_dir).glob("*.csv")):
+        df = pd.read_csv(path)
+        if "model_id" not in df.columns or not set(CONSISTENCY_KEY + ["value"]) <= set(df.columns):
+            continue
+        df = df[df["model_id"].fillna("").astype(str) != ""]
+        frames.append(df[CONSISTENCY_KEY + ["value"]].assign(source=path.name))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=CONSISTENCY_KEY + ["value", "source"])
+
+
+def inconsistencies(results_dir: str | Path, tol: float = 1e-6) -> pd.DataFrame:
+    """(system, dataset, metric, query sample, corpus) keys that carry different values in
+    different rows or files: each should have exactly one number."""
+    idx = quality_index(results_dir)
+    if idx.empty:
+        return idx
+    spread = idx.groupby(CONSISTENCY_KEY)["value"].agg(lambda v: float(v.max() - v.min()))
+    bad = spread[spread > tol].index
+    return idx.set_index(CONSISTENCY_KEY).loc[bad].reset_index() if len(bad) else idx.iloc[0:0]

@@ -441,10 +441,11 @@ def add_speedup(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def speed_section(cfg: dict) -> dict:
-    """The profile's ``speed`` section with defaults filled in (max_length from ``encode``)."""
+    """The profile's ``speed`` section with defaults filled in (max_length from ``encode``, else 128:
+    a query rarely reaches it, and a CE pair gets twice that)."""
     sp = dict(section(cfg, "speed"))
     if sp.get("max_length") is None:
-        sp["max_length"] = int((cfg.get("encode") or {}).get("max_length", 128))
+        sp["max_length"] = int((cfg.get("encode") or {}).get("max_length") or 128)
     for key in ("n_queries", "batch_sizes", "min_run_time"):
         if sp.get(key) is None:
             raise ConfigError(f"speed.{key} is not set in profile {cfg.get('name')!r}.")
@@ -464,3 +465,22 @@ def summary_table(df: pd.DataFrame, batch_size: int | None = None, tokenization:
                          values=["queries_per_s", "speedup_vs_de"], sort=False)
     wide.columns = [f"{a} [{b}]" for a, b in wide.columns]
     return wide.reset_index()
+
+
+def add_model_ids(df: pd.DataFrame, cfg: dict) -> pd.DataFrame:
+    """``model_id`` of every timed model, named as in the quality CSVs (the full DE by its profile
+    label, DE-k CE students by notebook 02's names, query students ``qd:L<layers>`` as notebook 03,
+    the CE ``<CE label> (pair)`` / ``(self-pair)``): the key the Pareto figure joins on."""
+    from ce_utils.probing import model_label
+    from ce_utils.results import add_model_ids as add
+
+    de, ce = model_label(cfg["models"]["de"]), model_label(cfg["models"].get("ce") or "ce")
+    aliases = {}
+    for name, role, layers in df[["model", "role", "layers"]].drop_duplicates().itertuples(index=False):
+        if role == "de":
+            aliases[name] = de
+        elif role == "query-student":
+            aliases[name] = "qd:L" + str(layers).replace(",", "_")
+        elif role == "ce":
+            aliases[name] = f"{ce} ({str(name).split('(', 1)[1].rstrip(')')})"
+    return add(df, "speed.csv", aliases)

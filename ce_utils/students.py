@@ -57,6 +57,17 @@ def check_layers(model, layers: Sequence[int], what: str = "model") -> None:
         raise ConfigError(f"Repeated layer index in {list(layers)}.")
 
 
+def reset_output_hooks(model) -> None:
+    """Forget transformers' output-capturing hooks (installed lazily, once, the first time a model
+    is asked for ``output_hidden_states``). A model assembled from other models' layers carries the
+    template's "installed" flag and none or foreign hooks on the new layers, so it would return no
+    hidden states; after this reset they are installed afresh for its own module tree."""
+    for module in backbone(model).modules():
+        module._forward_hooks.clear()
+        if "_output_capturing_hooks_installed" in module.__dict__:
+            del module.__dict__["_output_capturing_hooks_installed"]
+
+
 def compose_student(template, layers: Sequence[LayerSpec], embeddings=None, seed: int = 0):
     """A deep copy of ``template`` whose encoder layers are ``layers``.
 
@@ -83,6 +94,7 @@ def compose_student(template, layers: Sequence[LayerSpec], embeddings=None, seed
         bb.embeddings.load_state_dict(fresh.embeddings.state_dict())
     elif embeddings is not None:
         bb.embeddings.load_state_dict(backbone(embeddings).embeddings.state_dict())
+    reset_output_hooks(student)
     return student
 
 

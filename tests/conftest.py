@@ -144,7 +144,7 @@ def smoke_profile_dict(data: Path, model: Path, out: Path) -> dict:
         "results_dir": str(out / "results"),
         "models_dir": str(out / "models"),
         "cache_dir": str(out / "cache"),
-        "models": {"de": str(model), "ce": "trained:ce-tiny"},
+        "models": {"de": str(model), "ce": "trained:ce-tiny", "de_control": "trained:de-tiny"},
         "datasets": {"tiny-a": {"path": "beir/tiny-a", "split": "test"},
                      "tiny-b": {"path": "beir/tiny-b", "split": "test", "approximate": True}},
         "sts": {"stsb-test": {"path": "sts/sts-test.csv", "format": "stsb"}},
@@ -153,11 +153,15 @@ def smoke_profile_dict(data: Path, model: Path, out: Path) -> dict:
                  "metrics": ["NDCG@10", "Recall@100", "MAP@10", "MRR@10", "Hits@10"]},
         "encode": {"max_length": 32, "batch_size": 8},
         "ce_training": {"base": str(model), "dataset": "tiny-a", "split": "train", "negatives_per_query": 2,
-                        "mine_depth": 8, "epochs": 1, "max_steps": 2, "learning_rate": 1e-4,
-                        "batch_size": 8, "warmup_ratio": 0.0, "max_length": 64},
+                        "mine_depth": 8, "dev_queries": 3, "dev_depth": 5, "eval_steps": 1, "epochs": 1,
+                        "max_steps": 2, "learning_rate": 1e-4, "batch_size": 2, "warmup_ratio": 0.0,
+                        "max_length": 64, "dev_lengths": [32, 64], "dtype": "fp32"},
     }
     for extra in sorted((ROOT / "tests" / "smoke").glob("*.yaml")):
         base.update(yaml.safe_load(extra.read_text()) or {})
+    for m in ((base.get("probing") or {}).get("models") or {}).values():
+        if m.get("spec") is None:  # the tiny DE, whose path only exists at test time
+            m["spec"] = str(model)
     return base
 
 

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from ce_utils import figures as F
+from ce_utils.results import add_model_ids
 
 ROOT = Path(__file__).resolve().parent.parent
 META = {"profile": "synthetic", "seed": 1, "device": "cpu", "cpu": "x", "threads": 2, "python": "3",
@@ -46,14 +47,17 @@ def write_synthetic(results: Path) -> Path:
                 rows.append(dict(model=model, init=init, k_ce_layers=k, n_layers=n, loss=loss, dataset=ds, metric=m,
                                  value=0.3 + 0.03 * n, n_queries=10, n_docs=50, approximate=ds != "scifact",
                                  train_texts=100, train_steps=5, seed=1))
-    pd.DataFrame(rows).assign(**META).to_csv(results / "de2ce.csv", index=False)
+    add_model_ids(pd.DataFrame(rows), "de2ce.csv", {"DE-6 full": "de"}).assign(**META).to_csv(results / "de2ce.csv",
+                                                                                           index=False)
     rows = []
     for fs in ("DE-2 CE", "DE-6 full"):
         for rr, depth in (("none", 0), ("CE", 10), ("CE", 20)):
             for m in METRICS:
                 rows.append(dict(first_stage=fs, reranker=rr, depth=depth, dataset="scifact", metric=m,
-                                 value=0.4 + 0.001 * depth, n_queries=10, n_docs=50, approximate=False, seed=1))
-    pd.DataFrame(rows).assign(**META).to_csv(results / "pipeline.csv", index=False)
+                                 value=0.4 + 0.001 * depth, n_queries=10, n_docs=50, approximate=False, seed=1,
+                                 reranker_model="ce-model"))
+    add_model_ids(pd.DataFrame(rows), "pipeline.csv", {"DE-6 full": "de"}).assign(**META).to_csv(
+        results / "pipeline.csv", index=False)
     rows = []
     base = dict(teacher="de", approximate=False, n_queries=10, n_docs=50, train_queries=100, train_steps=5, seed=1)
     for student, strategy, layers in (("teacher", "teacher", "0,1,2,3,4,5"), ("L0_5", "subset:0,5", "0,5"),
@@ -69,7 +73,8 @@ def write_synthetic(results: Path) -> Path:
         if student != "teacher":
             rows.append(dict(student=student, strategy=strategy, layers=layers, n_layers=n, dataset="mean",
                              metric="retention_NDCG@10", value=0.8 + 0.03 * n, **base))
-    pd.DataFrame(rows).assign(**META).to_csv(results / "query_distill.csv", index=False)
+    add_model_ids(pd.DataFrame(rows), "query_distill.csv", {"teacher": "de"}).assign(**META).to_csv(
+        results / "query_distill.csv", index=False)
     rows = []
     for model, role, n in (("DE-6 full", "de", 6), ("DE-2 CE", "de-k-ce", 2), ("query-student L0_5", "query-student", 2),
                            ("query-student L0", "query-student", 1), ("CE (pair)", "ce", 6), ("CE (self-pair)", "ce", 6)):
@@ -81,12 +86,21 @@ def write_synthetic(results: Path) -> Path:
                                      threads=threads, device="cpu", dtype="fp32", tokenization=tok, median_ms=ms,
                                      iqr_ms=0.1, n_runs=5, queries_per_s=1e3 * bs / ms, speedup_vs_de=6 / n,
                                      flop_ratio=6 / n, max_length=32, n_queries=8))
-    pd.DataFrame(rows).assign(**{k: v for k, v in META.items() if k != "threads"}).to_csv(results / "speed.csv",
-                                                                                         index=False)
+    ids = {"DE-6 full": "de", "query-student L0_5": "qd:L0_5", "query-student L0": "qd:L0",
+           "CE (pair)": "ce-model (pair)", "CE (self-pair)": "ce-model (self-pair)"}
+    add_model_ids(pd.DataFrame(rows), "speed.csv", ids).assign(
+        **{k: v for k, v in META.items() if k != "threads"}).to_csv(results / "speed.csv", index=False)
+    curve = [dict(model="ce-model", model_kind=kind, phase="training", step=step, minutes=step / 10,
+                  **{"dev_NDCG@10": 0.2 + step / 1000, "dev_MRR@10": 0.2, "first_stage_NDCG@10": 0.5},
+                  selected=step == 200, max_length=64) for kind in ("ce", "de-ft") for step in (0, 100, 200)]
+    pd.DataFrame(curve).assign(**META).to_csv(results / "ce_training.csv", index=False)
+    pd.DataFrame([dict(model="de", dataset="scifact", metric="NDCG@10", value=0.645, published=0.64508,
+                       delta=-0.00008, tolerance=0.005, source="MTEB")]).assign(**META).to_csv(
+        results / "peer_check.csv", index=False)
     return results
 
 
-NAMES = {"layer_probe", "de2ce", "pipeline", "query_distill", "speed_throughput", "pareto"}
+NAMES = {"layer_probe", "ce_training", "de2ce", "pipeline", "query_distill", "speed_throughput", "pareto"}
 
 
 def test_make_all_on_synthetic_csvs(tmp_path):
@@ -209,3 +223,16 @@ def test_figures_from_committed_csvs(tmp_path):
         shutil.copy(p, res / p.name)
     manifest = F.make_all(res, tmp_path / "figs")
     assert manifest and F.check_manifest(res) == []
+
+
+def test_bad_figure_option_writes_nothing(tmp_path):
+    import shutil
+
+    from ce_utils.config import ConfigError
+
+    res = tmp_path / "results"
+    shutil.copytree(ROOT / "results" / "default", res, ignore=shutil.ignore_patterns("notebooks", "tables"))
+    before = sorted(p.name for p in res.iterdir())
+    with pytest.raises(ConfigError, match="NOPE@10"):
+        F.make_all(res, tmp_path / "figs", options={"metric": "NOPE@10"})
+    assert not (tmp_path / "figs").exists() and sorted(p.name for p in res.iterdir()) == before

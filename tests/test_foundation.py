@@ -162,15 +162,63 @@ def test_results_are_written_atomically_with_metadata(tmp_path, monkeypatch):
 
 
 def test_cross_encoder_trains_and_reloads(smoke_cfg):
-    from ce_utils.cross_encoder import cross_encoder_path, load_or_train_cross_encoder
+    from ce_utils.cross_encoder import cross_encoder_path, learning_curve, load_or_train_cross_encoder
 
     ce, info = load_or_train_cross_encoder(smoke_cfg)
-    assert info["global_steps"] == 2 and info["n_positive"] > 0
+    assert info["global_steps"] == 2 and info["n_examples"] > 0 and info["n_dev_queries"] == 3
+    assert info["n_train_queries"] + info["n_dev_queries"] == 10  # the dev split is carved from train queries
     assert (cross_encoder_path(smoke_cfg) / "training_info.json").is_file()
+    curve = learning_curve(smoke_cfg)
+    assert [r["step"] for r in curve] == [0, 1, 2] and sum(r["selected"] for r in curve) == 1
+    assert info["selected_step"] in (0, 1, 2)
     scores = ce.predict([("cell protein", "cell gene"), ("heart", "wave")])
     assert np.isfinite(scores).all()
     ce2, info2 = load_or_train_cross_encoder(smoke_cfg)  # cached: no retraining
     assert info2["timestamp"] == info["timestamp"]
+
+
+def test_listwise_loss_decreases_on_a_tiny_model(tiny_bert_dir):
+    import torch
+    from sentence_transformers import CrossEncoder
+
+    from ce_utils.cross_encoder import listwise_loss
+
+    torch.manual_seed(0)
+    ce = CrossEncoder(str(tiny_bert_dir), num_labels=1, max_length=32, device="cpu")
+    loss = listwise_loss(ce)
+    batch = [["cell protein gene", "heart blood pressure"],      # queries
+             ["cell gene tumour growth", "heart artery cardiac"],  # positives
+             ["wave antenna radio", "diet sugar fat"],            # negative 1
+             ["brain neuron sleep", "wave microwave guide"]]      # negative 2
+    opt = torch.optim.AdamW(ce.parameters(), lr=3e-3)
+    values = []
+    for _ in range(15):
+        value = loss(batch, None)
+        values.append(float(value))
+        value.backward()
+        opt.step()
+        opt.zero_grad()
+    assert abs(values[0] - np.log(3)) < 0.3  # about uniform over the 3 candidates at the start
+    assert values[-1] < 0.5 * values[0]
+
+
+def test_listwise_examples_exclude_every_positive(smoke_cfg):
+    from ce_utils.cross_encoder import listwise_examples, split_train_dev
+    from ce_utils.data import load_beir_dataset
+
+    ds = load_beir_dataset(smoke_cfg, "tiny-a", split="train")
+    train, dev = split_train_dev(ds.query_ids, 3, seed=1)
+    assert len(dev) == 3 and not set(train) & set(dev) and sorted(train + dev) == sorted(ds.query_ids)
+    ranked = {q: {d: float(-i) for i, d in enumerate(ds.doc_ids)} for q in train}
+    ex = listwise_examples(ds, train, ranked, n_neg=3, seed=0)
+    assert len(ex) == sum(len(ds.qrels[q]) for q in train)  # one example per (query, positive)
+    text_to_id = {t: d for d, t in zip(ds.doc_ids, ds.doc_texts())}
+    for e in ex:
+        q = next(q for q in train if ds.queries[q] == e["query"])
+        negs = {text_to_id[e[f"negative_{i}"]] for i in (1, 2, 3)}
+        assert not negs & set(ds.qrels[q]) and text_to_id[e["positive"]] in ds.qrels[q]
+    with pytest.raises(ConfigError, match="dev_queries"):
+        split_train_dev(ds.query_ids, 10, seed=1)
 
 
 def test_default_profile_resolves_offline():

@@ -143,13 +143,16 @@ def test_settings_and_errors(smoke_cfg):
         check_probe_layers([0, 7], 6)
 
 
-def test_retrieval_rows(smoke_cfg, tmp_path):
-    cfg = load_profile(smoke_cfg["profile_path"], {"cache_dir": str(tmp_path / "cache")})
-    s = probe_settings(cfg, layers=[0, 1, 6])
+def test_retrieval_rows_share_the_embedding_cache(smoke_cfg, tmp_path):
+    from ce_utils.embeddings import dataset_embeddings
+
+    cfg = load_profile(smoke_cfg["profile_path"], {"cache_dir": str(tmp_path / "cache"),
+                                                    "models_dir": str(tmp_path / "models")})
+    s = probe_settings(cfg, layers=[0, 1, 6], models={"ce": cfg["models"]["ce"], "de": cfg["models"]["de"]})
     models = {}
     for label, m in s.models.items():
-        obj, tag, _ = load_probe_model(cfg, m["kind"], m["spec"], device="cpu")
-        models[label] = {**m, "model": obj, "tag": tag}
+        obj, _ = load_probe_model(cfg, m["kind"], m["spec"], device="cpu")
+        models[label] = {**m, "model": obj}
     ds = probe_sample(cfg, s, "tiny-a")
     rows, emb = probe_dataset(cfg, s, ds, models, device="cpu", progress=False)
     df = pd.DataFrame(rows)
@@ -157,11 +160,53 @@ def test_retrieval_rows(smoke_cfg, tmp_path):
     assert set(df.layer) == {0, 1, 6} and set(df.model_kind) == {"ce", "de"}
     assert df.value.between(0, 1).all() and (df.n_docs == len(ds.corpus)).all()
     assert emb["ce"][1].shape == (7, len(ds.corpus), 32)
-    cached = sorted((tmp_path / "cache").glob("probe-*.npy"))
-    assert len(cached) == 4 and np.load(cached[0]).dtype == np.float16
+    cache = tmp_path / "cache" / "embeddings"
+    cached = sorted(cache.glob("*.npy"))  # with the CE's training (it mines with the DE: train queries, docs)
+    names = {p.name.rsplit("-", 1)[0] for p in cached}
+    assert {"ce-tiny-a-docs", "ce-tiny-a-test-queries", "de-tiny-a-docs", "de-tiny-a-test-queries"} <= names
+    assert all(np.load(p).dtype == np.float16 for p in cached)
     rows2, _ = probe_dataset(cfg, s, ds, models, device="cpu", progress=False)  # from the cache
     assert pd.DataFrame(rows2).value.tolist() == df.value.tolist()
-    assert len(sorted((tmp_path / "cache").glob("probe-*.npy"))) == 4
+    # the DE's sentence embeddings, as notebooks 02/03 ask for them, are the probe's last layer: no new file
+    q, d = dataset_embeddings(cfg, models["de"]["model"], ds, s.max_length)
+    np.testing.assert_array_equal(d, emb["de"][1][-1])
+    np.testing.assert_array_equal(q, emb["de"][0][-1])
+    assert sorted(cache.glob("*.npy")) == cached  # each model encoded each collection once
+
+
+def test_guard_trips_on_a_cross_encoder_that_scores_at_random(smoke_cfg):
+    import random
+
+    from ce_utils.cross_encoder import CrossEncoderNotWorkingError, check_reranks
+    from ce_utils.data import load_beir_dataset
+    from ce_utils.retrieval import evaluate, rerank
+
+    ds = load_beir_dataset(smoke_cfg, "tiny-a")
+    rng = random.Random(0)
+    # a good first stage: every judged document first, then the rest
+    first = {q: {d: (2.0 if ds.qrels[q].get(d) else rng.random()) for d in ds.doc_ids} for q in ds.query_ids}
+    shuffled = rerank(first, lambda pairs: [rng.random() for _ in pairs], depth=10)
+    before, after = evaluate(ds.qrels, first)["NDCG@10"], evaluate(ds.qrels, shuffled)["NDCG@10"]
+    assert after < before
+    with pytest.raises(CrossEncoderNotWorkingError, match="allow_broken_ce"):
+        check_reranks(before, after, "tiny-a")
+    assert check_reranks(before, after, "tiny-a", allow=True) is False
+    assert check_reranks(after, before, "tiny-a") is True
+
+
+def test_probe_summary_states_the_fall_off():
+    from ce_utils.probing import probe_summary
+
+    rows = []
+    for kind, values in {"ce": [0.5, 0.6, 0.55, 0.2, 0.1], "de": [0.5, 0.55, 0.6, 0.65, 0.7]}.items():
+        rows += [{"section": "retrieval", "metric": "NDCG@10", "dataset": "x", "model_kind": kind, "layer": i,
+                  "value": v} for i, v in enumerate(values)]
+    table, lines = probe_summary(pd.DataFrame(rows), ce_works=True)
+    r = table.iloc[0]
+    assert r["CE best layer"] == 1 and r["CE falls below half at layer"] == 3 and r["de at layer 1"] == 0.55
+    assert "best layer is 1" in lines[0] and "below half of its best at layer 3" in lines[0]
+    _, lines = probe_summary(pd.DataFrame(rows), ce_works=False)
+    assert "NOT" in lines[0]
 
 
 @pytest.mark.slow
@@ -170,22 +215,32 @@ def test_notebook_smoke_run(smoke_profile, tmp_path):
 
     res = tmp_path / "results"
     run_notebook(ROOT / "notebooks" / "01_layer_probing.ipynb", tmp_path / "out.ipynb",
-                 {"profile": str(smoke_profile), "results_dir": str(res), "cache_dir": str(tmp_path / "cache")},
-                 progress=False)
+                 {"profile": str(smoke_profile), "results_dir": str(res), "cache_dir": str(tmp_path / "cache"),
+                  "allow_broken_ce": True}, progress=False)
     df = pd.read_csv(res / "layer_probe.csv")
-    assert set(PROBE_COLUMNS + META_COLUMNS) <= set(df.columns)
+    assert set(PROBE_COLUMNS + META_COLUMNS + ["model_id", "ce_works"]) <= set(df.columns)
     assert set(df.section) == {"retrieval", "sts", "control"}
     ret = df[df.section == "retrieval"]
-    assert set(ret.dataset) == {"tiny-a", "tiny-b"} and set(ret.model_kind) == {"ce", "de"}
+    assert set(ret.dataset) == {"tiny-a", "tiny-b"} and set(ret.model_kind) == {"ce", "de", "de-ft"}
     assert set(ret.layer) == set(range(7)) and set(ret.metric) >= {"NDCG@10", "MRR@10", "Hits@10", "Recall@100"}
     assert ret.value.between(0, 1).all()
     assert ret[ret.dataset == "tiny-b"].approximate.all() and not ret[ret.dataset == "tiny-a"].approximate.any()
     assert (ret[ret.dataset == "tiny-b"].n_queries == 6).all()
+    # only a DE's last layer names a retrieval system
+    named = ret[ret.model_id.notna()]
+    assert set(named.model_kind) == {"de", "de-ft"} and (named.layer == 6).all()
     sts = df[df.section == "sts"]
-    assert set(sts.metric) == {"Spearman"} and set(sts.dataset) == {"stsb-test"} and len(sts) == 14
+    assert set(sts.metric) == {"Spearman"} and set(sts.dataset) == {"stsb-test"} and len(sts) == 21
     ctl = df[df.section == "control"]
     assert set(ctl.metric) == {"CKA", "cosine"} and set(ctl.dataset) == {"tiny-a-docs-16"}
+    assert set(ctl.model_kind) == {"ce-vs-de", "de-ft-vs-de"}
     assert (df.pooling == "first_segment").all() and (df.max_length == 16).all() and (df.seed == 13).all()
     q = pd.read_csv(res / "ce_quality.csv")
-    assert set(CE_QUALITY_COLUMNS) <= set(q.columns)
+    assert set(CE_QUALITY_COLUMNS + ["model_id", "ce_works"]) <= set(q.columns)
     assert set(q.stage) == {"first_stage", "ce_rerank"} and (q.depth == 5).all() and (q.n_queries == 6).all()
+    curve = pd.read_csv(res / "ce_training.csv")
+    assert set(curve.model_kind) == {"ce", "de-ft"} and (curve.groupby("model_kind").step.min() == 0).all()
+    assert (curve.groupby("model_kind").selected.sum() == 1).all()
+    checks = curve[curve.phase == "length check"]
+    assert set(checks.model_kind) == {"ce"} and sorted(checks.max_length) == [32, 64]
+    assert not (res / "peer_check.csv").exists()  # no published score for the tiny sets

@@ -44,3 +44,23 @@ def test_same_weights_tells_copies_from_changes(teacher):
         next(backbone(changed).encoder.layer[0].parameters()).add_(1e-6)
     assert not same_weights(backbone(changed).encoder.layer[0], t.encoder.layer[2])
     assert not same_weights(t.encoder.layer[0], t.embeddings)  # different parameter names
+
+
+def test_composed_student_returns_its_own_hidden_states(teacher):
+    """transformers installs its hidden-state hooks once per model: a student assembled from a
+    template that already ran with output_hidden_states must still report every layer it has."""
+    import copy
+
+    import numpy as np
+
+    from ce_utils.probing import encode_layers
+    from ce_utils.students import RANDOM, compose_student
+
+    texts = ["cell protein gene", "heart blood pressure artery"]
+    template = copy.deepcopy(teacher)
+    encode_layers(template, texts, "de", max_length=16, progress=False)  # hooks installed on the template
+    other = copy.deepcopy(teacher)
+    student = compose_student(template, [(other, 0), RANDOM], seed=1)
+    emb = encode_layers(student, texts, "de", max_length=16, progress=False)
+    assert emb.shape == (3, 2, 32)
+    np.testing.assert_allclose(emb[-1], student.encode(texts, convert_to_numpy=True), atol=1e-4)

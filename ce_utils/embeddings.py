@@ -1,0 +1,174 @@
+"""One embedding cache shared by every notebook.
+
+Every text collection a notebook encodes (a corpus, a query set, STS sentences) goes through
+:func:`layer_embeddings`: one forward pass with ``output_hidden_states=True`` gives every hidden
+state (0 = embedding output), mean-pooled, stored as ``[n_layers + 1, n_texts, dim]`` float16 under
+``<cache_dir>/embeddings/``. The key is (model weights fingerprint, kind, pooling, collection,
+ids, max length, dtype), so the full DE encodes SciFact's corpus once per profile, whichever
+notebook asks first, and a model's last hidden state is the same array in the layer probe
+(notebook 01), the DE-k CE table (02), the query-distillation table (03) and the peer check.
+
+A mean-pooling SentenceTransformer's sentence embedding *is* its last hidden state mean-pooled
+(normalisation does not change cosine scores), so :func:`sentence_embeddings` reads that layer;
+other models fall back to ``model.encode`` under the same cache.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from ce_utils.config import ConfigError
+from ce_utils.retrieval import cached_array
+
+DTYPES = ("fp32", "bf16", "fp16")
+SUBDIR = "embeddings"
+
+
+def weights_fingerprint(model) -> str:
+    """A short hash of every weight (and its name): the model's identity in every cache key.
+    Remembered on the model object; call :func:`forget_fingerprint` after changing weights."""
+    cached = getattr(model, "_ce_utils_fingerprint", None)
+    if cached:
+        return cached
+    h = hashlib.sha1()
+    for key, tensor in sorted(model.state_dict().items()):
+        h.update(key.encode())
+        h.update(tensor.detach().cpu().float().contiguous().numpy().tobytes())
+    tag = h.hexdigest()[:16]
+    try:
+        model._ce_utils_fingerprint = tag
+    except AttributeError:  # pragma: no cover - objects without attribute storage
+        pass
+    return tag
+
+
+def forget_fingerprint(model) -> None:
+    if hasattr(model, "_ce_utils_fingerprint"):
+        del model._ce_utils_fingerprint
+
+
+def check_dtype(dtype: str | None) -> str:
+    dtype = dtype or "fp32"
+    if dtype not in DTYPES:
+        raise ConfigError(f"Unknown encoding dtype {dtype!r}; use one of {', '.join(DTYPES)} "
+                          "(e.g. `encode.dtype: fp32` in the profile).")
+    return dtype
+
+
+def autocast(dtype: str | None, device: str | torch.device = "cpu"):
+    """``torch.autocast`` for bf16 / fp16 inference on ``device``; a no-op for fp32."""
+    dtype = check_dtype(dtype)
+    if dtype == "fp32":
+        return contextlib.nullcontext()
+    dev = torch.device(device).type
+    return torch.autocast(dev, dtype=torch.bfloat16 if dtype == "bf16" else torch.float16)
+
+
+def encode_settings(cfg: dict) -> dict:
+    """The profile's ``encode`` section: batch size, dtype and max length (None = the model's own)."""
+    enc = dict(cfg.get("encode") or {})
+    return {"batch_size": int(enc.get("batch_size") or 32), "dtype": check_dtype(enc.get("dtype")),
+            "max_length": enc.get("max_length")}
+
+
+def model_max_length(model, override: int | None = None) -> int:
+    """Tokens per text: ``override``, else the model's own (``max_seq_length`` / ``max_length``)."""
+    if override:
+        return int(override)
+    for attr in ("max_seq_length", "max_length"):
+        value = getattr(model, attr, None)
+        if value:
+            return int(value)
+    return 512
+
+
+def ids_fingerprint(ids: Sequence[str]) -> str:
+    return hashlib.sha1("\n".join(map(str, ids)).encode()).hexdigest()[:16]
+
+
+def layer_embeddings(cfg: dict, model, kind: str, texts: Sequence[str], ids: Sequence[str], what: str,
+                     max_length: int | None = None, pooling: str = "first_segment", device: str | None = None,
+                     progress: bool = True) -> np.ndarray:
+    """Every hidden state of ``model`` over ``texts``, mean-pooled, ``[L + 1, n, dim]`` float32.
+
+    ``kind="de"``: a SentenceTransformer, each text alone. ``kind="ce"``: a CrossEncoder, each text
+    paired with itself and pooled over ``pooling`` (see :mod:`ce_utils.probing`). ``what`` names the
+    collection (e.g. ``scifact-test-docs``); ``ids`` identify its texts in order."""
+    from ce_utils.probing import encode_layers
+
+    es = encode_settings(cfg)
+    ml = model_max_length(model, max_length or es["max_length"])
+    pool_key = pooling if kind == "ce" else "mean"
+    dev = device or str(next(model.parameters()).device)
+
+    def compute():
+        with autocast(es["dtype"], dev):
+            arr = encode_layers(model, texts, kind, ml, es["batch_size"], pooling, device, progress,
+                                desc=f"{kind} {what}")
+        return arr.astype(np.float16)
+
+    cache = cfg.get("cache_dir")
+    cache = None if cache is None else f"{cache}/{SUBDIR}"
+    arr = cached_array(cache, f"{kind}-{what}".replace("/", "_"), compute, model=weights_fingerprint(model),
+                       kind=kind, layers="all", what=what, ids=ids_fingerprint(ids), n=len(ids), pooling=pool_key,
+                       max_length=ml, dtype=es["dtype"])
+    return arr.astype(np.float32)
+
+
+def is_mean_pooling(model) -> bool:
+    """True when a SentenceTransformer's embedding is the mean of its last hidden state (up to
+    normalisation): then its sentence embedding is the last entry of :func:`layer_embeddings`."""
+    mods = list(getattr(model, "_modules", {}).values())
+    if len(mods) < 2:
+        return False
+    pool = mods[1]
+    mode = getattr(pool, "pooling_mode", None)
+    if mode is None:
+        conf = getattr(pool, "get_config_dict", lambda: {})()
+        mode = conf.get("pooling_mode") or ("mean" if conf.get("pooling_mode_mean_tokens") else None)
+    rest = [type(m).__name__ for m in mods[2:]]
+    return mode in ("mean", "mean_tokens") and all(r == "Normalize" for r in rest)
+
+
+def sentence_embeddings(cfg: dict, model, texts: Sequence[str], ids: Sequence[str], what: str,
+                        max_length: int | None = None, device: str | None = None,
+                        progress: bool = True) -> np.ndarray:
+    """A SentenceTransformer's embeddings of ``texts`` ``[n, dim]``, through the shared cache."""
+    if is_mean_pooling(model):
+        return layer_embeddings(cfg, model, "de", texts, ids, what, max_length, device=device,
+                                progress=progress)[-1]
+    es = encode_settings(cfg)
+    ml = model_max_length(model, max_length or es["max_length"])
+    dev = device or str(model.device)
+
+    def compute():
+        old = model.max_seq_length
+        model.max_seq_length = ml
+        try:
+            with autocast(es["dtype"], dev):
+                return np.asarray(model.encode(list(texts), batch_size=es["batch_size"], convert_to_numpy=True,
+                                               show_progress_bar=progress), dtype=np.float32)
+        finally:
+            model.max_seq_length = old
+
+    cache = cfg.get("cache_dir")
+    cache = None if cache is None else f"{cache}/{SUBDIR}"
+    return cached_array(cache, f"st-{what}".replace("/", "_"), compute, model=weights_fingerprint(model), kind="st",
+                        what=what, ids=ids_fingerprint(ids), n=len(ids), max_length=ml, dtype=es["dtype"])
+
+
+def dataset_embeddings(cfg: dict, model, ds, max_length: int | None = None, device: str | None = None,
+                       progress: bool = True, queries: bool = True, docs: bool = True):
+    """(query embeddings, document embeddings) of a whole :class:`~ce_utils.data.BeirDataset`
+    (``None`` for a part not asked for)."""
+    tag = f"{ds.name}-{ds.split}"
+    q = sentence_embeddings(cfg, model, ds.query_texts(), ds.query_ids, f"{tag}-queries", max_length, device,
+                            progress=False) if queries else None
+    d = sentence_embeddings(cfg, model, ds.doc_texts(), ds.doc_ids, f"{ds.name}-docs", max_length, device,
+                            progress=progress) if docs else None
+    return q, d

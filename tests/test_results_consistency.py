@@ -1,0 +1,74 @@
+"""The committed results hold together: full test collections, one number per system, the peer
+check against the published score, and the CE check that every paper-1 claim rests on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from ce_utils.published import PUBLISHED, failures
+from ce_utils.results import add_model_ids, inconsistencies, quality_index
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "results" / "default"
+FULL = {"scifact": (5183, 300), "vaswani": (11429, 93), "nfcorpus-preprocessed": (3395, 323)}
+
+
+def test_inconsistencies_are_found(tmp_path):
+    a = pd.DataFrame([{"model": "de", "dataset": "x", "metric": "NDCG@10", "n_queries": 3, "n_docs": 9, "value": 0.5}])
+    add_model_ids(a, "peer_check.csv").to_csv(tmp_path / "a.csv", index=False)
+    b = a.assign(model="DE-6 full", value=0.5)
+    add_model_ids(b, "de2ce.csv", {"DE-6 full": "de"}).to_csv(tmp_path / "b.csv", index=False)
+    assert inconsistencies(tmp_path).empty and len(quality_index(tmp_path)) == 2
+    add_model_ids(b.assign(value=0.6), "de2ce.csv", {"DE-6 full": "de"}).to_csv(tmp_path / "b.csv", index=False)
+    bad = inconsistencies(tmp_path)
+    assert set(bad["source"]) == {"a.csv", "b.csv"} and set(bad["model_id"]) == {"de"}
+    # another query sample is another key, not a contradiction
+    add_model_ids(b.assign(value=0.6, n_queries=2), "de2ce.csv", {"DE-6 full": "de"}).to_csv(tmp_path / "b.csv",
+                                                                                              index=False)
+    assert inconsistencies(tmp_path).empty
+
+
+def test_one_number_per_system_across_committed_csvs():
+    idx = quality_index(RESULTS)
+    de = [p["model"] for p in PUBLISHED][0]
+    # the full DE is evaluated in several notebooks: the check has something to compare
+    assert idx[idx["model_id"] == de]["source"].nunique() >= 3
+    bad = inconsistencies(RESULTS)
+    assert bad.empty, bad.to_string()
+
+
+def test_committed_results_use_full_test_collections():
+    for path in sorted(RESULTS.glob("*.csv")):
+        df = pd.read_csv(path)
+        if not {"dataset", "n_docs", "n_queries"} <= set(df.columns):
+            continue
+        for name, (n_docs, n_queries) in FULL.items():
+            rows = df[df["dataset"] == name]
+            assert (rows["n_docs"] == n_docs).all(), f"{path.name}: {name} on a corpus sample"
+            assert (rows["n_queries"] == n_queries).all(), f"{path.name}: {name} on a query sample"
+
+
+def test_peer_check_holds():
+    pc = pd.read_csv(RESULTS / "peer_check.csv")
+    row = pc[(pc["dataset"] == "scifact") & (pc["metric"] == "NDCG@10")]
+    assert len(row) == 1 and row["published"].iloc[0] == pytest.approx(0.64508)
+    assert abs(row["value"].iloc[0] - 0.64508) <= 0.005
+    assert (row["n_docs"] == 5183).all() and (row["n_queries"] == 300).all()
+    assert failures(pc).empty, failures(pc).to_string()
+
+
+def test_the_ce_verdict_marks_every_ce_derived_row():
+    """Paper 1's claims rest on a working CE: the guard's verdict (does the CE beat the DE it
+    re-ranks on the full test set?) is recorded on every row that depends on the CE, so that a
+    figure or table can never present a non-working CE's layers as a CE's."""
+    q = pd.read_csv(RESULTS / "ce_quality.csv")
+    n = q[q["metric"] == "NDCG@10"].set_index("stage")["value"]
+    works = bool(n["ce_rerank"] > n["first_stage"])
+    for name in ("layer_probe.csv", "de2ce.csv", "pipeline.csv", "ce_quality.csv"):
+        flags = set(pd.read_csv(RESULTS / name)["ce_works"].astype(str))
+        assert flags == {str(works)}, (name, flags, works)
+    head = (RESULTS / "tables" / "headline.md").read_text()
+    assert ("NOT a working CE" in head) == (not works)
