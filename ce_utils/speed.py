@@ -378,9 +378,29 @@ def _move(enc: Encoder, device: str, dtype: str) -> None:
     enc.module.to(torch.float16 if dtype == "fp16" else torch.float32)
 
 
+def schedule(settings_: list[dict], encoders: list, batch_sizes: list[int], tok_modes: list[str], rounds: int,
+             seed: int = 0, ce_max_batch_size: int | None = None) -> list[tuple]:
+    """The interleaved timing plan: ``rounds`` rounds; in each, for every (setting, batch size,
+    tokenisation) every model is timed once, in an order shuffled per round (seeded), so that a
+    drift of the machine spreads over all models instead of becoming a difference between them.
+    Returns (round, setting, batch size, tokenisation, encoder) tuples in execution order."""
+    rng = random.Random(seed)
+    plan = []
+    for r in range(int(rounds)):
+        for s in settings_:
+            for bs in batch_sizes:
+                for tok in tok_modes:
+                    todo = [e for e in encoders if not (e.role == "ce" and ce_max_batch_size and bs > ce_max_batch_size)]
+                    rng.shuffle(todo)
+                    plan += [(r, s, bs, tok, e) for e in todo]
+    return plan
+
+
 def run_speed(cfg: dict, sp: dict, encoders: list[Encoder], queries: list[str], docs: list[str],
               cuda_available: bool | None = None, progress: bool = True) -> pd.DataFrame:
-    """Time every encoder in every setting; one row per (model, setting, batch size, tokenisation)."""
+    """Time every encoder in every setting, interleaved over ``speed.rounds`` rounds (see
+    :func:`schedule`); one row per (round, model, setting, batch size, tokenisation). Summarise
+    with :func:`summarize_rounds`."""
     import torch
     from tqdm.auto import tqdm
 
@@ -395,17 +415,19 @@ def run_speed(cfg: dict, sp: dict, encoders: list[Encoder], queries: list[str], 
     bad = [t for t in tok_modes if t not in ("included", "excluded")]
     if bad:
         raise ConfigError(f"speed.tokenization: unknown {bad}; use 'included' and/or 'excluded'.")
+    rounds = int(sp.get("rounds") or 1)
+    if rounds < 1:
+        raise ConfigError(f"speed.rounds must be >= 1, not {rounds}.")
     max_length = int(sp["max_length"])
     de = next(e for e in encoders if e.role == "de")
     rows = []
     tokens = {e.name: mean_tokens(e, items_for(e, queries, docs)) for e in encoders}
     de_flops = flops_per_item(de.hidden, de.intermediate, de.n_layers, tokens[de.name])
-    combos = [(s, e, b, t) for s in settings(sp, cuda_available) for e in encoders for b in batch_sizes
-              for t in tok_modes]
     max_bs_ce = sp.get("ce_max_batch_size")
-    combos = [c for c in combos if not (c[1].role == "ce" and max_bs_ce and c[2] > int(max_bs_ce))]
+    plan = schedule(settings(sp, cuda_available), encoders, batch_sizes, tok_modes, rounds,
+                    int(cfg.get("seed", 42)), int(max_bs_ce) if max_bs_ce else None)
     current = None
-    for s, enc, bs, tok in tqdm(combos, desc="timing", disable=not progress):
+    for r, s, bs, tok, enc in tqdm(plan, desc="timing", disable=not progress):
         if current != (s["device"], s["dtype"]):
             for e in encoders:
                 _move(e, s["device"], s["dtype"])
@@ -415,7 +437,7 @@ def run_speed(cfg: dict, sp: dict, encoders: list[Encoder], queries: list[str], 
         fn = batch_fn(enc, batches, s["device"], tok == "included")
         m = measure(fn, s["threads"], float(sp["min_run_time"]), int(sp.get("warmup", 2)), label=enc.name)
         fl = flops_per_item(enc.hidden, enc.intermediate, enc.n_layers, tokens[enc.name], pooler=enc.pooler)
-        rows.append({"model": enc.name, "role": enc.role, "layers": enc.layers, "n_layers": enc.n_layers,
+        rows.append({"round": r, "model": enc.name, "role": enc.role, "layers": enc.layers, "n_layers": enc.n_layers,
                      "n_params": enc.n_params, "batch_size": bs, "threads": s["threads"],
                      "device": device_name(s["device"]), "dtype": s["dtype"], "tokenization": tok, **m,
                      "queries_per_s": 1e3 * bs / m["median_ms"], "flops_per_item": fl,
@@ -425,19 +447,52 @@ def run_speed(cfg: dict, sp: dict, encoders: list[Encoder], queries: list[str], 
     for e in encoders:
         _move(e, "cpu", "fp32")
     torch.set_num_threads(os.cpu_count() or 1)
-    return add_speedup(pd.DataFrame(rows))
+    df = pd.DataFrame(rows)
+    keys = ["round", "batch_size", "threads", "device", "dtype", "tokenization"]
+    de_ms = df[df["role"] == "de"].set_index(keys)["median_ms"]
+    df["speedup_vs_de"] = [de_ms.get(k, np.nan) / v for k, v in zip(df[keys].itertuples(index=False), df["median_ms"])]
+    return df
 
 
-def add_speedup(df: pd.DataFrame) -> pd.DataFrame:
-    """``speedup_vs_de``: the full DE's median time per query / the model's, in the same setting."""
-    keys = ["batch_size", "threads", "device", "dtype", "tokenization"]
-    de = df[df["role"] == "de"].set_index(keys)["median_ms"]
-    if de.index.duplicated().any():
-        raise ValueError("More than one full DE in the speed rows.")
-    ref = df.set_index(keys).index.map(lambda k: de.get(k, np.nan))
-    df = df.copy()
-    df["speedup_vs_de"] = np.asarray(ref, dtype=float) / df["median_ms"].to_numpy(dtype=float)
+SETTING_KEYS = ["model", "batch_size", "threads", "device", "dtype", "tokenization"]
+
+
+def summarize_rounds(rounds_df: pd.DataFrame) -> pd.DataFrame:
+    """One row per (model, setting): the median over rounds of each round's median time, the IQR
+    over rounds (``iqr_ms``), the number of rounds, and the median over rounds of the speed-up
+    over the full DE *measured in the same round* (a ratio from one run, never across runs)."""
+    def q(x, p):
+        return float(np.percentile(np.asarray(x, dtype=float), p))
+
+    out = []
+    for key, g in rounds_df.groupby(SETTING_KEYS, sort=False):
+        first = g.iloc[0].to_dict()
+        med = float(np.median(g["median_ms"]))
+        bs = int(first["batch_size"])
+        out.append({**{k: v for k, v in first.items() if k not in ("round", "median_ms", "iqr_ms", "n_runs",
+                                                                    "queries_per_s", "speedup_vs_de")},
+                    "median_ms": med, "iqr_ms": q(g["median_ms"], 75) - q(g["median_ms"], 25),
+                    "n_rounds": int(g["round"].nunique()), "n_runs": int(g["n_runs"].sum()),
+                    "queries_per_s": 1e3 * bs / med, "speedup_vs_de": float(np.median(g["speedup_vs_de"])),
+                    "speedup_iqr": q(g["speedup_vs_de"], 75) - q(g["speedup_vs_de"], 25)})
+    df = pd.DataFrame(out)
     return df[[c for c in SPEED_COLUMNS if c in df.columns] + [c for c in df.columns if c not in SPEED_COLUMNS]]
+
+
+def architecture_spread(df: pd.DataFrame) -> pd.DataFrame:
+    """Models with the same architecture (role-independent: layers, width, pair or not) in the same
+    setting should time the same: per group, the slowest / fastest median and the models compared.
+    A spread well above 1 means the measurement, not the model, made the difference."""
+    d = df[df["role"] != "ce"].copy()
+    d["arch"] = d["n_layers"].astype(str) + "L"
+    keys = ["arch", "batch_size", "threads", "device", "dtype", "tokenization"]
+    out = []
+    for key, g in d.groupby(keys):
+        if g["model"].nunique() < 2:
+            continue
+        out.append({**dict(zip(keys, key)), "models": ", ".join(sorted(g["model"])),
+                    "spread": float(g["median_ms"].max() / g["median_ms"].min())})
+    return pd.DataFrame(out)
 
 
 def speed_section(cfg: dict) -> dict:

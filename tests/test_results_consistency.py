@@ -72,3 +72,14 @@ def test_the_ce_verdict_marks_every_ce_derived_row():
         assert flags == {str(works)}, (name, flags, works)
     head = (RESULTS / "tables" / "headline.md").read_text()
     assert ("NOT a working CE" in head) == (not works)
+
+
+def test_identical_architectures_time_alike():
+    """Interleaved, repeated timing: two models with one architecture (e.g. DE-2 CE and the {0,5}
+    query student: 2 MiniLM layers) must come out within 5% of each other in every setting."""
+    from ce_utils.speed import architecture_spread
+
+    sp = pd.read_csv(RESULTS / "speed.csv")
+    assert (sp["n_rounds"] >= 5).all()
+    spread = architecture_spread(sp)
+    assert len(spread) and (spread["spread"] <= 1.05).all(), spread.to_string()

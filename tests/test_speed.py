@@ -1,6 +1,8 @@
 """ce_utils.speed: analytic FLOPs, the timing helpers, and a papermill smoke run of notebook 04."""
 
 import math
+
+import numpy as np
 from pathlib import Path
 
 import pandas as pd
@@ -32,15 +34,40 @@ def test_flop_ratio_of_minilm_students():
         speed.flops_per_token(0, 8, 1, 2)
 
 
-def test_add_speedup_matches_settings():
+class _Enc:
+    def __init__(self, name, role="query-student"):
+        self.name, self.role = name, role
+
+
+def test_schedule_times_every_model_in_every_round():
+    encs = [_Enc("DE-6 full", "de"), _Enc("DE-2 CE", "de-k-ce"), _Enc("qd", "query-student"), _Enc("CE (pair)", "ce")]
+    sets = [{"device": "cpu", "dtype": "fp32", "threads": 1}]
+    plan = speed.schedule(sets, encs, [1, 64], ["included"], rounds=5, seed=3, ce_max_batch_size=16)
+    assert len(plan) == 5 * (4 + 3)  # the CE is skipped above its batch-size cap
+    for r in range(5):
+        for bs, n in ((1, 4), (64, 3)):
+            names = [e.name for rr, _, b, _, e in plan if rr == r and b == bs]
+            assert len(names) == n and len(set(names)) == n  # each model once per round and setting
+    orders = {tuple(e.name for rr, _, b, _, e in plan if rr == r and b == 1) for r in range(5)}
+    assert len(orders) > 1  # the order changes between rounds
+    rounds = [p[0] for p in plan]
+    assert rounds == sorted(rounds)  # a round finishes before the next begins
+
+
+def test_summary_uses_per_round_ratios():
     rows = []
-    for bs, de_ms, st_ms in ((1, 10.0, 5.0), (4, 40.0, 10.0)):
+    for r, (de_ms, st_ms) in enumerate(((10.0, 5.0), (20.0, 10.0), (12.0, 4.0))):
         for model, role, ms in (("DE-6 full", "de", de_ms), ("DE-2 CE", "de-k-ce", st_ms)):
-            rows.append(dict(model=model, role=role, batch_size=bs, threads=1, device="cpu", dtype="fp32",
-                             tokenization="included", median_ms=ms))
-    df = speed.add_speedup(pd.DataFrame(rows))
-    got = df.set_index(["model", "batch_size"])["speedup_vs_de"]
-    assert got[("DE-6 full", 1)] == 1.0 and got[("DE-2 CE", 1)] == 2.0 and got[("DE-2 CE", 4)] == 4.0
+            rows.append(dict(round=r, model=model, role=role, n_layers=6 if role == "de" else 2, batch_size=1,
+                             threads=1, device="cpu", dtype="fp32", tokenization="included", median_ms=ms,
+                             iqr_ms=0.0, n_runs=3, queries_per_s=1e3 / ms, speedup_vs_de=de_ms / ms))
+    s = speed.summarize_rounds(pd.DataFrame(rows)).set_index("model")
+    assert s.loc["DE-2 CE", "median_ms"] == 5.0 and s.loc["DE-2 CE", "n_rounds"] == 3
+    assert s.loc["DE-2 CE", "speedup_vs_de"] == 2.0  # median of 2, 2, 3 -- not 12 / 5
+    assert s.loc["DE-2 CE", "iqr_ms"] == pytest.approx(np.percentile([5, 10, 4], 75) - np.percentile([5, 10, 4], 25))
+    spread = speed.architecture_spread(pd.DataFrame(rows).assign(model=lambda d: d["model"] + d["round"].astype(str),
+                                                                 n_layers=2).query("round < 2 and role != 'de'"))
+    assert spread["spread"].iloc[0] == 2.0
 
 
 def test_settings_validate_threads_and_dtypes():
@@ -88,5 +115,8 @@ def test_notebook_04_smoke(tmp_path, smoke_profile, smoke_cfg):
     assert by["query-student L0"] > by["DE-2 CE"] > 1 > by["CE (self-pair)"] > by["CE (pair)"]
     n = df.groupby("model")["n_layers"].first()
     assert n["DE-6 full"] == 6 and n["DE-2 CE"] == 2 and n["query-student L0"] == 1
-    assert len(df) == 6 * 2 * 2
+    assert len(df) == 6 * 2 * 2 and (df["n_rounds"] == 2).all()
+    rounds = pd.read_csv(Path(smoke_cfg["results_dir"]) / "speed_rounds.csv")
+    assert len(rounds) == 2 * len(df) and set(rounds["round"]) == {0, 1}
+    assert rounds.groupby(["round", "batch_size", "tokenization"])["model"].nunique().eq(6).all()
     assert not df["speedup_vs_de"].isna().any() and all(math.isfinite(x) for x in df["speedup_vs_de"])
