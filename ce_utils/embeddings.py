@@ -29,19 +29,36 @@ DTYPES = ("fp32", "bf16", "fp16")
 SUBDIR = "embeddings"
 
 
+def _weights_stamp(model) -> tuple:
+    """Cheap identity of the current weights: storage address, version counter and shape of every
+    tensor. A copy (``copy.deepcopy``) has new storages and any in-place update (an optimizer step,
+    ``load_state_dict``) bumps the version counter, so a stale memo is never reused."""
+    stamp = []
+    for key, tensor in model.state_dict().items():
+        try:
+            version = tensor._version
+        except RuntimeError:  # inference tensors carry no version counter
+            return ()
+        stamp.append((key, tensor.data_ptr(), version, tuple(tensor.shape)))
+    return tuple(stamp)
+
+
 def weights_fingerprint(model) -> str:
     """A short hash of every weight (and its name): the model's identity in every cache key.
-    Remembered on the model object; call :func:`forget_fingerprint` after changing weights."""
-    cached = getattr(model, "_ce_utils_fingerprint", None)
-    if cached:
-        return cached
+
+    Memoised on the model object together with :func:`_weights_stamp`, so a deep copy or a
+    trained model never inherits the fingerprint of the weights it started from."""
+    stamp = _weights_stamp(model)
+    memo = getattr(model, "_ce_utils_fingerprint", None)
+    if stamp and isinstance(memo, tuple) and memo[0] == stamp:
+        return memo[1]
     h = hashlib.sha1()
     for key, tensor in sorted(model.state_dict().items()):
         h.update(key.encode())
         h.update(tensor.detach().cpu().float().contiguous().numpy().tobytes())
     tag = h.hexdigest()[:16]
     try:
-        model._ce_utils_fingerprint = tag
+        model._ce_utils_fingerprint = (stamp, tag)
     except AttributeError:  # pragma: no cover - objects without attribute storage
         pass
     return tag

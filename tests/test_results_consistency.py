@@ -83,3 +83,16 @@ def test_identical_architectures_time_alike():
     assert (sp["n_rounds"] >= 5).all()
     spread = architecture_spread(sp)
     assert len(spread) and (spread["spread"] <= 1.05).all(), spread.to_string()
+
+
+def test_every_trained_student_has_numbers_of_its_own():
+    """A student is a different model from the full DE: if every one of its numbers equals the
+    full DE's, it was evaluated with the full DE's embeddings (a cache-identity bug), not its own."""
+    for name, model_col, full in [("de2ce.csv", "model", "DE-6 full"), ("query_distill.csv", "student", "teacher")]:
+        df = pd.read_csv(RESULTS / name)
+        df = df[df["metric"] == "NDCG@10"]
+        ref = df[df[model_col] == full].set_index("dataset")["value"]
+        assert len(ref) == len(FULL)
+        for model, rows in df[df[model_col] != full].groupby(model_col):
+            same = rows.set_index("dataset")["value"].reindex(ref.index) == ref
+            assert not same.all(), f"{name}: {model} has exactly the full DE's NDCG@10 on every dataset"

@@ -1,0 +1,45 @@
+"""The embedding cache's model identity: a copied or trained model never reuses its origin's cache."""
+
+import copy
+
+import numpy as np
+import torch
+
+from ce_utils.embeddings import dataset_embeddings, weights_fingerprint
+
+
+def test_fingerprint_is_stable_for_unchanged_weights(teacher):
+    assert weights_fingerprint(teacher) == weights_fingerprint(teacher)
+    assert weights_fingerprint(copy.deepcopy(teacher)) == weights_fingerprint(teacher)
+
+
+def test_a_copy_that_changes_gets_its_own_fingerprint(teacher):
+    base = weights_fingerprint(teacher)  # memoised on the object before it is copied
+    student = copy.deepcopy(teacher)
+    with torch.no_grad():
+        next(iter(student.parameters())).add_(0.01)
+    assert weights_fingerprint(student) != base
+    assert weights_fingerprint(teacher) == base
+
+
+def test_an_optimizer_step_changes_the_fingerprint(teacher):
+    model = copy.deepcopy(teacher)
+    before = weights_fingerprint(model)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    out = model({k: v for k, v in model.tokenize(["a b c", "d e"]).items()})
+    out["sentence_embedding"].sum().backward()
+    opt.step()
+    assert weights_fingerprint(model) != before
+
+
+def test_a_layer_subset_student_does_not_reuse_the_teachers_embeddings(smoke_cfg, teacher, tmp_path):
+    from ce_utils.config import load_profile
+    from ce_utils.query_distill import build_student, eval_datasets, parse_strategy
+
+    cfg = load_profile(smoke_cfg["profile_path"], {"cache_dir": str(tmp_path / "cache")})
+    ds = next(iter(eval_datasets(cfg, ["tiny-a"]).values()))
+    q_teacher, _ = dataset_embeddings(cfg, teacher, ds, docs=False)
+    student = build_student(parse_strategy("subset:0,5", 6), teacher, cfg)
+    q_student, _ = dataset_embeddings(cfg, student, ds, docs=False)
+    assert q_student.shape == q_teacher.shape
+    assert not np.allclose(q_student, q_teacher)
