@@ -556,6 +556,40 @@ def eval_datasets(cfg: dict, names: Sequence[str]) -> dict:
     return out
 
 
+def query_student_dir(cfg: dict, name: str) -> Path | None:
+    """Where notebook 03 keeps a trained query student (``<models_dir>/query-students/<name>``),
+    e.g. for notebook 04's inference backends; ``None`` without a models directory."""
+    models_dir = cfg.get("models_dir")
+    return None if not models_dir else Path(models_dir) / "query-students" / name
+
+
+def save_query_student(student, strategy: Strategy, cfg: dict, info: dict) -> Path | None:
+    """Save a trained student atomically (temporary folder, then rename); a failure to save is a
+    warning, never a lost evaluation."""
+    import json
+    import shutil
+    import tempfile
+    import warnings
+
+    target = query_student_dir(cfg, strategy.name)
+    if target is None:
+        return None
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{strategy.name}.partial-"))
+        student.save(str(tmp), create_model_card=False)
+        (tmp / "query_student.json").write_text(json.dumps(
+            {"strategy": strategy.spec, "layers": strategy.layers_str, "seed": cfg.get("seed"),
+             **{k: v for k, v in info.items() if isinstance(v, (int, float, str))}}, indent=1))
+        if target.exists():
+            shutil.rmtree(target)
+        tmp.replace(target)
+        return target
+    except Exception as exc:  # pragma: no cover - disk full, permissions
+        warnings.warn(f"could not save query student {strategy.name} to {target}: {exc}")
+        return None
+
+
 def distil_and_evaluate(strategy: Strategy, teacher, texts: Sequence[str], targets: np.ndarray,
                         evaluator: AsymmetricEvaluator, cfg: dict, seed: int, device: str | None = None) -> list[dict]:
     """Build the student of ``strategy``, align it with the teacher's query embeddings, and
@@ -563,6 +597,7 @@ def distil_and_evaluate(strategy: Strategy, teacher, texts: Sequence[str], targe
     student = build_student(strategy, teacher, cfg, seed=seed)
     info = train_student(student, texts, targets, cfg, seed=seed, device=device,
                          output_dir=Path(cfg.get("cache_dir") or ".") / "qd-checkpoints")
+    save_query_student(student, strategy, cfg, info)
     base = {"student": strategy.name, "strategy": strategy.spec, "layers": strategy.layers_str or "onnx:0,1,2",
             "n_layers": strategy.n_layers, "teacher": evaluator.teacher_spec, "train_queries": info["train_queries"],
             "train_steps": info["train_steps"], "train_loss": info["train_loss"],

@@ -35,15 +35,17 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
+from ce_utils.backends import BACKENDS as BACKEND_LABELS
 from ce_utils.config import ConfigError, section
 from ce_utils.students import RANDOM, backbone, compose_student, layer_subset_student, num_layers
 
 log = logging.getLogger(__name__)
 
 ROLES = ("de", "de-k-ce", "query-student", "ce")
-SPEED_COLUMNS = ["model", "role", "layers", "n_layers", "n_params", "batch_size", "threads", "device", "dtype",
-                 "tokenization", "median_ms", "iqr_ms", "n_runs", "queries_per_s", "speedup_vs_de", "flop_ratio",
-                 "flops_per_item", "mean_tokens", "max_length", "n_queries", "min_run_time"]
+SPEED_COLUMNS = ["model", "base_model", "backend", "role", "layers", "n_layers", "n_params", "batch_size", "threads",
+                 "device", "dtype", "tokenization", "median_ms", "iqr_ms", "n_runs", "queries_per_s", "speedup_vs_de",
+                 "speedup_vs_eager_de", "flop_ratio", "flop_efficiency", "flops_per_item", "mean_tokens", "max_length",
+                 "n_queries", "min_run_time"]
 CE_MODES = ("pair", "self-pair")
 DTYPES = ("fp32", "fp16")
 
@@ -98,6 +100,8 @@ class Encoder:
     pair: bool = False          # items are (query, text) pairs
     pooler: bool = False
     extra: dict = field(default_factory=dict)
+    backend: str = "torch"      # ce_utils.backends: torch | torch-int8 | onnx | onnx-int8
+    base: str = ""              # the model's name without the backend suffix
 
 
 def _arch(model) -> tuple[int, int]:
@@ -154,6 +158,21 @@ def ce_encoder(ce, mode: str, name: str | None = None) -> Encoder:
                    extra={"ce_mode": mode})
 
 
+def backend_name(name: str, backend: str) -> str:
+    return name if backend == "torch" else f"{name} [{backend}]"
+
+
+def backend_encoder(enc: Encoder, backend: str, work_dir: str | Path | None) -> Encoder:
+    """``enc`` (a DE or query student, eager PyTorch) converted to an inference backend
+    (:mod:`ce_utils.backends`); same tokenizer, same architecture columns, CPU only."""
+    from ce_utils import backends
+
+    bm = backends.build(enc.module, backend, enc.name, work_dir=work_dir)
+    return Encoder(backend_name(enc.name, backend), enc.role, bm.model, bm.features, bm.run, enc.n_layers,
+                   enc.n_params, enc.hidden, enc.intermediate, layers=enc.layers, backend=backend, base=enc.name,
+                   extra={"backend_model": bm})
+
+
 # --------------------------------------------------------------------------- building the models
 def de_k_ce_name(k: int) -> str:
     """Notebook 02's name for the student with ``k`` copied CE layers + 1 random layer."""
@@ -187,6 +206,20 @@ def _trained_student(cfg: dict, name: str, device: str):
         return None
     path = Path(models_dir) / slug(name)
     if not (path / "modules.json").is_file():
+        return None
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(str(path), device=device)
+
+
+def _trained_query_student(cfg: dict, layers: Sequence[int], device: str):
+    """Notebook 03's trained student with these teacher layers (``models_dir/query-students``), else ``None``."""
+    try:
+        from ce_utils.query_distill import query_student_dir
+    except Exception:  # pragma: no cover
+        return None
+    path = query_student_dir(cfg, "L" + "_".join(str(l) for l in layers))
+    if path is None or not (path / "modules.json").is_file():
         return None
     from sentence_transformers import SentenceTransformer
 
@@ -251,12 +284,27 @@ def build_encoders(cfg: dict, sp: dict, device: str = "cpu") -> tuple[list[Encod
         if isinstance(layers, int):
             layers = [layers]
         layers = list(layers)
-        student = layer_subset_student(de, layers, seed=seed)
+        name = query_student_name(layers)
+        student = _trained_query_student(cfg, layers, device)
+        if student is not None:
+            sources[name] = "trained (models_dir/query-students, notebook 03)"
+        else:
+            student = layer_subset_student(de, layers, seed=seed)
+            sources[name] = "architecture (teacher layers " + ",".join(map(str, layers)) + ")"
         student.max_seq_length = max_length
         student.eval()
-        name = query_student_name(layers)
-        sources[name] = "architecture (teacher layers " + ",".join(map(str, layers)) + ")"
         encoders.append(st_encoder(name, "query-student", student, layers=",".join(map(str, layers))))
+
+    from ce_utils.backends import check_backends
+
+    for backend in check_backends(sp.get("backends")):
+        if backend == "torch":
+            continue
+        work = Path(cfg.get("cache_dir") or ".") / "onnx"
+        for enc in [e for e in encoders if e.role in ("de", "query-student") and e.backend == "torch"]:
+            conv = backend_encoder(enc, backend, work)
+            sources[conv.name] = f"{sources.get(enc.name, '')}; {BACKEND_LABELS[backend]}"
+            encoders.append(conv)
 
     for mode in sp.get("ce_modes") or []:
         enc = ce_encoder(ce, mode)
@@ -374,6 +422,8 @@ def settings(sp: dict, cuda_available: bool) -> list[dict]:
 def _move(enc: Encoder, device: str, dtype: str) -> None:
     import torch
 
+    if enc.backend != "torch":  # quantised / ONNX encoders run on the CPU as built
+        return
     enc.module.to(device)
     enc.module.to(torch.float16 if dtype == "fp16" else torch.float32)
 
@@ -390,7 +440,8 @@ def schedule(settings_: list[dict], encoders: list, batch_sizes: list[int], tok_
         for s in settings_:
             for bs in batch_sizes:
                 for tok in tok_modes:
-                    todo = [e for e in encoders if not (e.role == "ce" and ce_max_batch_size and bs > ce_max_batch_size)]
+                    todo = [e for e in encoders if not (e.role == "ce" and ce_max_batch_size and bs > ce_max_batch_size)
+                            and not (getattr(e, "backend", "torch") != "torch" and s["device"] != "cpu")]
                     rng.shuffle(todo)
                     plan += [(r, s, bs, tok, e) for e in todo]
     return plan
@@ -437,7 +488,8 @@ def run_speed(cfg: dict, sp: dict, encoders: list[Encoder], queries: list[str], 
         fn = batch_fn(enc, batches, s["device"], tok == "included")
         m = measure(fn, s["threads"], float(sp["min_run_time"]), int(sp.get("warmup", 2)), label=enc.name)
         fl = flops_per_item(enc.hidden, enc.intermediate, enc.n_layers, tokens[enc.name], pooler=enc.pooler)
-        rows.append({"round": r, "model": enc.name, "role": enc.role, "layers": enc.layers, "n_layers": enc.n_layers,
+        rows.append({"round": r, "model": enc.name, "base_model": enc.base or enc.name, "backend": enc.backend,
+                     "role": enc.role, "layers": enc.layers, "n_layers": enc.n_layers,
                      "n_params": enc.n_params, "batch_size": bs, "threads": s["threads"],
                      "device": device_name(s["device"]), "dtype": s["dtype"], "tokenization": tok, **m,
                      "queries_per_s": 1e3 * bs / m["median_ms"], "flops_per_item": fl,
@@ -448,9 +500,12 @@ def run_speed(cfg: dict, sp: dict, encoders: list[Encoder], queries: list[str], 
         _move(e, "cpu", "fp32")
     torch.set_num_threads(os.cpu_count() or 1)
     df = pd.DataFrame(rows)
-    keys = ["round", "batch_size", "threads", "device", "dtype", "tokenization"]
+    keys = ["round", "batch_size", "threads", "device", "dtype", "tokenization", "backend"]
     de_ms = df[df["role"] == "de"].set_index(keys)["median_ms"]
     df["speedup_vs_de"] = [de_ms.get(k, np.nan) / v for k, v in zip(df[keys].itertuples(index=False), df["median_ms"])]
+    eager = df[(df["role"] == "de") & (df["backend"] == "torch")].set_index(keys[:-1])["median_ms"]
+    df["speedup_vs_eager_de"] = [eager.get(k, np.nan) / v
+                                 for k, v in zip(df[keys[:-1]].itertuples(index=False), df["median_ms"])]
     return df
 
 
@@ -469,12 +524,19 @@ def summarize_rounds(rounds_df: pd.DataFrame) -> pd.DataFrame:
         first = g.iloc[0].to_dict()
         med = float(np.median(g["median_ms"]))
         bs = int(first["batch_size"])
+        sp_de = float(np.median(g["speedup_vs_de"]))
+        extra = {}
+        if "speedup_vs_eager_de" in g:
+            extra["speedup_vs_eager_de"] = float(np.median(g["speedup_vs_eager_de"]))
+        if "flop_ratio" in g:
+            extra["flop_efficiency"] = sp_de / float(first["flop_ratio"]) if first["flop_ratio"] else np.nan
         out.append({**{k: v for k, v in first.items() if k not in ("round", "median_ms", "iqr_ms", "n_runs",
-                                                                    "queries_per_s", "speedup_vs_de")},
+                                                                    "queries_per_s", "speedup_vs_de",
+                                                                    "speedup_vs_eager_de")},
                     "median_ms": med, "iqr_ms": q(g["median_ms"], 75) - q(g["median_ms"], 25),
                     "n_rounds": int(g["round"].nunique()), "n_runs": int(g["n_runs"].sum()),
-                    "queries_per_s": 1e3 * bs / med, "speedup_vs_de": float(np.median(g["speedup_vs_de"])),
-                    "speedup_iqr": q(g["speedup_vs_de"], 75) - q(g["speedup_vs_de"], 25)})
+                    "queries_per_s": 1e3 * bs / med, "speedup_vs_de": sp_de,
+                    "speedup_iqr": q(g["speedup_vs_de"], 75) - q(g["speedup_vs_de"], 25), **extra})
     df = pd.DataFrame(out)
     return df[[c for c in SPEED_COLUMNS if c in df.columns] + [c for c in df.columns if c not in SPEED_COLUMNS]]
 
@@ -485,7 +547,9 @@ def architecture_spread(df: pd.DataFrame) -> pd.DataFrame:
     A spread well above 1 means the measurement, not the model, made the difference."""
     d = df[df["role"] != "ce"].copy()
     d["arch"] = d["n_layers"].astype(str) + "L"
-    keys = ["arch", "batch_size", "threads", "device", "dtype", "tokenization"]
+    if "backend" not in d.columns:
+        d["backend"] = "torch"
+    keys = ["arch", "backend", "batch_size", "threads", "device", "dtype", "tokenization"]
     out = []
     for key, g in d.groupby(keys):
         if g["model"].nunique() < 2:
@@ -531,11 +595,18 @@ def add_model_ids(df: pd.DataFrame, cfg: dict) -> pd.DataFrame:
 
     de, ce = model_label(cfg["models"]["de"]), model_label(cfg["models"].get("ce") or "ce")
     aliases = {}
-    for name, role, layers in df[["model", "role", "layers"]].drop_duplicates().itertuples(index=False):
+    df = df.copy()
+    if "backend" not in df.columns:
+        df["backend"] = "torch"
+    for name, role, layers, backend in df[["model", "role", "layers", "backend"]].drop_duplicates().itertuples(
+            index=False):
         if role == "de":
-            aliases[name] = de
+            base = de
         elif role == "query-student":
-            aliases[name] = "qd:L" + str(layers).replace(",", "_")
+            base = "qd:L" + str(layers).replace(",", "_")
         elif role == "ce":
-            aliases[name] = f"{ce} ({str(name).split('(', 1)[1].rstrip(')')})"
+            base = f"{ce} ({str(name).split('(', 1)[1].rstrip(')')})"
+        else:
+            base = str(name).split(" [", 1)[0]
+        aliases[name] = base if backend == "torch" else f"{base}@{backend}"
     return add(df, "speed.csv", aliases)

@@ -160,3 +160,18 @@ def test_notebook_smoke(smoke_profile, tmp_path):
     assert set(ret["dataset"]) == {"tiny-a", "tiny-b", "mean"} and (ret["value"] > 0).all()
     assert df[df["dataset"] == "tiny-b"]["approximate"].all()
     assert df.loc[df["student"] == "L0_5", "layers"].iloc[0] == "0,5"
+
+
+def test_a_trained_query_student_is_saved_for_the_backends(teacher, tmp_path):
+    from sentence_transformers import SentenceTransformer
+
+    strategy = qd.parse_strategy("subset:0,5", 6)
+    student = qd.build_student(strategy, teacher)
+    cfg = {"models_dir": str(tmp_path / "models"), "seed": 3}
+    path = qd.save_query_student(student, strategy, cfg, {"train_steps": 2, "train_loss": 0.1})
+    assert path == qd.query_student_dir(cfg, "L0_5") and (path / "query_student.json").is_file()
+    again = SentenceTransformer(str(path), device="cpu")
+    texts = ["a query about cells", "another one"]
+    np.testing.assert_allclose(again.encode(texts), student.encode(texts), atol=1e-6)
+    assert not [p for p in path.parent.iterdir() if p.name.startswith(".")]  # no partial folder left
+    assert qd.save_query_student(student, strategy, {}, {}) is None  # no models directory: nothing saved

@@ -104,8 +104,16 @@ def test_notebook_04_smoke(tmp_path, smoke_profile, smoke_cfg):
     assert set(df["role"]) == {"de", "de-k-ce", "query-student", "ce"}
     assert set(df["tokenization"]) == {"included", "excluded"}
     assert set(df["batch_size"]) == {1, 4} and set(df["threads"]) == {1}
-    assert set(df["model"]) == {"DE-6 full", "DE-2 CE", "query-student L0", "query-student L0_5",
-                                "CE (pair)", "CE (self-pair)"}
+    eager = {"DE-6 full", "DE-2 CE", "query-student L0", "query-student L0_5", "CE (pair)", "CE (self-pair)"}
+    onnx = {"DE-6 full [onnx-int8]", "query-student L0 [onnx-int8]", "query-student L0_5 [onnx-int8]"}
+    assert set(df["model"]) == eager | onnx
+    assert set(df[df["backend"] == "onnx-int8"]["model"]) == onnx
+    assert set(df[df["backend"] == "onnx-int8"]["base_model"]) == {m.split(" [")[0] for m in onnx}
+    both = df.set_index(["model", "batch_size", "tokenization"])
+    de_eager, de_onnx = both.loc[("DE-6 full", 1, "included")], both.loc[("DE-6 full [onnx-int8]", 1, "included")]
+    assert de_onnx["speedup_vs_de"] == 1.0  # same backend's full DE
+    assert de_onnx["speedup_vs_eager_de"] == pytest.approx(de_eager["median_ms"] / de_onnx["median_ms"], rel=0.5)
+    df = df[df["backend"] == "torch"]
     assert (df["median_ms"] > 0).all() and (df["iqr_ms"] >= 0).all()
     assert (df["queries_per_s"] - 1e3 * df["batch_size"] / df["median_ms"]).abs().max() < 1e-6
     de = df[df["role"] == "de"]
@@ -117,6 +125,6 @@ def test_notebook_04_smoke(tmp_path, smoke_profile, smoke_cfg):
     assert n["DE-6 full"] == 6 and n["DE-2 CE"] == 2 and n["query-student L0"] == 1
     assert len(df) == 6 * 2 * 2 and (df["n_rounds"] == 2).all()
     rounds = pd.read_csv(Path(smoke_cfg["results_dir"]) / "speed_rounds.csv")
-    assert len(rounds) == 2 * len(df) and set(rounds["round"]) == {0, 1}
-    assert rounds.groupby(["round", "batch_size", "tokenization"])["model"].nunique().eq(6).all()
+    assert len(rounds) == 2 * (len(df) + 3 * 2 * 2) and set(rounds["round"]) == {0, 1}
+    assert rounds.groupby(["round", "batch_size", "tokenization"])["model"].nunique().eq(9).all()
     assert not df["speedup_vs_de"].isna().any() and all(math.isfinite(x) for x in df["speedup_vs_de"])

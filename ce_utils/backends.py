@@ -1,0 +1,266 @@
+"""Inference backends for query encoders: what a 2-layer query encoder gains where it is deployed.
+
+Every backend wraps a mean-pooling SentenceTransformer (the full DE or a query student) and encodes
+text with the same tokenizer, so speed and quality are measured on the same inputs:
+
+``torch``       eager PyTorch, fp32 (the reference of every speed-up)
+``torch-int8``  PyTorch dynamic int8 quantisation of every ``nn.Linear`` (weights int8, activations
+                quantised on the fly), ``torch.ao.quantization.quantize_dynamic``
+``onnx``        the model exported to ONNX (``torch.onnx.export``) and run by ONNX Runtime, fp32
+``onnx-int8``   that ONNX graph with dynamic int8 quantisation (``onnxruntime.quantization``)
+
+The ONNX backends need the ``[onnx]`` extra (onnx, onnxruntime). Exported graphs are cached under
+``<cache_dir>/onnx/`` by the model's weights fingerprint, so each model is exported once.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from ce_utils.config import ConfigError
+
+BACKENDS = {
+    "torch": "eager PyTorch fp32",
+    "torch-int8": "PyTorch dynamic int8 (nn.Linear)",
+    "onnx": "ONNX Runtime fp32",
+    "onnx-int8": "ONNX Runtime dynamic int8",
+}
+INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def check_backends(names: Sequence[str] | None) -> list[str]:
+    names = list(names or ["torch"])
+    bad = [n for n in names if n not in BACKENDS]
+    if bad:
+        raise ConfigError(f"Unknown inference backend(s) {bad}; use some of {', '.join(BACKENDS)} "
+                          "(e.g. `speed.backends: [torch, onnx-int8]` in the profile).")
+    if any(n.startswith("onnx") for n in names):
+        try:
+            import onnx  # noqa: F401
+            import onnxruntime  # noqa: F401
+        except ImportError as exc:
+            raise ConfigError(f"Backend(s) {[n for n in names if n.startswith('onnx')]} need the [onnx] extra "
+                              f"(`pip install -e '.[onnx]'`): {exc}") from exc
+    return names
+
+
+class _SentenceEmbedding(torch.nn.Module):
+    """The whole SentenceTransformer (transformer, pooling, normalisation) as one traced function."""
+
+    def __init__(self, model, names: Sequence[str]):
+        super().__init__()
+        self.model = model
+        self.names = list(names)
+
+    def forward(self, *tensors):
+        return self.model(dict(zip(self.names, tensors)))["sentence_embedding"]
+
+
+@dataclass
+class BackendModel:
+    """One query encoder in one backend: ``features(texts)`` tokenises, ``run(features)`` returns the
+    embeddings ``[batch, dim]`` (a tensor for torch backends, an array for ONNX), ``encode`` does both."""
+
+    name: str
+    backend: str
+    model: object                      # the SentenceTransformer (quantised copy for torch-int8)
+    onnx_path: Path | None = None
+    _sessions: dict = field(default_factory=dict)
+
+    def features(self, texts: Sequence[str]) -> dict:
+        feats = self.model.preprocess(list(texts))
+        return {k: v for k, v in feats.items() if k in INPUTS}
+
+    def session(self, threads: int):
+        """One ONNX Runtime session per thread count (ORT fixes its thread pool per session)."""
+        if threads not in self._sessions:
+            import onnxruntime as ort
+
+            so = ort.SessionOptions()
+            so.intra_op_num_threads = int(threads)
+            so.inter_op_num_threads = 1
+            so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+            so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            self._sessions[threads] = ort.InferenceSession(str(self.onnx_path), so,
+                                                           providers=["CPUExecutionProvider"])
+        return self._sessions[threads]
+
+    def run(self, features: dict):
+        if self.onnx_path is None:
+            return self.model(dict(features))["sentence_embedding"]
+        sess = self.session(torch.get_num_threads())  # the timing harness sets torch's thread count
+        names = [i.name for i in sess.get_inputs()]
+        return sess.run(None, {n: np.asarray(features[n]) for n in names})[0]
+
+    def encode(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        out = []
+        with torch.inference_mode():
+            for i in range(0, len(texts), batch_size):
+                emb = self.run(self.features(texts[i:i + batch_size]))
+                out.append(emb.float().cpu().numpy() if isinstance(emb, torch.Tensor) else np.asarray(emb))
+        return np.concatenate(out).astype(np.float32) if out else np.zeros((0, 0), np.float32)
+
+
+def export_onnx(model, path: str | Path, opset: int = 17) -> Path:
+    """Export a SentenceTransformer (tokens in, sentence embedding out) to ONNX, atomically."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model = copy.deepcopy(model).cpu().float().eval()
+    feats = model.preprocess(["an example query for tracing", "a second one"])
+    names = [k for k in INPUTS if k in feats]
+    args = tuple(feats[k] for k in names)
+    axes = {k: {0: "batch", 1: "tokens"} for k in names}
+    axes["sentence_embedding"] = {0: "batch"}
+    tmp = path.with_name(path.name + ".partial")
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(_SentenceEmbedding(model, names), args, str(tmp), input_names=names,
+                          output_names=["sentence_embedding"], dynamic_axes=axes, opset_version=opset,
+                          dynamo=False)
+    tmp.replace(path)
+    return path
+
+
+def quantize_onnx(src: str | Path, dst: str | Path) -> Path:
+    """Dynamic int8 quantisation of an ONNX graph (weights int8, activations quantised per call)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    dst = Path(dst)
+    if dst.is_file():
+        return dst
+    tmp = dst.with_name(dst.stem + ".partial.onnx")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        quantize_dynamic(str(src), str(tmp), weight_type=QuantType.QInt8)
+    tmp.replace(dst)
+    return dst
+
+
+def torch_int8(model):
+    """A dynamically quantised copy (int8 ``nn.Linear``) of a SentenceTransformer, on the CPU."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torch.ao.quantization.quantize_dynamic(copy.deepcopy(model).cpu().float().eval(),
+                                                      {torch.nn.Linear}, dtype=torch.qint8)
+
+
+def build(model, backend: str, name: str, work_dir: str | Path | None = None) -> BackendModel:
+    """``model`` (a SentenceTransformer) in ``backend``; ONNX files go to ``work_dir`` (named by the
+    model's weights fingerprint, so a model is exported once)."""
+    from ce_utils.embeddings import weights_fingerprint
+
+    check_backends([backend])
+    model = model.eval()
+    if backend == "torch":
+        return BackendModel(name, backend, model)
+    if backend == "torch-int8":
+        return BackendModel(name, backend, torch_int8(model))
+    if work_dir is None:
+        raise ConfigError("ONNX backends need a work directory (the profile's cache_dir).")
+    fp32 = export_onnx(model, Path(work_dir) / f"{weights_fingerprint(model)}-fp32.onnx")
+    path = fp32 if backend == "onnx" else quantize_onnx(fp32, fp32.with_name(fp32.name.replace("-fp32", "-int8")))
+    return BackendModel(name, backend, model, onnx_path=path)
+
+
+# --------------------------------------------------------------------------- quality per backend
+def quality_rows(cfg: dict, models: Sequence[tuple[str, str, object]], names: Sequence[str], teacher,
+                 datasets: Sequence[str], teacher_spec: str = "", progress: bool = True) -> list[dict]:
+    """NDCG@10 & co. of each query encoder in each backend, on the full-corpus protocol of notebook
+    03: the encoder embeds every test query, searched against the full DE's (teacher's) cached
+    document embeddings. ``models``: (name, model_id, SentenceTransformer). ``torch`` rows are the
+    eager fp32 reference of the ``delta`` column (no autocast: the backends run in fp32 too); every
+    row's ``model_id`` is ``<model_id>@<backend>``."""
+    from tqdm.auto import tqdm
+
+    from ce_utils.query_distill import AsymmetricEvaluator, eval_datasets
+    from ce_utils.retrieval import evaluate, exact_search
+
+    names = check_backends(names)
+    if "torch" not in names:
+        names = ["torch", *names]
+    ev = AsymmetricEvaluator(teacher=teacher, datasets=eval_datasets(cfg, datasets), teacher_spec=teacher_spec,
+                             cfg=cfg)
+    work = Path(cfg.get("cache_dir") or ".") / "onnx"
+    rows = []
+    plan = [(m, b) for m in models for b in names]
+    for (name, model_id, model), backend in tqdm(plan, desc="backend quality", disable=not progress):
+        bm = build(model, backend, name, work_dir=work)
+        for ds_name, ds in ev.datasets.items():
+            q = bm.encode(ds.query_texts(), batch_size=64)
+            res = exact_search(q, ev.doc_emb[ds_name], ds.query_ids, ds.doc_ids, top_k=ev.top_k,
+                               score_function=ev.score_function)
+            for metric, value in evaluate(ds.qrels, res, ev.metrics).items():
+                rows.append({"model": name, "backend": backend, "backend_label": BACKENDS[backend],
+                             "model_id": f"{model_id}@{backend}", "dataset": ds_name, "metric": metric,
+                             "value": float(value), "approximate": bool(ds.approximate),
+                             "n_queries": len(ds.queries), "n_docs": len(ds.corpus),
+                             "max_length": int(getattr(model, "max_seq_length", 0) or 0),
+                             "documents": f"{teacher_spec} (cached, profile encode settings)"})
+    ref = {(r["model"], r["dataset"], r["metric"]): r["value"] for r in rows if r["backend"] == "torch"}
+    for r in rows:
+        r["delta_vs_torch_fp32"] = r["value"] - ref[(r["model"], r["dataset"], r["metric"])]
+    return rows
+
+
+def backend_table(speed_df, quality_df, metric: str = "NDCG@10", threads: int = 1,
+                  batch_sizes: Sequence[int] = (1, 128), tokenization: str = "included"):
+    """One row per (model, backend): measured speed-up over the eager-fp32 full DE and over the full
+    DE in the same backend (CPU, ``threads`` thread(s), per batch size), the FLOP ratio, and the mean
+    ``metric`` over datasets with its delta from the same model in eager fp32."""
+    import pandas as pd
+
+    sp = speed_df[(speed_df["device"] == "cpu") & (speed_df["threads"] == threads)
+                  & (speed_df["tokenization"] == tokenization) & speed_df["role"].isin(["de", "query-student"])]
+    sizes = [b for b in batch_sizes if b in set(sp["batch_size"])]
+    rows = []
+    for (base, backend), g in sp.groupby(["base_model", "backend"], sort=False):
+        r = {"model": base, "backend": backend, "n_layers": int(g["n_layers"].iloc[0]),
+             "flop_ratio": float(g["flop_ratio"].iloc[0])}
+        for b in sizes:
+            gb = g[g["batch_size"] == b]
+            if not gb.empty:
+                r[f"ms/batch bs{b}"] = float(gb["median_ms"].iloc[0])
+                r[f"vs eager DE bs{b}"] = float(gb["speedup_vs_eager_de"].iloc[0])
+                r[f"vs DE same backend bs{b}"] = float(gb["speedup_vs_de"].iloc[0])
+        rows.append(r)
+    tab = pd.DataFrame(rows)
+    if quality_df is not None and not quality_df.empty and not tab.empty:
+        q = quality_df[quality_df["metric"] == metric].groupby(["model", "backend"])[
+            ["value", "delta_vs_torch_fp32"]].mean().reset_index()
+        q = q.rename(columns={"model": "quality_model", "value": f"mean {metric}",
+                              "delta_vs_torch_fp32": f"{metric} delta vs fp32"})
+        tab["quality_model"] = [quality_name(m) for m in tab["model"]]
+        tab = tab.merge(q, on=["quality_model", "backend"], how="left").drop(columns="quality_model")
+    return tab
+
+
+def quality_name(speed_name: str) -> str:
+    """Notebook 04's speed name -> the name used in backend_quality.csv (``full DE``, ``L0_5``)."""
+    s = str(speed_name)
+    if s.startswith("query-student "):
+        return s.split(" ", 1)[1]
+    return "full DE" if s.startswith("DE-") and s.endswith(" full") else s
+
+
+def recommend(tab, model: str, metric: str = "NDCG@10", max_loss: float = 0.005,
+              batch_size: int = 1) -> dict | None:
+    """For ``model``, the fastest backend at ``batch_size`` whose mean ``metric`` stays within
+    ``max_loss`` of the same model in eager fp32: what to deploy for online query encoding."""
+    col, dcol = f"vs eager DE bs{batch_size}", f"{metric} delta vs fp32"
+    if tab is None or tab.empty or col not in tab or dcol not in tab:
+        return None
+    ok = tab[(tab["model"] == model) & tab[dcol].notna() & (tab[dcol] >= -max_loss)]
+    if ok.empty:
+        return None
+    best = ok.sort_values(col, ascending=False).iloc[0]
+    return {"model": best["model"], "backend": best["backend"], "speedup": float(best[col]),
+            "delta": float(best[dcol]), "batch_size": batch_size, "max_loss": max_loss}
