@@ -43,6 +43,7 @@ SCHEMAS = {
     "peer_check.csv": ["model", "dataset", "metric", "value", "published", "delta", "tolerance", "source"],
     "speed.csv": ["model", "role", "n_layers", "batch_size", "threads", "device", "dtype", "tokenization",
                   "median_ms", "queries_per_s", "speedup_vs_de", "flop_ratio"],
+    "backend_quality.csv": ["model", "backend", "dataset", "metric", "value", "delta_vs_torch_fp32"],
 }
 NUMERIC = {"value", "layer", "n_layers", "depth", "batch_size", "threads", "median_ms", "queries_per_s",
            "speedup_vs_de", "flop_ratio"}
@@ -430,7 +431,13 @@ def query_distill_figure(plt, out: Output, df: pd.DataFrame, metric: str, cfg: d
     return tab
 
 
+def eager(df: pd.DataFrame) -> pd.DataFrame:
+    """Speed rows of eager PyTorch (rows without a backend column are eager)."""
+    return df[df["backend"] == "torch"] if "backend" in df.columns else df
+
+
 def speed_figure(plt, out: Output, df: pd.DataFrame) -> None:
+    df = eager(df)
     d = df[df["tokenization"] == "included"]
     if d.empty:
         d = df
@@ -457,8 +464,47 @@ def speed_figure(plt, out: Output, df: pd.DataFrame) -> None:
               "FLOP ratio.", floatfmt=".2f")
 
 
+def backends_figure(plt, out: Output, sp: pd.DataFrame, bq: pd.DataFrame | None, metric: str) -> pd.DataFrame:
+    """Per inference backend: speed-up over the eager full DE (CPU, 1 thread, batch 1 and the largest
+    batch) against mean quality, for the full DE and each query student; table ``backends``."""
+    from ce_utils.backends import backend_table
+
+    if "backend" not in sp.columns or sp["backend"].nunique() < 2:
+        return pd.DataFrame()
+    big = int(sp["batch_size"].max())
+    tab = backend_table(sp, bq, metric=metric, threads=1, batch_sizes=(1, big))
+    if tab.empty:
+        return tab
+    qcol = f"mean {metric}"
+    fig, axes = plt.subplots(1, 2, figsize=(9.5, 3.6), sharey=qcol in tab)
+    markers = {"torch": "o", "torch-int8": "s", "onnx": "^", "onnx-int8": "D"}
+    for ax, bs in zip(axes, (1, big)):
+        col = f"vs eager DE bs{bs}"
+        if col not in tab:
+            continue
+        for i, (model, g) in enumerate(tab.groupby("model", sort=False)):
+            for _, r in g.iterrows():
+                y = r[qcol] if qcol in tab and pd.notna(r.get(qcol)) else float(r["n_layers"])
+                ax.scatter(r[col], y, marker=markers.get(r["backend"], "x"), color=f"C{i}",
+                           label=f"{model}" if r["backend"] == "torch" else None)
+        ax.set(xscale="log", xlabel=f"speed-up over eager fp32 full DE (batch {bs}, 1 thread)",
+               ylabel=f"mean {metric}" if qcol in tab else "layers", title=f"batch size {bs}")
+    handles = [plt.Line2D([], [], marker=m, ls="", color="k", label=b) for b, m in markers.items()
+               if b in set(tab["backend"])]
+    axes[0].legend(fontsize=6, loc="lower right")
+    axes[1].legend(handles=handles, fontsize=6, loc="lower right", title="backend", title_fontsize=6)
+    fig.suptitle("Query encoders per inference backend (CPU)")
+    fig.tight_layout()
+    srcs = ["speed.csv"] + (["backend_quality.csv"] if bq is not None else [])
+    out.figure(fig, "backends", srcs)
+    out.table(tab, "backends", srcs, f"Query encoders per inference backend: speed-up (CPU, 1 thread) and mean "
+              f"{metric} with its delta from the same model in eager fp32.", floatfmt=".3f")
+    return tab
+
+
 def speed_lookup(sp: pd.DataFrame, batch_size: int, threads: int, tokenization: str) -> pd.DataFrame:
-    """One speed row per model in the chosen setting (CPU fp32 when present)."""
+    """One speed row per model in the chosen setting (CPU fp32, eager PyTorch, when present)."""
+    sp = eager(sp)
     d = sp[(sp["tokenization"] == tokenization) & (sp["threads"] == threads)]
     if "dtype" in d.columns and (d["dtype"] == "fp32").any():
         d = d[d["dtype"] == "fp32"]
@@ -620,7 +666,7 @@ def headline_table(results: dict, cfg: dict | None, metric: str = "NDCG@10") -> 
                 rows.append({"claim": f"the CE re-ranks the DE's top-{depth} on full {ds} ({n} queries), {metric}{works}",
                              "paper": "a CE re-ranks its first stage's top-k (MS MARCO CE)",
                              "ours": f"{st['first_stage']:.3f} -> {st['ce_rerank']:.3f}",
-                             "delta": f"{st['ce_rerank'] - st['first_stage']:+.3f}"})
+                             "delta": f"{st['ce_rerank'] - st['first_stage']:+.4f} (target: +0.02)"})
     if de2ce is not None:
         d = de2ce[de2ce["metric"] == metric]
         full = d[d["init"] == "full"].groupby("dataset")["value"].mean()
@@ -709,6 +755,7 @@ def make_all(results_dir: str | Path, figures_dir: str | Path, cfg: dict | None 
         query_distill_figure(plt, out, results["query_distill.csv"], opts["metric"], cfg)
     if "speed.csv" in results:
         speed_figure(plt, out, results["speed.csv"])
+        backends_figure(plt, out, results["speed.csv"], results.get("backend_quality.csv"), opts["metric"])
     pareto_figure(plt, out, results, opts)
     head = headline_table(results, cfg, opts["metric"])
     if not head.empty:

@@ -236,3 +236,25 @@ def test_bad_figure_option_writes_nothing(tmp_path):
     with pytest.raises(ConfigError, match="NOPE@10"):
         F.make_all(res, tmp_path / "figs", options={"metric": "NOPE@10"})
     assert not (tmp_path / "figs").exists() and sorted(p.name for p in res.iterdir()) == before
+
+
+def test_backend_rows_get_their_own_figure_and_stay_out_of_the_others(tmp_path):
+    res = write_synthetic(tmp_path / "results")
+    sp = pd.read_csv(res / "speed.csv").assign(backend="torch", base_model=lambda d: d["model"],
+                                                speedup_vs_eager_de=lambda d: d["speedup_vs_de"])
+    extra = sp[sp["role"].isin(["de", "query-student"])].copy()
+    extra = extra.assign(backend="onnx-int8", model=extra["model"] + " [onnx-int8]",
+                         model_id=extra["model_id"] + "@onnx-int8", median_ms=extra["median_ms"] / 2,
+                         speedup_vs_eager_de=extra["speedup_vs_de"] * 2)
+    pd.concat([sp, extra]).to_csv(res / "speed.csv", index=False)
+    bq = [dict(model=m, backend=b, dataset="scifact", metric="NDCG@10", value=v, delta_vs_torch_fp32=d)
+          for m, b, v, d in (("full DE", "torch", 0.64, 0.0), ("full DE", "onnx-int8", 0.63, -0.01),
+                             ("L0_5", "torch", 0.55, 0.0), ("L0_5", "onnx-int8", 0.549, -0.001),
+                             ("L0", "torch", 0.4, 0.0), ("L0", "onnx-int8", 0.4, 0.0))]
+    pd.DataFrame(bq).assign(**META).to_csv(res / "backend_quality.csv", index=False)
+    manifest = F.make_all(res, tmp_path / "figs")
+    assert set(manifest["figures/backends"]["sources"]) == {"speed.csv", "backend_quality.csv"}
+    tab = pd.read_csv(res / "tables" / "backends.md", sep="|", skipinitialspace=True).iloc[1:]
+    assert len(tab) == 6  # full DE and two students, eager and onnx-int8
+    assert "[onnx-int8]" not in (res / "tables" / "speed.md").read_text()  # eager rows only elsewhere
+    assert "[onnx-int8]" not in (res / "tables" / "pareto.md").read_text()
