@@ -1,12 +1,13 @@
 # Two commands: `make reproduce` (build the environment, run every notebook, then the figures)
-# and `make test`. CE_DATA_DIR must point at the data directory (beir/, queries/, sts/).
+# and `make test`. CE_DATA_DIR points at the data directory (beir/, queries/, sts/); when it is unset,
+# `make reproduce` first runs `make data` (downloads what the profile needs into data/) and uses data/.
 PYTHON  ?= .venv/bin/python
 PROFILE ?= default
 ONLY    ?=
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: env reproduce notebooks figures test lab clean-cache
+.PHONY: env data reproduce notebooks figures test lab clean-cache
 
 env: .venv/.installed
 
@@ -17,8 +18,11 @@ env: .venv/.installed
 	.venv/bin/pip install --quiet -e ".[test,onnx]"
 	touch $@
 
-reproduce: env
-	$(PYTHON) -m ce_utils.runner --profile $(PROFILE) $(if $(ONLY),--only $(ONLY),)
+data: env
+	$(PYTHON) -m ce_utils.download --profile $(PROFILE) --dest data
+
+reproduce: env $(if $(CE_DATA_DIR),,data)
+	$(if $(CE_DATA_DIR),,CE_DATA_DIR=$(CURDIR)/data) $(PYTHON) -m ce_utils.runner --profile $(PROFILE) $(if $(ONLY),--only $(ONLY),)
 
 notebooks: reproduce
 
