@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,6 +14,7 @@ from ce_utils.config import ConfigError, data_dir
 log = logging.getLogger(__name__)
 
 BEIR_URL = "https://public.ukp.informatik.tu-darmstadt.de/thakur/BEIR/datasets/{name}.zip"
+MIRROR_ENV = "CE_DATA_MIRROR"  # as `make data --mirror` (ce_utils.download): a base URL replacing scheme and host
 
 
 @dataclass
@@ -59,12 +61,22 @@ def dataset_spec(cfg: dict, name: str) -> dict:
     return specs[name]
 
 
+def beir_url(name: str) -> str:
+    """BEIR's official zip of ``name``; with $CE_DATA_MIRROR set, the mirror's base URL replaces the
+    official scheme and host (the path is kept), as for `make data`."""
+    from urllib.parse import urlsplit
+
+    url = BEIR_URL.format(name=name)
+    mirror = os.environ.get(MIRROR_ENV)
+    return mirror.rstrip("/") + urlsplit(url).path if mirror else url
+
+
 def _download_beir(name: str, target: Path) -> None:
     from beir import util
 
     target.parent.mkdir(parents=True, exist_ok=True)
     log.info("Downloading BEIR %s into %s", name, target.parent)
-    util.download_and_unzip(BEIR_URL.format(name=name), str(target.parent))
+    util.download_and_unzip(beir_url(name), str(target.parent))
     unpacked = target.parent / name
     if unpacked != target and unpacked.is_dir() and not target.exists():
         unpacked.rename(target)
