@@ -27,6 +27,9 @@ from ce_utils.retrieval import cached_array
 
 DTYPES = ("fp32", "bf16", "fp16")
 SUBDIR = "embeddings"
+# Collections above this many texts (BEIR's MS MARCO, FEVER, ... : millions of documents) are encoded in
+# chunks into an on-disk float16 array (resumable) and searched chunk by chunk (ce_utils.search).
+ON_DISK_ABOVE = 200_000
 
 
 def _weights_stamp(model) -> tuple:
@@ -118,6 +121,10 @@ def layer_embeddings(cfg: dict, model, kind: str, texts: Sequence[str], ids: Seq
     collection (e.g. ``scifact-test-docs``); ``ids`` identify its texts in order."""
     from ce_utils.probing import encode_layers
 
+    if len(texts) > ON_DISK_ABOVE:
+        raise ConfigError(f"Probing every layer of {what} ({len(texts):,} texts) would hold (layers + 1) x "
+                          f"{len(texts):,} embeddings in memory; probe smaller collections (probing.datasets) "
+                          "or cut them for a smoke run (probing.max_docs).")
     es = encode_settings(cfg)
     ml = model_max_length(model, max_length or es["max_length"])
     pool_key = pooling if kind == "ce" else "mean"
@@ -155,7 +162,14 @@ def is_mean_pooling(model) -> bool:
 def sentence_embeddings(cfg: dict, model, texts: Sequence[str], ids: Sequence[str], what: str,
                         max_length: int | None = None, device: str | None = None,
                         progress: bool = True) -> np.ndarray:
-    """A SentenceTransformer's embeddings of ``texts`` ``[n, dim]``, through the shared cache."""
+    """A SentenceTransformer's embeddings of ``texts`` ``[n, dim]``, through the shared cache.
+
+    Collections larger than ``ON_DISK_ABOVE`` texts come back as a read-only float16 memory map,
+    written chunk by chunk (and resumed after an interruption) by
+    :func:`ce_utils.search.encode_to_memmap`; :func:`ce_utils.retrieval.exact_search` streams it."""
+    cache = cfg.get("cache_dir")
+    if len(texts) > ON_DISK_ABOVE and cache is not None:
+        return _on_disk_embeddings(cfg, model, texts, ids, what, max_length, device, progress)
     if is_mean_pooling(model):
         return layer_embeddings(cfg, model, "de", texts, ids, what, max_length, device=device,
                                 progress=progress)[-1]
@@ -177,6 +191,33 @@ def sentence_embeddings(cfg: dict, model, texts: Sequence[str], ids: Sequence[st
     cache = None if cache is None else f"{cache}/{SUBDIR}"
     return cached_array(cache, f"st-{what}".replace("/", "_"), compute, model=weights_fingerprint(model), kind="st",
                         what=what, ids=ids_fingerprint(ids), n=len(ids), max_length=ml, dtype=es["dtype"])
+
+
+def _on_disk_embeddings(cfg: dict, model, texts, ids, what, max_length, device, progress):
+    from pathlib import Path
+
+    from ce_utils.retrieval import fingerprint
+    from ce_utils.search import encode_to_memmap
+
+    es = encode_settings(cfg)
+    ml = model_max_length(model, max_length or es["max_length"])
+    dev = device or str(model.device)
+    key = dict(model=weights_fingerprint(model), kind="st", what=what, ids=ids_fingerprint(ids), n=len(ids),
+               max_length=ml, dtype=es["dtype"])
+
+    def encode(chunk):
+        old = model.max_seq_length
+        model.max_seq_length = ml
+        try:
+            with autocast(es["dtype"], dev):
+                return np.asarray(model.encode(list(chunk), batch_size=es["batch_size"], convert_to_numpy=True,
+                                               show_progress_bar=False), dtype=np.float32)
+        finally:
+            model.max_seq_length = old
+
+    path = Path(cfg["cache_dir"]) / SUBDIR / f"st-{what}-{fingerprint(**key)}.npy".replace("/", "_")
+    return encode_to_memmap(path, texts, encode, dim=int(model.get_sentence_embedding_dimension()),
+                            chunk_size=int(es.get("chunk_size") or 50_000), key=key, progress=progress)
 
 
 def dataset_embeddings(cfg: dict, model, ds, max_length: int | None = None, device: str | None = None,

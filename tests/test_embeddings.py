@@ -3,6 +3,7 @@
 import copy
 
 import numpy as np
+import pytest
 import torch
 
 from ce_utils.embeddings import dataset_embeddings, weights_fingerprint
@@ -43,3 +44,33 @@ def test_a_layer_subset_student_does_not_reuse_the_teachers_embeddings(smoke_cfg
     q_student, _ = dataset_embeddings(cfg, student, ds, docs=False)
     assert q_student.shape == q_teacher.shape
     assert not np.allclose(q_student, q_teacher)
+
+
+def test_large_collections_are_encoded_on_disk_and_searched_in_chunks(smoke_cfg, teacher, tmp_path, monkeypatch):
+    import ce_utils.embeddings as E
+    from ce_utils.config import load_profile
+    from ce_utils.query_distill import eval_datasets
+    from ce_utils.retrieval import evaluate, exact_search
+
+    cfg = load_profile(smoke_cfg["profile_path"], {"cache_dir": str(tmp_path / "cache")})
+    ds = next(iter(eval_datasets(cfg, ["tiny-a"]).values()))
+    q_mem, d_mem = dataset_embeddings(cfg, teacher, ds)
+    monkeypatch.setattr(E, "ON_DISK_ABOVE", 5)
+    q, d = dataset_embeddings(cfg, teacher, ds)
+    assert isinstance(d, np.memmap) and d.dtype == np.float16 and d.shape == d_mem.shape
+    np.testing.assert_allclose(np.asarray(d, dtype=np.float32), d_mem, atol=5e-3)
+    on_disk = evaluate(ds.qrels, exact_search(q, d, ds.query_ids, ds.doc_ids))
+    in_mem = evaluate(ds.qrels, exact_search(q_mem, d_mem, ds.query_ids, ds.doc_ids))
+    assert on_disk["NDCG@10"] == pytest.approx(in_mem["NDCG@10"], abs=0.02)
+    monkeypatch.setattr(teacher, "encode", lambda *a, **k: (_ for _ in ()).throw(AssertionError("re-encoded")))
+    again = dataset_embeddings(cfg, teacher, ds, queries=False)[1]  # from the finished file on disk
+    np.testing.assert_array_equal(np.asarray(again), np.asarray(d))
+
+
+def test_probing_every_layer_of_a_huge_collection_is_refused(teacher, monkeypatch):
+    import ce_utils.embeddings as E
+    from ce_utils.config import ConfigError
+
+    monkeypatch.setattr(E, "ON_DISK_ABOVE", 2)
+    with pytest.raises(ConfigError, match="probing.datasets"):
+        E.layer_embeddings({}, teacher, "de", ["a", "b", "c"], ["1", "2", "3"], "x")
