@@ -93,7 +93,16 @@ def encode_settings(cfg: dict) -> dict:
     """The profile's ``encode`` section: batch size, dtype and max length (None = the model's own)."""
     enc = dict(cfg.get("encode") or {})
     return {"batch_size": int(enc.get("batch_size") or 32), "dtype": check_dtype(enc.get("dtype")),
-            "max_length": enc.get("max_length")}
+            "max_length": enc.get("max_length"), "devices": enc.get("devices")}
+
+
+def pool_devices(es: dict) -> list[str] | None:
+    """Devices of the multi-process encoding pool for on-disk collections: ``encode.devices`` when
+    set, else every GPU when there are several; ``None`` = encode in this process."""
+    devices = es.get("devices")
+    if devices is None and torch.cuda.is_available() and torch.cuda.device_count() > 1:
+        devices = [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    return list(devices) if devices and len(devices) > 1 else None
 
 
 def model_max_length(model, override: int | None = None) -> int:
@@ -193,6 +202,21 @@ def sentence_embeddings(cfg: dict, model, texts: Sequence[str], ids: Sequence[st
                         what=what, ids=ids_fingerprint(ids), n=len(ids), max_length=ml, dtype=es["dtype"])
 
 
+def _start_pool(model, devices: list[str], work: "Path"):
+    """sentence-transformers' multi-process pool over ``devices``, started from a fresh copy of the
+    model loaded from disk (a model that ran with hidden-state hooks cannot be sent to workers)."""
+    import tempfile
+
+    from sentence_transformers import SentenceTransformer
+
+    work.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=work, prefix=".pool-model-") as tmp:
+        model.save(tmp, create_model_card=False)
+        fresh = SentenceTransformer(tmp, device="cpu")
+        pool = fresh.start_multi_process_pool(devices)
+    return pool
+
+
 def _on_disk_embeddings(cfg: dict, model, texts, ids, what, max_length, device, progress):
     from pathlib import Path
 
@@ -205,19 +229,26 @@ def _on_disk_embeddings(cfg: dict, model, texts, ids, what, max_length, device, 
     key = dict(model=weights_fingerprint(model), kind="st", what=what, ids=ids_fingerprint(ids), n=len(ids),
                max_length=ml, dtype=es["dtype"])
 
+    devices = pool_devices(es)
+    pool = _start_pool(model, devices, Path(cfg["cache_dir"])) if devices else None
+
     def encode(chunk):
         old = model.max_seq_length
         model.max_seq_length = ml
         try:
             with autocast(es["dtype"], dev):
                 return np.asarray(model.encode(list(chunk), batch_size=es["batch_size"], convert_to_numpy=True,
-                                               show_progress_bar=False), dtype=np.float32)
+                                               show_progress_bar=False, pool=pool), dtype=np.float32)
         finally:
             model.max_seq_length = old
 
     path = Path(cfg["cache_dir"]) / SUBDIR / f"st-{what}-{fingerprint(**key)}.npy".replace("/", "_")
-    return encode_to_memmap(path, texts, encode, dim=int(model.get_sentence_embedding_dimension()),
-                            chunk_size=int(es.get("chunk_size") or 50_000), key=key, progress=progress)
+    try:
+        return encode_to_memmap(path, texts, encode, dim=int(model.get_embedding_dimension()),
+                                chunk_size=int(es.get("chunk_size") or 50_000), key=key, progress=progress)
+    finally:
+        if pool is not None:
+            model.stop_multi_process_pool(pool)
 
 
 def dataset_embeddings(cfg: dict, model, ds, max_length: int | None = None, device: str | None = None,

@@ -74,3 +74,21 @@ def test_probing_every_layer_of_a_huge_collection_is_refused(teacher, monkeypatc
     monkeypatch.setattr(E, "ON_DISK_ABOVE", 2)
     with pytest.raises(ConfigError, match="probing.datasets"):
         E.layer_embeddings({}, teacher, "de", ["a", "b", "c"], ["1", "2", "3"], "x")
+
+
+def test_on_disk_encoding_with_a_multi_process_pool(smoke_cfg, teacher, tmp_path, monkeypatch):
+    """encode.devices with several entries encodes through sentence-transformers' multi-process pool
+    (here two CPU workers standing in for several GPUs): same embeddings."""
+    import ce_utils.embeddings as E
+    from ce_utils.config import load_profile
+    from ce_utils.query_distill import eval_datasets
+
+    cfg = load_profile(smoke_cfg["profile_path"], {"cache_dir": str(tmp_path / "cache"), "encode.dtype": "fp32"})
+    ds = next(iter(eval_datasets(cfg, ["tiny-a"]).values()))
+    ref = teacher.encode(ds.doc_texts(), convert_to_numpy=True)
+    monkeypatch.setattr(E, "ON_DISK_ABOVE", 5)
+    assert E.pool_devices({"devices": ["cpu", "cpu"]}) == ["cpu", "cpu"] and E.pool_devices({}) is None
+    cfg2 = load_profile(smoke_cfg["profile_path"], {"cache_dir": str(tmp_path / "cache2"), "encode.dtype": "fp32",
+                                                     "encode.devices": ["cpu", "cpu"]})
+    d = dataset_embeddings(cfg2, teacher, ds, queries=False)[1]
+    np.testing.assert_allclose(np.asarray(d, dtype=np.float32), ref, atol=5e-3)
