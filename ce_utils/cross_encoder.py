@@ -31,7 +31,7 @@ import numpy as np
 
 from ce_utils.config import ConfigError, section
 from ce_utils.data import BeirDataset, load_beir_dataset
-from ce_utils.embeddings import autocast, dataset_embeddings, encode_settings, forget_fingerprint
+from ce_utils.embeddings import autocast, check_dtype, dataset_embeddings, encode_settings, forget_fingerprint
 from ce_utils.models import (default_device, load_cross_encoder, load_sentence_transformer, resolve_model,
                              trainer_kwargs)
 from ce_utils.results import atomic_write_text, run_metadata
@@ -297,7 +297,7 @@ def train_listwise(cfg: dict, output: str | Path, kind: str = "ce", device: str 
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     work = output.parent / f".{output.name}-checkpoints"
-    dtype = tc.get("dtype", "bf16")
+    dtype = check_dtype(tc.get("dtype", "auto"), device)
     depth = int(tc.get("dev_depth", 20))
     extra = {"bf16": dtype == "bf16", "fp16": dtype == "fp16"}
     curve: list[dict] = []

@@ -72,10 +72,32 @@ def forget_fingerprint(model) -> None:
         del model._ce_utils_fingerprint
 
 
-def check_dtype(dtype: str | None) -> str:
+def native_bf16(device: str | torch.device | None = None) -> bool:
+    """True when ``device`` computes bf16 natively: a CUDA GPU that supports it, or a CPU with
+    AVX512-BF16 / AMX-BF16. Elsewhere bf16 autocast is emulated and several times *slower* than fp32
+    (measured: 7x for all-MiniLM-L6-v2 on an AVX2-only CPU)."""
+    dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if dev.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        pass
+    return False
+
+
+def check_dtype(dtype: str | None, device: str | torch.device | None = None) -> str:
+    """The dtype to compute in: ``fp32``, ``bf16``, ``fp16``, or ``auto`` (bf16 where the device computes
+    it natively, else fp32), resolved."""
     dtype = dtype or "fp32"
+    if dtype == "auto":
+        return "bf16" if native_bf16(device) else "fp32"
     if dtype not in DTYPES:
-        raise ConfigError(f"Unknown encoding dtype {dtype!r}; use one of {', '.join(DTYPES)} "
+        raise ConfigError(f"Unknown encoding dtype {dtype!r}; use one of {', '.join(DTYPES)} or auto "
                           "(e.g. `encode.dtype: fp32` in the profile).")
     return dtype
 

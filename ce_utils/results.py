@@ -46,6 +46,16 @@ def git_commit() -> str:
         return "unknown"
 
 
+def _encode_dtype(cfg: dict | None) -> str:
+    """The dtype corpora and queries are encoded in (``encode.dtype``, ``auto`` resolved)."""
+    from ce_utils.embeddings import encode_settings
+
+    try:
+        return encode_settings(cfg or {})["dtype"]
+    except Exception:  # pragma: no cover - a bad dtype fails where it is used, with its own message
+        return ""
+
+
 def run_metadata(cfg: dict | None = None, seed: int | None = None, device: str | None = None) -> dict:
     """Device, CPU, thread count, library versions, commit and time of this run."""
     import beir  # noqa: F401
@@ -58,6 +68,7 @@ def run_metadata(cfg: dict | None = None, seed: int | None = None, device: str |
         "profile": (cfg or {}).get("name", ""),
         "seed": seed if seed is not None else (cfg or {}).get("seed"),
         "device": device_name(device),
+        "encode_dtype": _encode_dtype(cfg),
         "cpu": cpu_model(),
         "threads": torch.get_num_threads(),
         "python": platform.python_version(),
@@ -144,7 +155,8 @@ def add_model_ids(df: pd.DataFrame, csv_name: str, aliases: dict | None = None) 
     return df
 
 
-CONSISTENCY_KEY = ["model_id", "dataset", "metric", "n_queries", "n_docs"]
+# the encoding dtype is part of the measurement (bf16 autocast vs fp32 moves NDCG@10 in the 4th decimal)
+CONSISTENCY_KEY = ["model_id", "dataset", "metric", "n_queries", "n_docs", "encode_dtype"]
 
 
 def quality_index(results_dir: str | Path) -> pd.DataFrame:
@@ -152,9 +164,12 @@ def quality_index(results_dir: str | Path) -> pd.DataFrame:
     frames = []
     for path in sorted(Path(results_dir).glob("*.csv")):
         df = pd.read_csv(path)
+        if "encode_dtype" not in df.columns:
+            df = df.assign(encode_dtype="")
         if "model_id" not in df.columns or not set(CONSISTENCY_KEY + ["value"]) <= set(df.columns):
             continue
         df = df[df["model_id"].fillna("").astype(str) != ""]
+        df = df.assign(encode_dtype=df["encode_dtype"].fillna("").astype(str))
         frames.append(df[CONSISTENCY_KEY + ["value"]].assign(source=path.name))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=CONSISTENCY_KEY + ["value", "source"])
 
