@@ -195,11 +195,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"== {book.name} (profile {args.profile})", flush=True)
         t0 = time.time()
         run_notebook(book, out_dir / book.name, per_book[book])
-        record_time(Path(params.get("results_dir") or cfg["results_dir"]), book.name, time.time() - t0)
+        record_time(Path(params.get("results_dir") or cfg["results_dir"]), book.name, time.time() - t0, cfg)
     return 0
 
 
-def record_time(results_dir: Path, notebook: str, seconds: float) -> Path:
+def record_time(results_dir: Path, notebook: str, seconds: float, cfg: dict | None = None) -> Path:
     """Wall time of a successful notebook run, in ``<results_dir>/run_times.csv`` (one row per
     notebook, replaced by its latest run), with the machine it ran on."""
     import datetime as dt
@@ -207,6 +207,7 @@ def record_time(results_dir: Path, notebook: str, seconds: float) -> Path:
     import pandas as pd
     import torch
 
+    from ce_utils.embeddings import encode_settings, native_bf16
     from ce_utils.results import cpu_model, write_csv_atomic
 
     path = results_dir / "run_times.csv"
@@ -214,6 +215,7 @@ def record_time(results_dir: Path, notebook: str, seconds: float) -> Path:
     rows = [r for r in rows if r["notebook"] != notebook]
     rows.append({"notebook": notebook, "seconds": round(seconds, 1), "cpu": cpu_model(), "cores": os.cpu_count(),
                  "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none",
+                 "native_bf16": native_bf16("cpu"), "encode_dtype": encode_settings(cfg or {})["dtype"],
                  "finished": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")})
     return write_csv_atomic(pd.DataFrame(rows).sort_values("notebook"), path)
 
