@@ -84,7 +84,7 @@ def test_runs_with_other_parameters_go_to_a_run_folder(monkeypatch):
     monkeypatch.setattr(runner, "run_notebook", lambda book, out, params, **k: calls.append((out, params)))
     monkeypatch.setattr(runner, "preflight", lambda *a, **k: None)
     times = []
-    monkeypatch.setattr(runner, "record_time", lambda d, name, sec: times.append((d, name)))
+    monkeypatch.setattr(runner, "record_time", lambda d, name, sec, *a, **k: times.append((d, name)))
     runner.main(["--only", "03", "-p", "max_steps", "5"])
     out, params = calls[0]
     assert "runs" in out.parts and "results" not in out.parts[:-2]
