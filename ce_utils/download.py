@@ -584,6 +584,44 @@ def build(src: Source, targets: list[Target], dest: Path, mirror: str | None = N
     return built
 
 
+# --------------------------------------------------------------------------- paper 2's published tables
+def fetch_reference(name: str, ref: dict, dest: Path, mirror: str | None = None, quiet: bool = False) -> Path | None:
+    """Paper 2's published tables into ``<dest>/<unpacks_to>`` (what CE_REFERENCE_DIR names; the notebooks
+    find ``data/reference`` by themselves). Optional: every file sha256-checked against the copy this
+    project was tested with; on any failure (offline, changed upstream, corrupted) nothing is kept, a
+    warning says so, and the notebooks use the numbers transcribed in ce_utils.query_distill."""
+    note = " ".join(str(ref.get("note") or "").split())
+    base, files, target = ref.get("base_url"), dict(ref.get("files") or {}), ref.get("unpacks_to")
+    if not (base and files and target):
+        print(f"published tables {name} (CE_REFERENCE_DIR): {note}", flush=True)
+        return None
+    final = dest / target
+    if all((final / f).is_file() for f in files):
+        print(f"published tables {name}: {target} already present, skipped", flush=True)
+        return final
+    if final.exists():
+        print(f"warning: published tables {name}: {final} exists but lacks some of {', '.join(files)}; move it "
+              "away and run again", file=sys.stderr, flush=True)
+        return None
+    src = Source(name=f"reference-{name}", parts=[])
+    try:
+        with staged_dir(final, dest) as stage:
+            stage.root.mkdir(parents=True, exist_ok=True)
+            for fname, digest in files.items():
+                part = Part(url=base.rstrip("/") + "/" + fname, algo="sha256" if digest else None,
+                            digest=str(digest).lower() if digest else None)
+                got = download_part(src, part, dest, mirror, quiet)
+                shutil.copyfile(got, stage.root / fname)
+    except DownloadError as exc:   # OfflineError included: optional, so a warning, not a failure
+        print(f"warning: published tables {name} not fetched ({exc}); {note}", file=sys.stderr, flush=True)
+        return None
+    finally:
+        shutil.rmtree(dest / DOWNLOADS / src.name, ignore_errors=True)
+        _prune(dest / DOWNLOADS, dest)
+    print(f"published tables {name}: {target} ({len(files)} files, sha256 verified)", flush=True)
+    return final
+
+
 # --------------------------------------------------------------------------- the whole run
 def run(profile: str, dest: str | os.PathLike, sources_path: str | os.PathLike | None = None,
         only: list[str] | None = None, mirror: str | None = None, quiet: bool = False, dry_run: bool = False,
@@ -612,11 +650,9 @@ def run(profile: str, dest: str | os.PathLike, sources_path: str | os.PathLike |
         build(src, ts, dest, mirror=mirror, quiet=quiet, keep_archives=keep_archives)
     if not keep_archives:
         _prune(dest / DOWNLOADS, dest)
-    if cfg.get("query_distill") and not only:
+    if cfg.get("query_distill") and not only and not dry_run:
         for name, ref in load_reference(sources_path).items():
-            if not ref.get("url"):
-                print(f"published tables {name} (CE_REFERENCE_DIR): {' '.join(str(ref.get('note', '')).split())}",
-                      flush=True)
+            fetch_reference(name, ref, dest, mirror=mirror, quiet=quiet)
     for _key, why in notes:
         print(f"not downloadable: {why}", file=sys.stderr, flush=True)
     if not todo and not notes:

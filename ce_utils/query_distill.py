@@ -24,7 +24,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from ce_utils.config import ConfigError, get_dotted, section
+from ce_utils.config import ConfigError, get_dotted, repo_root, section
 from ce_utils.data import BeirDataset
 from ce_utils.models import trainer_kwargs
 from ce_utils.retrieval import DEFAULT_METRICS, cached_array, evaluate, exact_search
@@ -430,13 +430,21 @@ def retention_rows(df: pd.DataFrame, metric: str = RETENTION_METRIC) -> pd.DataF
 
 
 # --------------------------------------------------------------------------- the paper's numbers
+def fetched_reference_dir() -> Path:
+    """Where `make data` puts the published tables (configs/data_sources.yaml, ``reference``)."""
+    return repo_root() / "data" / "reference"
+
+
 def reference_dir(cfg: dict | None = None) -> Path | None:
     """The folder of the published CSVs: ``query_distill.reference_dir``, else $CE_REFERENCE_DIR
-    (either the folder holding ``query-encoder-distillation/`` or that folder itself); ``None``
-    when neither is set."""
+    (either the folder holding ``query-encoder-distillation/`` or that folder itself), else
+    ``data/reference/`` where `make data` put them; ``None`` when there are none."""
     d = get_dotted(cfg or {}, "query_distill.reference_dir") or os.environ.get(REFERENCE_ENV)
     if not d:
-        return None
+        fetched = fetched_reference_dir()
+        if not (fetched / REFERENCE_SUBDIR / REFERENCE_FILE).is_file():
+            return None
+        d = fetched
     p = Path(d).expanduser()
     if (p / REFERENCE_SUBDIR / REFERENCE_FILE).is_file():
         return p / REFERENCE_SUBDIR

@@ -10,6 +10,7 @@ import io
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -430,3 +431,40 @@ def test_mirror_replaces_scheme_and_host():
     assert download.mirrored(f"{BEIR}/scifact.zip", "http://127.0.0.1:8000/m/") == \
         "http://127.0.0.1:8000/m/thakur/BEIR/datasets/scifact.zip"
     assert download.mirrored(NPL, None) == NPL
+
+
+# --------------------------------------------------------------------------- paper 2's published tables
+REF = "https://raw.githubusercontent.com/owner/repo/main/data/evaluations"
+
+
+def test_published_tables_are_fetched_verified_and_optional(tmp_path, mirror, capsys):
+    """A profile with query_distill also gets paper 2's tables (data/reference/...), sha256-checked;
+    a changed or corrupted table is not kept and only warned about: the transcribed numbers suffice."""
+    tables = {"eval_results_extract.csv": b"query_encoder,dataset_name,NDCG@10\nt,scifact,0.5\n",
+              "inference_speed.csv": b"encoder,batch_size,speed\nt,4,430.0\n"}
+    for name, data in tables.items():
+        mirror.files[f"/owner/repo/main/data/evaluations/{name}"] = data
+    sources = write_sources(tmp_path / "sources.yaml", mirror.files)
+    raw = yaml.safe_load(sources.read_text())
+    raw["reference"] = {"query-encoder-distillation": {
+        "base_url": REF, "unpacks_to": "reference/query-encoder-distillation",
+        "files": {n: hashlib.sha256(d).hexdigest() for n, d in tables.items()}, "note": "transcribed numbers"}}
+    sources.write_text(yaml.safe_dump(raw))
+    profile = write_profile(tmp_path / "tiny.yaml", datasets=("scifact",))
+    cfg = yaml.safe_load(profile.read_text())
+    cfg["query_distill"] = {"datasets": ["scifact"]}
+    profile.write_text(yaml.safe_dump(cfg))
+    dest = tmp_path / "data"
+    args = ["--profile", str(profile), "--sources", str(sources), "--dest", str(dest), "--mirror", mirror.url]
+
+    assert download.main(args) == 0
+    got = dest / "reference" / "query-encoder-distillation"
+    assert {p.name: p.read_bytes() for p in got.iterdir()} == tables
+    assert "sha256 verified" in capsys.readouterr().out and leftovers(dest) == []
+
+    shutil.rmtree(got)
+    mirror.files["/owner/repo/main/data/evaluations/inference_speed.csv"] = b"changed upstream\n"
+    assert download.main(args) == 0                       # optional: a warning, not a failure
+    err = capsys.readouterr().err
+    assert "published tables query-encoder-distillation not fetched" in err and "corrupted" in err
+    assert not got.exists() and leftovers(dest) == [] and not (dest / "reference").exists()

@@ -89,9 +89,10 @@ def test_training_query_exclusion(smoke_cfg):
     assert any(k.startswith("unlabelled-2:") for k in q_all)
 
 
-def test_retention_and_paper_mapping(monkeypatch):
+def test_retention_and_paper_mapping(monkeypatch, tmp_path):
     # the transcribed table, whatever $CE_REFERENCE_DIR says (the reference CSV is checked below)
     monkeypatch.delenv(qd.REFERENCE_ENV, raising=False)
+    monkeypatch.setattr(qd, "fetched_reference_dir", lambda: tmp_path / "no-reference")
     rows = []
     for student, layers, vals in (("teacher", "0,1,2,3,4,5", (0.5, 0.4)), ("L0_5", "0,5", (0.45, 0.2))):
         for ds, v in zip(("a", "b"), vals):
@@ -126,6 +127,21 @@ def test_transcribed_numbers_match_reference_tables(monkeypatch, tmp_path):
             assert got == pytest.approx(v, abs=1e-4)
     with pytest.raises(ConfigError, match="reference_dir"):
         qd.reference_dir({"query_distill": {"reference_dir": str(tmp_path)}})
+
+
+def test_tables_fetched_by_make_data_are_found_without_settings(monkeypatch, tmp_path):
+    """`make data` puts the published tables in data/reference/; with neither the profile's
+    reference_dir nor $CE_REFERENCE_DIR set, that is where the notebooks look, and nowhere else."""
+    monkeypatch.delenv(qd.REFERENCE_ENV, raising=False)
+    monkeypatch.setattr(qd, "fetched_reference_dir", lambda: tmp_path / "reference")
+    assert qd.reference_dir({}) is None
+    d = tmp_path / "reference" / qd.REFERENCE_SUBDIR
+    d.mkdir(parents=True)
+    (d / qd.REFERENCE_FILE).write_text("x\n")
+    assert qd.reference_dir({}) == d
+    monkeypatch.setenv(qd.REFERENCE_ENV, str(tmp_path / "elsewhere"))   # an explicit setting wins, and is checked
+    with pytest.raises(ConfigError, match="reference_dir"):
+        qd.reference_dir({})
 
 
 def test_paper_profile_lists_the_papers_subsets():
