@@ -131,22 +131,36 @@ def trainer_kwargs(tc: dict, output_dir: str | os.PathLike, seed: int, device: s
     """Keyword arguments for sentence-transformers' ``*TrainingArguments`` (SentenceTransformer and
     CrossEncoder alike) from a profile's training section: ``epochs``, ``max_steps`` (-1 = by
     epochs), ``batch_size``, ``learning_rate``, ``warmup_ratio``, ``weight_decay``,
-    ``logging_steps``; the keyword arguments are the section's defaults. Seeded, no checkpoints,
-    no reporting; ``extra`` is passed through."""
+    ``logging_steps``, ``warmup_steps`` (a number of steps; wins over ``warmup_ratio``) and
+    ``mixed_precision`` (``fp16`` / ``bf16``, applied on a GPU only: CPU training stays fp32); the
+    keyword arguments are the section's defaults. Seeded, no checkpoints, no reporting; ``extra`` is
+    passed through."""
+    mp = tc.get("mixed_precision")
+    if mp not in (None, "fp16", "bf16"):
+        raise ConfigError(f"mixed_precision must be fp16, bf16 or null, not {mp!r}.")
+    if tc.get("warmup_steps") is not None:
+        warmup = int(tc["warmup_steps"])
+        if warmup < 1:
+            raise ConfigError(f"warmup_steps must be a whole number >= 1, not {tc['warmup_steps']!r}.")
+    else:
+        warmup = float(tc.get("warmup_ratio", 0.1))  # transformers 5: a float < 1 is a ratio of the steps
+    cuda = str(device).startswith("cuda")
+    if cuda and mp and not any(k in extra for k in ("fp16", "bf16")):
+        extra = {**extra, mp: True}
     return dict(
         output_dir=str(output_dir),
         num_train_epochs=float(tc.get("epochs", 1)),
         max_steps=int(tc.get("max_steps") or max_steps),
         per_device_train_batch_size=int(tc.get("batch_size", batch_size)),
         learning_rate=float(tc.get("learning_rate", learning_rate)),
-        warmup_steps=float(tc.get("warmup_ratio", 0.1)),  # transformers 5: a float < 1 is a ratio of the steps
+        warmup_steps=warmup,
         weight_decay=float(tc.get("weight_decay", 0.0)),
         seed=seed,
         data_seed=seed,
         save_strategy="no",
         logging_steps=max(1, int(tc.get("logging_steps") or logging_steps)),
         report_to="none",
-        use_cpu=not str(device).startswith("cuda"),
+        use_cpu=not cuda,
         disable_tqdm=not progress,
         **extra,
     )

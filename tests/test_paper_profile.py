@@ -126,8 +126,14 @@ def test_paper_profile_follows_both_papers(monkeypatch):
     assert qd["query_files"] == ["msmarco-train"] and qd["max_train_queries"] is None
     assert cfg["query_files"]["msmarco-train"] == "queries/msmarco-passage.train.tsv"
     assert (qd["batch_size"], qd["epochs"], qd["max_steps"], qd["learning_rate"]) == (128, 1, None, 1e-4)
-    steps = math.ceil(MSMARCO_TRAIN_QUERIES / qd["batch_size"])
-    assert math.ceil(steps * qd["warmup_ratio"]) == 1000  # what transformers makes of a ratio < 1
+    assert qd["warmup_steps"] == 1000 and qd["mixed_precision"] == "fp16"
+    from ce_utils.models import trainer_kwargs
+
+    gpu = trainer_kwargs(qd, "out", 0, "cuda:0", batch_size=1, learning_rate=1.0)
+    cpu = trainer_kwargs(qd, "out", 0, "cpu", batch_size=1, learning_rate=1.0)
+    assert gpu["warmup_steps"] == 1000 and gpu.get("fp16") is True and not gpu["use_cpu"]
+    assert "fp16" not in cpu and cpu["use_cpu"]            # mixed precision on a GPU only
+    assert math.ceil(MSMARCO_TRAIN_QUERIES / qd["batch_size"]) == 3930   # one epoch, as the profile says
     assert not set(qd["exclude_queries"] or {}) - set(qd["datasets"])
 
     # every key of the default profile's sections (what the code reads), but those the paper has no use for
