@@ -240,6 +240,11 @@ def backend_table(speed_df, quality_df, metric: str = "NDCG@10", threads: int = 
                               "delta_vs_torch_fp32": f"{metric} delta vs fp32"})
         tab["quality_model"] = [quality_name(m) for m in tab["model"]]
         tab = tab.merge(q, on=["quality_model", "backend"], how="left").drop(columns="quality_model")
+    if not tab.empty:  # largest model first; per model, backends in BACKENDS order
+        order = {b: i for i, b in enumerate(BACKENDS)}
+        tab = (tab.assign(_b=tab["backend"].map(order).fillna(len(order)))
+               .sort_values(["n_layers", "model", "_b"], ascending=[False, True, True], kind="stable")
+               .drop(columns="_b").reset_index(drop=True))
     return tab
 
 

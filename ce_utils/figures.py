@@ -460,6 +460,7 @@ def speed_figure(plt, out: Output, df: pd.DataFrame) -> None:
                     + t["threads"].astype(int).astype(str) + "t bs" + t["batch_size"].astype(int).astype(str))
     tab = t.pivot_table(index=["model", "n_layers", "flop_ratio"], columns="setting", values="speedup_vs_de",
                         sort=False).reset_index()
+    tab = tab.sort_values(["n_layers", "model"], ascending=[False, True], kind="stable").reset_index(drop=True)
     out.table(tab, "speed", ["speed.csv"], "Measured speed-up over the full DE (tokenisation included) next to the "
               "FLOP ratio.", floatfmt=".2f")
 

@@ -24,7 +24,6 @@ DE divided by FLOPs per item of the model (:func:`flops_per_item`), so both read
 
 from __future__ import annotations
 
-import itertools
 import logging
 import os
 import random
@@ -341,12 +340,15 @@ def document_sample(cfg: dict, sp: dict, n: int) -> list[str]:
     return [doc_text(ds.corpus[d]) for d in chosen]
 
 
-def items_for(enc: Encoder, queries: list[str], docs: list[str]) -> list:
+def items_for(enc: Encoder, queries: list[str], docs: list[str], ce_n_queries: int | None = None) -> list:
+    """What ``enc`` encodes: the queries, (query, document) pairs, or (query, query) self-pairs.
+    A CE's items are cut to the first ``ce_n_queries`` (its passes over ~240-token pairs are slow)."""
     if not enc.pair:
         return list(queries)
+    n = int(ce_n_queries) if ce_n_queries else len(queries)
     if enc.extra.get("ce_mode") == "pair":
-        return list(zip(queries, docs))
-    return [(q, q) for q in queries]
+        return list(zip(queries, docs))[:n]
+    return [(q, q) for q in queries][:n]
 
 
 def mean_tokens(enc: Encoder, items: list) -> float:
@@ -356,44 +358,61 @@ def mean_tokens(enc: Encoder, items: list) -> float:
 
 # --------------------------------------------------------------------------- timing
 def measure(fn: Callable, threads: int, min_run_time: float, warmup: int = 2, label: str = "") -> dict:
-    """Median and IQR (ms per call) of ``fn`` with torch.utils.benchmark.Timer.blocked_autorange."""
+    """Median and IQR (ms per batch) of ``fn`` with torch.utils.benchmark.Timer.blocked_autorange.
+    ``fn`` may carry ``n_batches`` (one call = one pass over that many batches; see :func:`batch_fn`)
+    and ``warm`` (a cheap warm-up call, used instead of ``fn`` for the ``warmup`` calls)."""
     import torch
     from torch.utils import benchmark
 
     torch.set_num_threads(threads)
+    warm = getattr(fn, "warm", fn)
     for _ in range(max(0, int(warmup))):
-        fn()
+        warm()
+    per_call = int(getattr(fn, "n_batches", 1))
     timer = benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=threads, label=label)
     m = timer.blocked_autorange(min_run_time=float(min_run_time))
-    return {"median_ms": 1e3 * float(m.median), "iqr_ms": 1e3 * float(m.iqr), "n_runs": int(len(m.times) * m.number_per_run)}
+    return {"median_ms": 1e3 * float(m.median) / per_call, "iqr_ms": 1e3 * float(m.iqr) / per_call,
+            "n_runs": int(len(m.times) * m.number_per_run * per_call)}
 
 
 def batch_fn(enc: Encoder, batches: list, device: str, tokenize: bool) -> Callable:
-    """A no-argument callable that encodes the next batch (cycling over the sample), with or
-    without tokenisation; on a GPU it waits for the result."""
+    """A no-argument callable that encodes *every* batch of the sample once (with or without
+    tokenisation; on a GPU it waits for the result), so that every measurement of every model is
+    the same workload. Without this, a measurement of a few calls covers whichever batches came
+    first, and batch-to-batch differences in padded length (short and long queries) become a
+    difference between models. ``fn.n_batches`` says how many batches one call encodes;
+    ``fn.warm()`` encodes the first batch only."""
     import torch
 
     if tokenize:
-        cycle = itertools.cycle(batches)
-
-        def step():
-            return enc.run(_to(enc.prepare(next(cycle)), device))
+        def step(b):
+            return enc.run(_to(enc.prepare(b), device))
+        work = list(batches)
     else:
-        prepared = [_to(enc.prepare(b), device) for b in batches]
-        cycle = itertools.cycle(prepared)
-
-        def step():
-            return enc.run(next(cycle))
-
+        def step(f):
+            return enc.run(f)
+        work = [_to(enc.prepare(b), device) for b in batches]
+    if not work:
+        raise ConfigError("batch_fn: no batch to time (batch size larger than the sample?).")
     cuda = str(device).startswith("cuda")
 
     def fn():
         with torch.inference_mode():
-            out = step()
+            for w in work:
+                out = step(w)
         if cuda:
             torch.cuda.synchronize()
         return out
 
+    def warm():
+        with torch.inference_mode():
+            out = step(work[0])
+        if cuda:
+            torch.cuda.synchronize()
+        return out
+
+    fn.n_batches = len(work)
+    fn.warm = warm
     return fn
 
 
@@ -472,9 +491,15 @@ def run_speed(cfg: dict, sp: dict, encoders: list[Encoder], queries: list[str], 
     max_length = int(sp["max_length"])
     de = next(e for e in encoders if e.role == "de")
     rows = []
-    tokens = {e.name: mean_tokens(e, items_for(e, queries, docs)) for e in encoders}
-    de_flops = flops_per_item(de.hidden, de.intermediate, de.n_layers, tokens[de.name])
+    ce_n = sp.get("ce_n_queries")
     max_bs_ce = sp.get("ce_max_batch_size")
+    if ce_n is not None:
+        ce_bs = [b for b in batch_sizes if not (max_bs_ce and b > int(max_bs_ce))]
+        if not isinstance(ce_n, int) or ce_n < max(ce_bs) or ce_n > len(queries):
+            raise ConfigError(f"speed.ce_n_queries={ce_n!r} must be an integer from the largest CE batch size "
+                              f"({max(ce_bs)}) to n_queries ({len(queries)}); or null for every query.")
+    tokens = {e.name: mean_tokens(e, items_for(e, queries, docs, ce_n)) for e in encoders}
+    de_flops = flops_per_item(de.hidden, de.intermediate, de.n_layers, tokens[de.name])
     plan = schedule(settings(sp, cuda_available), encoders, batch_sizes, tok_modes, rounds,
                     int(cfg.get("seed", 42)), int(max_bs_ce) if max_bs_ce else None)
     current = None
@@ -483,7 +508,7 @@ def run_speed(cfg: dict, sp: dict, encoders: list[Encoder], queries: list[str], 
             for e in encoders:
                 _move(e, s["device"], s["dtype"])
             current = (s["device"], s["dtype"])
-        items = items_for(enc, queries, docs)
+        items = items_for(enc, queries, docs, ce_n)
         batches = [items[i:i + bs] for i in range(0, len(items) - bs + 1, bs)]
         fn = batch_fn(enc, batches, s["device"], tok == "included")
         m = measure(fn, s["threads"], float(sp["min_run_time"]), int(sp.get("warmup", 2)), label=enc.name)
@@ -494,7 +519,7 @@ def run_speed(cfg: dict, sp: dict, encoders: list[Encoder], queries: list[str], 
                      "device": device_name(s["device"]), "dtype": s["dtype"], "tokenization": tok, **m,
                      "queries_per_s": 1e3 * bs / m["median_ms"], "flops_per_item": fl,
                      "flop_ratio": flop_ratio(de_flops, fl), "mean_tokens": tokens[enc.name],
-                     "max_length": max_length, "n_queries": len(queries), "min_run_time": float(sp["min_run_time"])})
+                     "max_length": max_length, "n_queries": len(items), "min_run_time": float(sp["min_run_time"])})
         del fn
     for e in encoders:
         _move(e, "cpu", "fp32")
@@ -541,21 +566,36 @@ def summarize_rounds(rounds_df: pd.DataFrame) -> pd.DataFrame:
     return df[[c for c in SPEED_COLUMNS if c in df.columns] + [c for c in df.columns if c not in SPEED_COLUMNS]]
 
 
-def architecture_spread(df: pd.DataFrame) -> pd.DataFrame:
+def architecture_spread(df: pd.DataFrame, z: float = 2.58, target: float = 1.05) -> pd.DataFrame:
     """Models with the same architecture (role-independent: layers, width, pair or not) in the same
-    setting should time the same: per group, the slowest / fastest median and the models compared.
-    A spread well above 1 means the measurement, not the model, made the difference."""
+    setting should time the same: per group, the slowest / fastest median (``spread``) and the models
+    compared. A spread well above 1 means the measurement, not the model, made the difference.
+
+    With ``iqr_ms`` and ``n_rounds`` (a summary of interleaved rounds), also the measurement's own
+    precision: ``spread_se``, the standard error of log(spread) from the two medians (sigma ~ IQR /
+    1.349 of the rounds, the standard error of a median ~ 1.2533 sigma / sqrt(rounds)); ``limit`` =
+    max(``target``, exp(z * spread_se)), the largest spread that the noise alone explains (z = 2.58:
+    two-sided 1%); ``within_target`` (spread <= target) and ``within_noise`` (spread <= limit)."""
     d = df[df["role"] != "ce"].copy()
     d["arch"] = d["n_layers"].astype(str) + "L"
     if "backend" not in d.columns:
         d["backend"] = "torch"
     keys = ["arch", "backend", "batch_size", "threads", "device", "dtype", "tokenization"]
+    noisy = {"iqr_ms", "n_rounds"} <= set(d.columns)
     out = []
     for key, g in d.groupby(keys):
         if g["model"].nunique() < 2:
             continue
-        out.append({**dict(zip(keys, key)), "models": ", ".join(sorted(g["model"])),
-                    "spread": float(g["median_ms"].max() / g["median_ms"].min())})
+        row = {**dict(zip(keys, key)), "models": ", ".join(sorted(g["model"])),
+               "spread": float(g["median_ms"].max() / g["median_ms"].min())}
+        if noisy:
+            ends = g.loc[[g["median_ms"].idxmax(), g["median_ms"].idxmin()]]
+            rel = 1.2533 * (ends["iqr_ms"] / 1.349) / ends["median_ms"] / np.sqrt(ends["n_rounds"].clip(lower=1))
+            se = float(np.sqrt((rel ** 2).sum()))
+            row.update(spread_se=se, limit=max(target, float(np.exp(z * se))),
+                       within_target=row["spread"] <= target)
+            row["within_noise"] = row["spread"] <= row["limit"]
+        out.append(row)
     return pd.DataFrame(out)
 
 

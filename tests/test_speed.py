@@ -70,6 +70,23 @@ def test_summary_uses_per_round_ratios():
     assert spread["spread"].iloc[0] == 2.0
 
 
+def test_architecture_spread_is_held_against_the_measurement_noise():
+    base = dict(role="query-student", n_layers=2, batch_size=1, threads=1, device="cpu", dtype="fp32",
+                tokenization="included", n_rounds=9)
+    quiet = pd.DataFrame([dict(base, model="a", median_ms=10.0, iqr_ms=0.1), dict(base, model="b", median_ms=10.4, iqr_ms=0.1)])
+    s = speed.architecture_spread(quiet).iloc[0]
+    assert s["spread"] == pytest.approx(1.04) and s["limit"] == 1.05 and s["within_target"] and s["within_noise"]
+    # a real 1.4x difference measured precisely is flagged
+    off = quiet.assign(median_ms=[10.0, 14.0])
+    assert not speed.architecture_spread(off).iloc[0]["within_noise"]
+    # a 7% spread with an IQR of 20% over 9 rounds is within the noise, but not within the 5% target
+    noisy = quiet.assign(median_ms=[10.0, 10.7], iqr_ms=[2.0, 2.0])
+    s = speed.architecture_spread(noisy).iloc[0]
+    expected_se = np.sqrt((1.2533 * 2.0 / 1.349 / 10.7 / 3) ** 2 + (1.2533 * 2.0 / 1.349 / 10.0 / 3) ** 2)
+    assert s["spread_se"] == pytest.approx(expected_se)
+    assert s["within_noise"] and not s["within_target"]
+
+
 def test_settings_validate_threads_and_dtypes():
     s = speed.settings({"threads": [1, "all", 1], "gpu_dtypes": ["fp32", "fp16"]}, cuda_available=True)
     assert [x["threads"] for x in s if x["device"] == "cpu"][0] == 1
@@ -84,6 +101,38 @@ def test_settings_validate_threads_and_dtypes():
 def test_measure_returns_positive_median():
     m = speed.measure(lambda: sum(range(100)), threads=1, min_run_time=0.01, warmup=1)
     assert m["median_ms"] > 0 and m["iqr_ms"] >= 0 and m["n_runs"] >= 1
+
+
+def test_every_measurement_is_a_whole_pass_over_the_sample():
+    """Each timed call encodes every batch once, so two models are always timed on the same batches
+    (a few calls would otherwise cover whichever short or long queries came first)."""
+    seen = []
+    enc = speed.Encoder(name="m", role="query-student", module=None, prepare=lambda b: {"b": b},
+                        run=lambda f: seen.append(tuple(f["b"])), n_layers=1, n_params=1, hidden=4, intermediate=8)
+    items = [f"q{i}" for i in range(12)]
+    batches = [items[i:i + 4] for i in range(0, 12, 4)]
+    fn = speed.batch_fn(enc, batches, "cpu", tokenize=True)
+    assert fn.n_batches == 3
+    fn.warm()
+    assert seen == [tuple(batches[0])]
+    seen.clear()
+    m = speed.measure(fn, threads=1, min_run_time=0.01, warmup=0)
+    assert len(seen) % 3 == 0 and len(seen) >= 3
+    assert [list(b) for b in seen[:3]] == batches  # one call = batches 0, 1, 2 in order
+    assert m["n_runs"] % 3 == 0  # batches encoded, whole passes only
+    with pytest.raises(ConfigError, match="no batch"):
+        speed.batch_fn(enc, [], "cpu", tokenize=True)
+
+
+def test_ce_items_are_cut_to_ce_n_queries():
+    ce = speed.Encoder(name="CE (pair)", role="ce", module=None, prepare=None, run=None, n_layers=6, n_params=1,
+                       hidden=4, intermediate=8, pair=True, extra={"ce_mode": "pair"})
+    de = speed.Encoder(name="DE", role="de", module=None, prepare=None, run=None, n_layers=6, n_params=1,
+                       hidden=4, intermediate=8)
+    qs, ds = [f"q{i}" for i in range(8)], [f"d{i}" for i in range(8)]
+    assert speed.items_for(ce, qs, ds, 3) == [("q0", "d0"), ("q1", "d1"), ("q2", "d2")]
+    assert speed.items_for(de, qs, ds, 3) == qs  # only the CE's sample is cut
+    assert len(speed.items_for(ce, qs, ds, None)) == 8
 
 
 def test_bad_student_k_is_a_config_error(smoke_cfg):
