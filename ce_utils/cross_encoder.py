@@ -121,11 +121,37 @@ def training_data(cfg: dict, tc: dict, device: str | None = None) -> dict:
 
 
 # --------------------------------------------------------------------------- dev evaluation
+def relevance_from_logits(logits: np.ndarray, label: int) -> np.ndarray:
+    """Log-odds of ``label`` against every other label, row by row (for two labels: the difference
+    of the two logits)."""
+    logits = np.asarray(logits, dtype=np.float64)
+    others = np.delete(logits, label, axis=1)
+    m = others.max(axis=1, keepdims=True)
+    return (logits[:, label] - (m[:, 0] + np.log(np.exp(others - m).sum(axis=1)))).astype(np.float32)
+
+
 def ce_scores(ce, pairs: list[tuple[str, str]], batch_size: int = 32, dtype: str | None = None,
               progress: bool = False) -> list[float]:
+    """One relevance score per (query, passage) pair. A one-logit CE gives its logit; a pair
+    classifier with several labels (``ce.relevance_label`` set by ``ce_utils.models.load_cross_encoder``)
+    the log-odds of that label, its pairs turned to (passage, query) when ``ce.passage_first``."""
+    label = getattr(ce, "relevance_label", None)
+    n_labels = int(getattr(getattr(ce, "model", None), "config", None) and ce.model.config.num_labels or 1)
+    if n_labels > 1 and label is None:
+        raise ConfigError(f"This cross encoder has {n_labels} labels and no relevance label: load it with "
+                          "ce_utils.models.load_cross_encoder (NLI-style: its entailment label is read).")
+    if getattr(ce, "passage_first", False):
+        pairs = [(b, a) for a, b in pairs]
+    kw = {}
+    if n_labels > 1:
+        import torch
+
+        kw["activation_fn"] = torch.nn.Identity()
     with autocast(dtype, getattr(ce, "device", "cpu")):
-        return np.asarray(ce.predict(pairs, batch_size=batch_size, show_progress_bar=progress),
-                          dtype=np.float32).tolist()
+        out = np.asarray(ce.predict(pairs, batch_size=batch_size, show_progress_bar=progress, **kw), dtype=np.float32)
+    if n_labels > 1:
+        out = relevance_from_logits(out.reshape(len(pairs), n_labels), int(label))
+    return out.reshape(-1).tolist()
 
 
 def de_scores(de, pairs: list[tuple[str, str]], batch_size: int = 32, dtype: str | None = None) -> list[float]:

@@ -349,7 +349,10 @@ class CachedCEScorer:
 
 def ce_tag(ce, dtype: str | None = None) -> str:
     """The identity of a CE's scores: its weights, its max length and the encoding dtype."""
-    return fingerprint(weights=weights_fingerprint(ce), max_length=ce.max_length, dtype=dtype or "fp32")
+    reading = {}
+    if getattr(ce, "relevance_label", None) is not None:  # a pair classifier: how its relevance is read
+        reading = {"relevance_label": int(ce.relevance_label), "passage_first": bool(getattr(ce, "passage_first", False))}
+    return fingerprint(weights=weights_fingerprint(ce), max_length=ce.max_length, dtype=dtype or "fp32", **reading)
 
 
 def ce_scorer(ce, ds: BeirDataset, cfg: dict) -> CachedCEScorer:

@@ -36,6 +36,8 @@ from ce_utils.results import atomic_write_text
 SCHEMAS = {
     "layer_probe.csv": ["model", "model_kind", "layer", "dataset", "metric", "value"],
     "ce_quality.csv": ["model", "stage", "dataset", "metric", "value"],
+    "layer_probe_extra.csv": ["model", "model_kind", "layer", "dataset", "metric", "value", "ce_works"],
+    "ce_quality_extra.csv": ["model", "stage", "dataset", "metric", "value", "encode_dtype", "ce_works"],
     "de2ce.csv": ["model", "init", "n_layers", "dataset", "metric", "value"],
     "pipeline.csv": ["first_stage", "reranker", "depth", "dataset", "metric", "value"],
     "query_distill.csv": ["student", "strategy", "layers", "n_layers", "dataset", "metric", "value"],
@@ -200,22 +202,25 @@ def _grid(plt, n: int, width: float = 3.4, height: float = 2.8, ncols: int | Non
     return fig, flat[:n]
 
 
-def _probe_lines(df: pd.DataFrame) -> pd.DataFrame:
+def _probe_lines(df: pd.DataFrame, ce_kinds: tuple = ("ce",)) -> pd.DataFrame:
+    """A legend line per model (``model_kind``); rows of a CE kind (``ce_kinds``: prefixes) from a CE
+    that does not beat its first stage are marked as such."""
     d = df.copy()
     if "pooling" in d.columns and d["pooling"].nunique() > 1:
         d["line"] = d["model_kind"].str.upper() + " (" + d["pooling"].astype(str) + ")"
     else:
         d["line"] = d["model_kind"].str.upper().str.replace("-VS-", " vs ", regex=False)
     if "ce_works" in d.columns:  # rows from a CE that does not beat its first stage are marked as such
-        broken = (d["ce_works"].astype(str) == "False") & d["model_kind"].astype(str).str.startswith("ce")
+        broken = (d["ce_works"].astype(str) == "False") & d["model_kind"].astype(str).str.startswith(tuple(ce_kinds))
         d.loc[broken, "line"] = d.loc[broken, "line"] + " [non-working CE]"
     return d
 
 
-def draw_layer_probe(plt, df: pd.DataFrame, metric: str = "NDCG@10", sts_metric: str = "Spearman"):
+def draw_layer_probe(plt, df: pd.DataFrame, metric: str = "NDCG@10", sts_metric: str = "Spearman",
+                     ce_kinds: tuple = ("ce",), title: str | None = None):
     """One panel per dataset (its ``metric``, or the STS / control metric), a line per model;
     ``None`` when there is nothing to draw. Used by notebook 01 and :func:`layer_probe_figure`."""
-    d = _probe_lines(df)
+    d = _probe_lines(df, ce_kinds)
     panels = []
     for ds in sorted(d["dataset"].unique()):
         g = d[d["dataset"] == ds]
@@ -233,17 +238,18 @@ def draw_layer_probe(plt, df: pd.DataFrame, metric: str = "NDCG@10", sts_metric:
             ax.plot(gl["layer"], gl["value"], marker="o", ms=3, label=line)
         ax.set(title=ds, xlabel="layer (0 = embeddings)", ylabel=m)
         ax.legend()
-    fig.suptitle("Per-layer quality of mean-pooled embeddings: cross encoder (self-pair) vs dual encoders")
+    fig.suptitle(title or "Per-layer quality of mean-pooled embeddings: cross encoder (self-pair) vs dual encoders")
     fig.tight_layout()
     return fig
 
 
 def _saved(out: Output, fig, name: str, csv: str, why: str) -> bool:
     """Write a figure drawn by a ``draw_*`` function; ``None`` (nothing to draw) skips it with a note."""
+    csvs = [csv] if isinstance(csv, str) else list(csv)
     if fig is None:
-        print(f"note: {csv} {why} -- {name} figure skipped.")
+        print(f"note: {csvs[-1]} {why} -- {name} figure skipped.")
         return False
-    out.figure(fig, name, [csv])
+    out.figure(fig, name, csvs)
     return True
 
 
@@ -257,6 +263,26 @@ def layer_probe_figure(plt, out: Output, df: pd.DataFrame, metric: str, sts_metr
     tab.columns = [f"L{int(c)}" for c in tab.columns]
     out.table(tab.reset_index().rename(columns={"line": "model"}), "layer_probe", ["layer_probe.csv"],
               f"{metric} / {sts_metric} per layer (0 = embedding output), CE self-pair vs DE.")
+
+
+def other_ce_figure(plt, out: Output, probe: pd.DataFrame, extra: pd.DataFrame, quality: pd.DataFrame | None,
+                    metric: str, sts_metric: str) -> None:
+    """Cross encoders other than the profile's (``layer_probe_extra.csv``: e.g. the NLI judge) next to the
+    profile's CE and DEs (``layer_probe.csv``), per layer; and their re-ranking check."""
+    kinds = tuple(sorted(set(extra["model_kind"].astype(str)) - {k for k in extra["model_kind"].astype(str)
+                                                                  if "-vs-" in k}))
+    both = pd.concat([probe, extra], ignore_index=True)
+    fig = draw_layer_probe(plt, both, metric, sts_metric, ce_kinds=("ce",) + kinds,
+                           title="Per-layer quality: another cross encoder (self-pair) next to the profile's CE and DEs")
+    _saved(out, fig, "layer_probe_other_ce", ["layer_probe.csv", "layer_probe_extra.csv"],
+           f"has no {metric}/{sts_metric} rows")
+    if quality is not None:
+        q = quality[quality["metric"] == metric]
+        if not q.empty:
+            idx = [c for c in ("model", "stage", "depth", "n_queries", "encode_dtype", "ce_works") if c in q.columns]
+            tab = q.pivot_table(index=idx, columns="dataset", values="value", aggfunc="mean").reset_index()
+            out.table(tab, "ce_quality_other", ["ce_quality_extra.csv"],
+                      f"{metric} of other cross encoders re-ranking the DE (full test set).")
 
 
 def _de2ce_order(d: pd.DataFrame) -> list[str]:
@@ -745,6 +771,9 @@ def make_all(results_dir: str | Path, figures_dir: str | Path, cfg: dict | None 
             out.table(tab, "ce_quality", ["ce_quality.csv"], f"{opts['metric']} of the cross encoder re-ranking the DE.")
     if "ce_training.csv" in results:
         learning_curve_figure(plt, out, results["ce_training.csv"])
+    if "layer_probe_extra.csv" in results and "layer_probe.csv" in results:
+        other_ce_figure(plt, out, results["layer_probe.csv"], results["layer_probe_extra.csv"],
+                        results.get("ce_quality_extra.csv"), opts["metric"], opts["sts_metric"])
     peer_srcs = [n for n in ("peer_check.csv", "peer_check_models.csv") if n in results]
     if peer_srcs:
         pc = pd.concat([results[n] for n in peer_srcs], ignore_index=True)

@@ -116,7 +116,22 @@ def load_cross_encoder(spec: str, cfg: dict | None = None, device: str | None = 
                        max_length: int | None = None):
     from sentence_transformers import CrossEncoder
 
-    return CrossEncoder(resolve_model(spec, cfg), device=device or default_device(), max_length=max_length)
+    ce = CrossEncoder(resolve_model(spec, cfg), device=device or default_device(), max_length=max_length)
+    return set_relevance_reading(ce, spec)
+
+
+def set_relevance_reading(ce, spec: str = ""):
+    """How a relevance score is read from a cross encoder (``ce_utils.cross_encoder.ce_scores``):
+    a one-logit CE's logit as it is; a pair classifier with several labels (NLI-style) gives the
+    log-odds of its entailment label (``ce.relevance_label``) over the others, with the pair in the
+    order the model was trained on (``ce.passage_first``: (passage, query), NLI's (premise, hypothesis))."""
+    n_labels = int(getattr(ce.model.config, "num_labels", 1) or 1)
+    if n_labels > 1:
+        from ce_utils.packaged_models import entailment_index, passage_first
+
+        ce.relevance_label = entailment_index(ce.model.config)
+        ce.passage_first = passage_first(spec)
+    return ce
 
 
 def default_device() -> str:

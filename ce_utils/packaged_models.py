@@ -122,6 +122,7 @@ class OnnxBertEntry:
     tokenizer: str | None = None       # tokenizer folder, relative path inside the distribution
     id2label: dict[int, str] = field(default_factory=dict)
     notice: str = ""                   # shown (as a warning) whenever the model is resolved
+    passage_first: bool = False        # a pair classifier read as (passage, query), NLI's (premise, hypothesis)
 
 
 JUDGE_NOTICE = (
@@ -149,6 +150,9 @@ ONNX_BERT_MODELS: dict[str, OnnxBertEntry] = {
         # unrelated text (see JUDGE_LABEL_EVIDENCE); read relevance as logit[1] (or logit[1] - logit[0]).
         id2label={0: "not_entailment", 1: "entailment"},
         notice=JUDGE_NOTICE,
+        # NLI order: the passage is the premise, the query the hypothesis. Measured re-ranking the DE's top-20
+        # on full SciFact test (300 queries): (passage, query) NDCG@10 0.32, (query, passage) 0.18.
+        passage_first=True,
     ),
 }
 
@@ -916,6 +920,20 @@ def onnx_bert_model(spec_or_path: str, cache_dir: str | os.PathLike | None = Non
 
 
 # --------------------------------------------------------------------------- labels
+def passage_first(spec: str) -> bool:
+    """Whether the pair classifier named by ``spec`` reads its pair as (passage, query): True for
+    a known NLI-style ``onnx-bert:`` model (``OnnxBertEntry.passage_first``), else False."""
+    if not isinstance(spec, str) or not spec.startswith("onnx-bert:"):
+        return False
+    rest = spec[len("onnx-bert:"):]
+    if Path(rest).expanduser().is_file():
+        return False
+    dist_name, rel = _split_onnx_spec(rest)
+    _, _, key = locate_onnx(dist_name, rel)
+    entry = ONNX_BERT_MODELS.get(key)
+    return bool(entry and entry.passage_first)
+
+
 def entailment_index(model_or_config_or_path) -> int:
     """Index of the "entailment" label of an NLI-style pair classifier (a model, its config,
     or its folder): the relevance score for re-ranking is that logit (or its difference to the

@@ -464,13 +464,15 @@ def control_rows(s: ProbeSettings, ds, emb: dict, models: dict, reference: str =
     return rows
 
 
-def ce_rerank_rows(cfg: dict, s: ProbeSettings, ds, models: dict, progress: bool = True) -> list[dict]:
+def ce_rerank_rows(cfg: dict, s: ProbeSettings, ds, models: dict, progress: bool = True,
+                   first_stage_cfg: dict | None = None) -> list[dict]:
     """The CE's own quality: it re-ranks the DE's top ``rerank_depth`` on ``ds`` (every test query
     unless ``rerank_max_queries``); rows for the DE first stage (stage ``first_stage``) and the
     re-ranked list (stage ``ce_rerank``). CE scores go through the cache notebook 02 shares.
 
     The first stage is the DE's last hidden state, mean-pooled: exactly its sentence embedding
-    (the shared cache's array) when the DE is a mean-pooling SentenceTransformer."""
+    (the shared cache's array) when the DE is a mean-pooling SentenceTransformer. ``first_stage_cfg``:
+    another profile dict for the DE's embeddings (e.g. another encode dtype); rows say each part's dtype."""
     from ce_utils.de2ce import ce_scorer, pipeline_queries
     from ce_utils.embeddings import dataset_embeddings, model_max_length
 
@@ -480,7 +482,8 @@ def ce_rerank_rows(cfg: dict, s: ProbeSettings, ds, models: dict, progress: bool
         return []
     qids = pipeline_queries(ds, s.rerank_max_queries, s.seed)
     st = models[de]["model"]
-    q_all, d_emb = dataset_embeddings(cfg, st, ds, s.max_length, progress=progress)
+    fs_cfg = first_stage_cfg or cfg
+    q_all, d_emb = dataset_embeddings(fs_cfg, st, ds, s.max_length, progress=progress)
     pos = {q: i for i, q in enumerate(ds.query_ids)}
     first = exact_search(q_all[[pos[q] for q in qids]], d_emb, qids, ds.doc_ids, top_k=100)
     qrels = {q: ds.qrels[q] for q in qids}
@@ -494,6 +497,11 @@ def ce_rerank_rows(cfg: dict, s: ProbeSettings, ds, models: dict, progress: bool
             for k, v in evaluate(qrels, first, s.metrics).items()]
     rows += [{"model": model_label(models[ce]["spec"]), "stage": "ce_rerank", "metric": k, "value": v,
               "max_length": cross.max_length, **common} for k, v in evaluate(qrels, reranked, s.metrics).items()]
+    if first_stage_cfg is not None:
+        from ce_utils.results import _encode_dtype
+
+        for r in rows:
+            r["encode_dtype"] = _encode_dtype(fs_cfg if r["stage"] == "first_stage" else cfg)
     return rows
 
 
@@ -535,3 +543,144 @@ def probe_summary(probe_df, ce_works: bool | None = None, metric: str = "NDCG@10
                         else "It never falls below half of its best")
                      + f" and ends at {ce.iloc[-1]:.3f} at its last layer.")
     return pd.DataFrame(rows), lines
+
+
+# --------------------------------------------------------------------------- another cross encoder
+EXTRA_PROBE_CSV = "layer_probe_extra.csv"   # per-layer rows of CEs other than the profile's own
+EXTRA_QUALITY_CSV = "ce_quality_extra.csv"  # their re-ranking check (the same DE first stage)
+
+
+def probe_other_ce(cfg: dict, label: str, spec: str, device: str | None = None, progress: bool = True,
+                   first_stage_dtype: str | None = None, **params) -> tuple:
+    """Paper 1's probe of a cross encoder that is not the profile's own (e.g. one nobody here trained),
+    exactly as notebook 01 probes the profile's CE: its re-ranking check first (it re-ranks the
+    profile's DE top ``rerank_depth`` on the full ``rerank_dataset``), then every hidden state of its
+    self-pair embeddings on every full test collection, STS-B and CKA / cosine to the profile's DE.
+
+    Returns ``(probe_rows, quality_rows, ce_works)``; rows are those of ``layer_probe.csv`` /
+    ``ce_quality.csv`` for this CE only (``model_kind`` = ``label``) and the first-stage rows of the DE,
+    each marked with the CE's verdict. The DE's own per-layer rows live in ``layer_probe.csv``.
+    ``first_stage_dtype``: the DE first stage's encode dtype when it differs from the profile's (so that
+    its rows are the very numbers other CSVs hold for it)."""
+    from ce_utils.cross_encoder import check_reranks
+
+    if not label or label in KINDS or "-vs-" in label:
+        raise ConfigError(f"label {label!r}: name the other CE with a label of its own (e.g. 'judge'), not "
+                          f"{' / '.join(KINDS)}.")
+    de_spec = cfg["models"].get("de")
+    s = probe_settings(cfg, models={label: {"kind": "ce", "spec": spec}, "de": {"kind": "de", "spec": de_spec}},
+                       **params)
+    models = {}
+    for name, m in s.models.items():
+        obj, _ = load_probe_model(cfg, m["kind"], m["spec"], device=device)
+        models[name] = {**m, "model": obj}
+    fs_cfg = None
+    if first_stage_dtype:
+        import copy
+
+        fs_cfg = copy.deepcopy(cfg)
+        fs_cfg.setdefault("encode", {})["dtype"] = first_stage_dtype
+    quality = (ce_rerank_rows(cfg, s, probe_sample(cfg, s, s.rerank_dataset), models, progress, fs_cfg)
+               if s.rerank_dataset else [])
+    ce_works = None
+    if quality:
+        by = {r["stage"]: r["value"] for r in quality if r["metric"] == "NDCG@10"}
+        ce_works = check_reranks(by["first_stage"], by["ce_rerank"], f"{s.rerank_dataset} (full test set)", allow=True)
+    mine = {label: models[label]}
+    rows = []
+    for name in s.datasets:
+        ds = probe_sample(cfg, s, name)
+        r, emb = probe_dataset(cfg, s, ds, mine if name != s.control_dataset else models, device, progress)
+        rows += [x for x in r if x["model_kind"] == label]
+        if name == s.control_dataset:
+            rows += control_rows(s, ds, emb, models)
+    if s.sts:
+        rows += probe_sts(cfg, s, mine, device, progress)
+    flag = {"ce_works": ce_works}
+    return [{**r, **flag} for r in rows], [{**r, **flag} for r in quality], ce_works
+
+
+def merge_model_rows(path, new, column: str = "model"):
+    """``path``'s rows of other models, then ``new`` (a model's rows replace its earlier ones)."""
+    import pandas as pd
+
+    path = Path(path)
+    if not path.is_file():
+        return new.reset_index(drop=True)
+    old = pd.read_csv(path)
+    return pd.concat([old[~old[column].isin(set(new[column]))], new], ignore_index=True)
+
+
+def main(argv=None) -> int:
+    """``python -m ce_utils.probing --profile default --label judge --ce SPEC``: paper 1's probe of
+    another cross encoder, merged into ``results/<profile>/layer_probe_extra.csv`` and
+    ``ce_quality_extra.csv`` (its rows replace its earlier ones)."""
+    import argparse
+    import sys
+
+    import pandas as pd
+
+    from ce_utils.config import load_profile, output_dir
+    from ce_utils.models import default_device
+    from ce_utils.results import add_model_ids, run_metadata, write_csv_atomic
+
+    ap = argparse.ArgumentParser(prog="python -m ce_utils.probing", description=main.__doc__)
+    ap.add_argument("--profile", default="default")
+    ap.add_argument("--label", required=True, help="model_kind of its rows, e.g. judge")
+    ap.add_argument("--ce", required=True, help="cross-encoder spec (ce_utils.models)")
+    ap.add_argument("--dtype", default=None, help="the CE's encode dtype (fp32 | bf16 | auto; default: the profile's)")
+    ap.add_argument("--first-stage-dtype", default=None, help="the DE first stage's encode dtype (default: --dtype)")
+    ap.add_argument("--results-dir", default=None)
+    args = ap.parse_args(argv)
+    try:
+        cfg = load_profile(args.profile, {"results_dir": args.results_dir, "encode.dtype": args.dtype})
+        device = default_device()
+        out = output_dir(cfg, "results_dir")
+        meta = run_metadata(cfg, int(cfg.get("seed", 42)), device)
+        rows, quality, works = probe_other_ce(cfg, args.label, args.ce, device=device,
+                                              first_stage_dtype=args.first_stage_dtype)
+    except (ConfigError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    written = []
+    for name, new in [(EXTRA_QUALITY_CSV, quality), (EXTRA_PROBE_CSV, rows)]:
+        if not new:
+            continue
+        df = add_model_ids(pd.DataFrame(new), name)
+        for key, value in meta.items():
+            if key not in df.columns:
+                df[key] = value
+        col = "model_kind" if name == EXTRA_PROBE_CSV else "model"
+        if name == EXTRA_QUALITY_CSV:  # the DE first stage is shared: keep one copy per (dataset, depth, sample)
+            old = pd.read_csv(out / name) if (out / name).is_file() else df.iloc[0:0]
+            old = old[old["model"] != model_label(args.ce)]
+            key = ["model", "stage", "dataset", "metric", "depth", "n_queries", "encode_dtype"]
+            df = pd.concat([old, df], ignore_index=True).drop_duplicates(key, keep="last")
+        else:
+            df = merge_model_rows(out / name, df, col)
+        write_csv_atomic(df, out / name)
+        written.append(name)
+    q = pd.DataFrame(quality)
+    if len(q):
+        print(q[q["metric"] == "NDCG@10"][["model", "stage", "value", "n_queries", "depth"]].to_string(index=False))
+    print(f"{args.label}: ce_works={works}; wrote {', '.join(written)} in {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
+
+
+def other_ce_summary(probe_df, extra_df, label: str, metric: str = "NDCG@10"):
+    """:func:`probe_summary` for another CE (``extra_df`` rows of ``model_kind == label``) against the
+    profile's DEs and its own CE (``probe_df``, relabelled ``own-ce``): (table, sentences)."""
+    import pandas as pd
+
+    mine = extra_df[extra_df["model_kind"] == label].assign(model_kind="ce")
+    if mine.empty:
+        raise ConfigError(f"No rows of {label!r} in the other-CE probe; have {sorted(set(extra_df['model_kind']))}.")
+    others = probe_df.assign(model_kind=probe_df["model_kind"].replace({"ce": "own-ce"}))
+    works = mine["ce_works"].astype(str).iloc[0] == "True" if "ce_works" in mine.columns else None
+    table, lines = probe_summary(pd.concat([mine, others], ignore_index=True), works, metric)
+    lines = [line.replace("the CE's", f"the {label}'s").replace("The CE ", f"The {label} ") for line in lines]
+    return table, lines

@@ -136,11 +136,13 @@ def add_model_ids(df: pd.DataFrame, csv_name: str, aliases: dict | None = None) 
     def reranked(first, ce, depth) -> str:
         return f"{alias(first)} >> {ce}@{int(depth)}"
 
-    if csv_name == "layer_probe.csv":
+    if csv_name in ("layer_probe.csv", "layer_probe_extra.csv"):
+        # layer_probe_extra.csv holds other cross encoders only: their self-pair layers are no retrieval system
         is_system = ((df["section"] == "retrieval") & ~df["model_kind"].astype(str).str.startswith("ce")
+                     & (csv_name == "layer_probe.csv")
                      & (df["layer"].astype(int) == df["n_layers"].astype(int)))
         df["model_id"] = [alias(m) if ok else "" for m, ok in zip(df["model"], is_system)]
-    elif csv_name == "ce_quality.csv":
+    elif csv_name in ("ce_quality.csv", "ce_quality_extra.csv"):
         df["model_id"] = [alias(m) if st == "first_stage" else reranked(f, m, d)
                           for m, st, f, d in zip(df["model"], df["stage"], df["first_stage_model"], df["depth"])]
     elif csv_name == "pipeline.csv":

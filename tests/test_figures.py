@@ -269,3 +269,42 @@ def test_peer_table_joins_other_models_peer_check(tmp_path):
     table = (res / "tables" / "peer_check.md").read_text()
     assert "all-mpnet-base-v2" in table and "| de " in table
     assert set(manifest["tables/peer_check"]["sources"]) == {"peer_check.csv", "peer_check_models.csv"}
+
+
+def test_other_ce_probe_gets_its_figure_next_to_the_profiles_models(tmp_path):
+    res = write_synthetic(tmp_path / "results")
+    probe = pd.read_csv(res / "layer_probe.csv")
+    judge = probe[probe["model_kind"] == "ce"].assign(model="onnx-bert:judge", model_kind="judge", ce_works=False)
+    judge.to_csv(res / "layer_probe_extra.csv", index=False)
+    pd.DataFrame([dict(model="de", stage="first_stage", dataset="scifact", metric="NDCG@10", value=0.645, depth=20,
+                       n_queries=300, encode_dtype="fp32", ce_works=False),
+                  dict(model="onnx-bert:judge", stage="ce_rerank", dataset="scifact", metric="NDCG@10", value=0.32,
+                       depth=20, n_queries=300, encode_dtype="bf16", ce_works=False)]).assign(**META).to_csv(
+        res / "ce_quality_extra.csv", index=False)
+    manifest = F.make_all(res, tmp_path / "figs")
+    assert set(manifest["figures/layer_probe_other_ce"]["sources"]) == {"layer_probe.csv", "layer_probe_extra.csv"}
+    assert (tmp_path / "figs" / "layer_probe_other_ce.png").stat().st_size > 1000
+    lines = F._probe_lines(pd.concat([probe, judge]), ("ce", "judge"))
+    assert set(lines[lines.model_kind == "judge"]["line"]) == {"JUDGE [non-working CE]"}
+    table = (res / "tables" / "ce_quality_other.md").read_text()
+    assert "onnx-bert:judge" in table and "0.320" in table
+    # the profile's own figures are unchanged by it
+    assert set(manifest["figures/layer_probe"]["sources"]) == {"layer_probe.csv"}
+    assert F.check_manifest(res) == []
+
+
+def test_other_ce_summary_speaks_of_that_ce():
+    from ce_utils.probing import other_ce_summary
+
+    rows = []
+    for kind, vals in (("ce", [0.3, 0.35, 0.2, 0.1]), ("de", [0.3, 0.4, 0.5, 0.6]), ("judge", [0.2, 0.3, 0.1, 0.05])):
+        for layer, v in enumerate(vals):
+            rows.append(dict(model=kind, model_kind=kind, layer=layer, n_layers=3, section="retrieval",
+                             dataset="scifact", metric="NDCG@10", value=v, ce_works=False))
+    df = pd.DataFrame(rows)
+    table, lines = other_ce_summary(df[df.model_kind != "judge"], df[df.model_kind == "judge"], "judge")
+    assert table["CE best layer"].tolist() == [1] and "own-ce at layer 1" in table.columns
+    assert any("judge's best layer is 1" in line for line in lines)
+    assert lines[0].startswith("The judge does NOT beat its first stage")
+    with pytest.raises(Exception, match="No rows"):
+        other_ce_summary(df, df[df.model_kind == "judge"], "nli")
