@@ -7,7 +7,7 @@ ONLY    ?=
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: env data reproduce notebooks figures test lab clean-cache peer-check probe-other-ce
+.PHONY: env data reproduce notebooks figures test lab clean-cache peer-check probe-other-ce query-curve
 
 env: .venv/.installed
 
@@ -48,6 +48,13 @@ OTHER_CE_LABEL ?= judge
 OTHER_CE_ARGS ?= --first-stage-dtype fp32
 probe-other-ce: env
 	$(PYTHON) -m ce_utils.probing --profile $(PROFILE) --label $(OTHER_CE_LABEL) --ce $(OTHER_CE) $(OTHER_CE_ARGS)
+
+# Learning curves of query students on dev splits carved from training data (SciFact train, NFCorpus dev),
+# then the last student on the full test collections: results/<profile>/query_distill_curve.csv.
+CURVE_STRATEGIES ?= subset:0,5
+CURVE_ARGS ?= --max-steps 300 --eval-steps 25 --test
+query-curve: env
+	$(PYTHON) -m ce_utils.query_curve --profile $(PROFILE) $(foreach s,$(CURVE_STRATEGIES),--strategy $(s)) $(CURVE_ARGS)
 
 lab: env
 	.venv/bin/jupyter lab notebooks/

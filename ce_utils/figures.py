@@ -46,10 +46,11 @@ SCHEMAS = {
     "peer_check_models.csv": ["model", "dataset", "metric", "value", "published", "delta", "tolerance", "source"],
     "speed.csv": ["model", "role", "n_layers", "batch_size", "threads", "device", "dtype", "tokenization",
                   "median_ms", "queries_per_s", "speedup_vs_de", "flop_ratio"],
+    "query_distill_curve.csv": ["student", "phase", "step", "minutes", "dataset", "split", "value", "retention"],
     "backend_quality.csv": ["model", "backend", "dataset", "metric", "value", "delta_vs_torch_fp32"],
 }
 NUMERIC = {"value", "layer", "n_layers", "depth", "batch_size", "threads", "median_ms", "queries_per_s",
-           "speedup_vs_de", "flop_ratio"}
+           "speedup_vs_de", "flop_ratio", "step", "minutes", "retention"}
 DEFAULTS = {"metric": "NDCG@10", "sts_metric": "Spearman", "pareto_batch_size": 1, "pareto_threads": 1,
             "pareto_tokenization": "included", "pareto_datasets": None, "dpi": 150}
 
@@ -403,6 +404,50 @@ def learning_curve_figure(plt, out: Output, df: pd.DataFrame) -> None:
         ["model_kind", "model", "row", "step", "minutes", "max_length", "dev_NDCG@10", "dev_MRR@10",
          "first_stage_NDCG@10"]]
     out.table(tab, "ce_training", ["ce_training.csv"], "Dev-split learning curves: selected and last step.")
+
+
+def draw_query_curve(plt, df: pd.DataFrame, target: float = 0.925):
+    """Dev learning curves of query students: retention (student / teacher NDCG@10 on dev queries carved
+    from training data) against minutes of training, the mean over dev collections bold and each
+    collection thin; the paper's 2-layer retention as a dashed line. ``None`` without dev rows."""
+    d = df[df["phase"] == "dev"]
+    if d.empty:
+        return None
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    for i, (name, g) in enumerate(d.groupby("student", sort=False)):
+        color = f"C{i}"
+        m = g.groupby("step").agg(retention=("retention", "mean"), minutes=("minutes", "max")).sort_index()
+        ax.plot(m["minutes"], 100 * m["retention"], color=color, marker="o", ms=3, lw=2,
+                label=f"{name} (layers {g['layers'].iloc[0]}), mean")
+        for ds, gd in g.groupby("dataset"):
+            gd = gd.sort_values("step")
+            ax.plot(gd["minutes"], 100 * gd["retention"], color=color, lw=0.8, alpha=0.5, ls=":",
+                    label=f"{name}: {ds} ({gd['split'].iloc[0]})")
+    ax.axhline(100 * target, color="k", ls="--", lw=0.8, label=f"paper: {100 * target:.1f}% (2 of 12 layers)")
+    ax.set(xlabel="minutes of training (CPU)", ylabel="retention of teacher NDCG@10 on dev (%)",
+           title="Query-student learning curves on dev splits carved from training data")
+    ax.legend(fontsize=6)
+    fig.tight_layout()
+    return fig
+
+
+def query_curve_figure(plt, out: Output, df: pd.DataFrame) -> None:
+    if not _saved(out, draw_query_curve(plt, df), "query_distill_curve", "query_distill_curve.csv",
+                  "has no dev rows"):
+        return
+    dev = df[df["phase"] == "dev"]
+    tab = dev.pivot_table(index=["student", "step"], columns="dataset", values="retention", aggfunc="mean")
+    tab["mean"] = tab.mean(axis=1)
+    tab = (100 * tab).round(1).reset_index()
+    tab.insert(2, "minutes", dev.groupby(["student", "step"])["minutes"].max().values)
+    test = df[df["phase"] == "test"]
+    if not test.empty:
+        t = test.pivot_table(index=["student", "step"], columns="dataset", values="retention", aggfunc="mean")
+        t["mean"] = t.mean(axis=1)
+        t = (100 * t).round(1).reset_index().assign(phase="test (full collections)")
+        tab = pd.concat([tab.assign(phase="dev"), t], ignore_index=True)
+    out.table(tab, "query_distill_curve", ["query_distill_curve.csv"],
+              "Query students: retention (%) of the teacher's NDCG@10 by training step.", floatfmt=".1f")
 
 
 def _paper_side_by_side(qd: pd.DataFrame, cfg: dict | None) -> pd.DataFrame | None:
@@ -785,6 +830,8 @@ def make_all(results_dir: str | Path, figures_dir: str | Path, cfg: dict | None 
         pipeline_figure(plt, out, results["pipeline.csv"], opts["metric"])
     if "query_distill.csv" in results:
         query_distill_figure(plt, out, results["query_distill.csv"], opts["metric"], cfg)
+    if "query_distill_curve.csv" in results:
+        query_curve_figure(plt, out, results["query_distill_curve.csv"])
     if "speed.csv" in results:
         speed_figure(plt, out, results["speed.csv"])
         backends_figure(plt, out, results["speed.csv"], results.get("backend_quality.csv"), opts["metric"])

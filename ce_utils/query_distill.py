@@ -322,7 +322,8 @@ def teacher_query_embeddings(teacher, texts: Sequence[str], cache_dir, teacher_s
 
 
 def train_student(student, texts: Sequence[str], targets: np.ndarray, cfg: dict, seed: int,
-                  device: str | None = None, output_dir: str | os.PathLike | None = None) -> dict:
+                  device: str | None = None, output_dir: str | os.PathLike | None = None,
+                  callbacks: list | None = None) -> dict:
     """Align ``student``'s embeddings of ``texts`` with ``targets`` (the teacher's) by
     sentence-transformers' MSELoss, with SentenceTransformerTrainer. Returns training info."""
     from datasets import Dataset
@@ -340,7 +341,8 @@ def train_student(student, texts: Sequence[str], targets: np.ndarray, cfg: dict,
     args = SentenceTransformerTrainingArguments(**trainer_kwargs(
         qd, out, seed, device, batch_size=128, learning_rate=1e-4, progress=False))
     t0 = time.perf_counter()
-    trainer = SentenceTransformerTrainer(model=student, args=args, train_dataset=train, loss=MSELoss(student))
+    trainer = SentenceTransformerTrainer(model=student, args=args, train_dataset=train, loss=MSELoss(student),
+                                         callbacks=callbacks)
     result = trainer.train()
     student.eval()
     return {"train_queries": len(texts), "train_steps": int(result.global_step),

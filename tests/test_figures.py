@@ -308,3 +308,22 @@ def test_other_ce_summary_speaks_of_that_ce():
     assert lines[0].startswith("The judge does NOT beat its first stage")
     with pytest.raises(Exception, match="No rows"):
         other_ce_summary(df, df[df.model_kind == "judge"], "nli")
+
+
+def test_query_curve_gets_a_figure_and_a_table(tmp_path):
+    res = write_synthetic(tmp_path / "results")
+    rows = []
+    for step, minutes in ((0, 0.0), (50, 1.0), (100, 2.0)):
+        for ds, split in (("scifact", "train"), ("nfcorpus-preprocessed", "dev")):
+            rows.append(dict(student="L0_5", strategy="subset:0,5", layers="0,5", n_layers=2, phase="dev", step=step,
+                             minutes=minutes, dataset=ds, split=split, metric="NDCG@10", value=0.5, teacher_value=0.6,
+                             retention=0.5 + step / 400))
+    for ds in ("scifact", "vaswani"):
+        rows.append(dict(student="L0_5", strategy="subset:0,5", layers="0,5", n_layers=2, phase="test", step=100,
+                         minutes=2.0, dataset=ds, split="test", metric="NDCG@10", value=0.5, teacher_value=0.6,
+                         retention=0.8))
+    pd.DataFrame(rows).assign(model_id="", **META).to_csv(res / "query_distill_curve.csv", index=False)
+    manifest = F.make_all(res, tmp_path / "figs")
+    assert set(manifest["figures/query_distill_curve"]["sources"]) == {"query_distill_curve.csv"}
+    table = (res / "tables" / "query_distill_curve.md").read_text()
+    assert "75.0" in table and "test (full collections)" in table

@@ -1,0 +1,260 @@
+"""Learning curves of query-encoder students (Wang & Lyu, 2023): how many MSE steps a student needs.
+
+A student (``query_distill.strategies`` syntax, e.g. ``subset:0,5``) is aligned with the teacher's
+query embeddings exactly as notebook 03 does it (same training queries, loss, learning rate and
+batch size), for more steps, and every ``eval_steps`` it is scored on **dev** queries carved from
+training data, never on a test query: ``curve.dev`` maps a collection of the profile to one of its
+non-test splits (SciFact's ``train``, NFCorpus's ``dev``). Retrieval is asymmetric as everywhere
+in paper 2's setting: student query embeddings against the teacher's embeddings of the whole
+corpus (the shared embedding cache); retention = student NDCG@10 / teacher NDCG@10 on the same dev
+queries. The curve goes to ``results/<profile>/query_distill_curve.csv``; with ``--test``, the
+last student is also scored on the full test collections (its own model_id, ``qd:<name>@<steps>``).
+
+    python -m ce_utils.query_curve --profile default --strategy subset:0,5 --max-steps 300 --eval-steps 25
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from ce_utils.config import ConfigError
+from ce_utils.retrieval import evaluate, exact_search
+
+CURVE_CSV = "query_distill_curve.csv"
+CURVE_COLUMNS = ["student", "strategy", "layers", "n_layers", "phase", "step", "train_queries_seen", "minutes",
+                 "dataset", "split", "metric", "value", "teacher_value", "retention", "n_queries", "n_docs"]
+DEFAULT_DEV = {"scifact": "train", "nfcorpus-preprocessed": "dev"}
+
+
+def dev_collections(cfg: dict, dev: dict[str, str]) -> dict:
+    """``{name: BeirDataset}`` of each collection's dev split (whole corpus, every query of the split);
+    a test split is refused: budgets are never chosen on test queries."""
+    from ce_utils.data import load_beir_dataset
+
+    out = {}
+    for name, split in dev.items():
+        if split == "test":
+            raise ConfigError(f"curve dev split of {name!r} is 'test': choose budgets on a split carved from "
+                              "training data (e.g. scifact: train, nfcorpus-preprocessed: dev).")
+        if name not in (cfg.get("datasets") or {}):
+            raise ConfigError(f"curve dev collection {name!r} is not a dataset of the profile "
+                              f"(known: {sorted(cfg.get('datasets') or {})}).")
+        out[name] = load_beir_dataset(cfg, name, split)
+    return out
+
+
+def dev_scores(model, dev: dict, doc_emb: dict, score_function: str, metric: str = "NDCG@10",
+               batch_size: int = 128) -> dict[str, float]:
+    """``{collection: metric}`` of ``model`` as a query encoder against fixed document embeddings;
+    queries are encoded afresh (a model in training has no stable cache identity)."""
+    from ce_utils.query_distill import encode
+
+    was_training = model.training
+    model.eval()
+    try:
+        out = {}
+        for name, ds in dev.items():
+            q = encode(model, ds.query_texts(), batch_size=batch_size)
+            run = exact_search(q, doc_emb[name], ds.query_ids, ds.doc_ids, top_k=100, score_function=score_function)
+            out[name] = float(evaluate(ds.qrels, run, [metric])[metric])
+        return out
+    finally:
+        model.train(was_training)
+
+
+def curve_callback(record):
+    """A transformers ``TrainerCallback`` calling ``record(step)`` every ``args.eval_steps``-th step
+    (``eval_steps`` is taken from the callback's own attribute)."""
+    from transformers import TrainerCallback
+
+    class _Curve(TrainerCallback):
+        eval_every = 1
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step % self.eval_every == 0 or state.global_step == state.max_steps:
+                record(state.global_step)
+            return control
+
+    return _Curve()
+
+
+def run_curve(cfg: dict, strategy_spec: str, max_steps: int, eval_steps: int, dev: dict[str, str] | None = None,
+              device: str | None = None, test: bool = False, metric: str = "NDCG@10", progress: bool = True):
+    """Train one student for ``max_steps`` (batch and learning rate of ``query_distill``), scoring it on
+    the dev collections at step 0 and every ``eval_steps``. Returns (rows, student, info)."""
+    from ce_utils.embeddings import dataset_embeddings
+    from ce_utils.models import load_sentence_transformer
+    from ce_utils.query_distill import (build_student, parse_strategy, score_function_of, teacher_query_embeddings,
+                                        training_queries, train_student, AsymmetricEvaluator, eval_datasets)
+    from ce_utils.students import num_layers
+
+    if max_steps < 1 or eval_steps < 1:
+        raise ConfigError("max_steps and eval_steps must be >= 1.")
+    qd = dict(cfg.get("query_distill") or {})
+    teacher_spec = qd.get("teacher") or cfg["models"]["de"]
+    teacher = load_sentence_transformer(teacher_spec, cfg, device=device)
+    n_teacher = num_layers(teacher)
+    strategy = parse_strategy(strategy_spec, n_teacher)
+    batch = int(qd.get("batch_size", 128))
+    run_cfg = copy.deepcopy(cfg)
+    run_cfg["query_distill"] = {**qd, "max_steps": int(max_steps), "epochs": 1,
+                                "max_train_queries": int(max_steps) * batch}
+    datasets = list(qd.get("datasets") or cfg.get("datasets") or [])
+    queries = training_queries(run_cfg, datasets)
+    texts = list(queries.values())
+    if len(texts) < max_steps * batch:
+        print(f"note: {len(texts)} training queries, fewer than {max_steps} x {batch}: "
+              f"{-(-len(texts) // batch)} steps make one epoch; training goes on over several epochs.")
+        epochs = int(np.ceil(max_steps * batch / len(texts)))
+        run_cfg["query_distill"]["epochs"] = epochs
+    max_len = int(teacher.max_seq_length)
+    targets = teacher_query_embeddings(teacher, texts, cfg.get("cache_dir"), teacher_spec, max_len)
+    sf = score_function_of(teacher, qd.get("score_function"))
+    dev_sets = dev_collections(cfg, dev or DEFAULT_DEV)
+    doc_emb = {n: dataset_embeddings(cfg, teacher, ds, queries=False, progress=progress)[1] for n, ds in dev_sets.items()}
+    teacher_dev = dev_scores(teacher, dev_sets, doc_emb, sf, metric)
+    student = build_student(strategy, teacher, cfg, seed=int(cfg.get("seed", 42)))
+    rows: list[dict] = []
+    clock = {"train": 0.0, "since": time.perf_counter()}
+    base = {"student": strategy.name, "strategy": strategy.spec, "layers": strategy.layers_str,
+            "n_layers": strategy.n_layers}
+
+    def record(step: int) -> None:
+        clock["train"] += time.perf_counter() - clock["since"]
+        scores = dev_scores(student, dev_sets, doc_emb, sf, metric)
+        for name, value in scores.items():
+            ds = dev_sets[name]
+            rows.append({**base, "phase": "dev", "step": step, "train_queries_seen": step * batch,
+                         "minutes": round(clock["train"] / 60, 3), "dataset": name, "split": ds.split,
+                         "metric": metric, "value": value, "teacher_value": teacher_dev[name],
+                         "retention": value / teacher_dev[name] if teacher_dev[name] else np.nan,
+                         "n_queries": len(ds.queries), "n_docs": len(ds.corpus)})
+        mean = np.mean([r["retention"] for r in rows[-len(scores):]])
+        if progress:
+            print(f"step {step:>5}: dev retention {100 * mean:.1f}% ({clock['train'] / 60:.1f} min of training)",
+                  flush=True)
+        clock["since"] = time.perf_counter()
+
+    record(0)
+    cb = curve_callback(record)
+    cb.eval_every = int(eval_steps)
+    info = train_student(student, texts, targets, run_cfg, seed=int(cfg.get("seed", 42)), device=device,
+                         callbacks=[cb])
+    if not rows or rows[-1]["step"] != info["train_steps"]:
+        record(info["train_steps"])
+    info["train_minutes"] = round(clock["train"] / 60, 3)
+    if test:
+        ev = AsymmetricEvaluator(teacher, eval_datasets(cfg, datasets), teacher_spec, cfg=cfg, score_function=sf)
+        t_scores, s_scores = ev.evaluate(teacher), dev_scores_full(ev, student)
+        for name, ds in ev.datasets.items():
+            tv, sv = t_scores[name][metric], s_scores[name][metric]
+            rows.append({**base, "phase": "test", "step": info["train_steps"],
+                         "train_queries_seen": info["train_steps"] * batch, "minutes": info["train_minutes"],
+                         "dataset": name, "split": ds.split, "metric": metric, "value": sv, "teacher_value": tv,
+                         "retention": sv / tv if tv else np.nan, "n_queries": len(ds.queries),
+                         "n_docs": len(ds.corpus)})
+    return rows, student, info
+
+
+def dev_scores_full(evaluator, student) -> dict:
+    """The student on the full test collections, encoded without the shared cache (a curve's student
+    is not notebook 03's: its embeddings must not be confused with that one's)."""
+    from ce_utils.query_distill import encode
+
+    out = {}
+    for name, ds in evaluator.datasets.items():
+        student.eval()
+        q = encode(student, ds.query_texts(), batch_size=128)
+        run = exact_search(q, evaluator.doc_emb[name], ds.query_ids, ds.doc_ids, top_k=evaluator.top_k,
+                           score_function=evaluator.score_function)
+        out[name] = evaluate(ds.qrels, run, list(evaluator.metrics))
+    return out
+
+
+def summary(curve: pd.DataFrame, target: float = 0.925, flat: float = 0.005) -> list[str]:
+    """Sentences from a curve: the mean dev retention at each student's first and last evaluation, the
+    first step (and minutes) at which it reaches ``target``, and where it flattens (the first step after
+    which the mean never gains more than ``flat`` again)."""
+    lines = []
+    dev = curve[curve["phase"] == "dev"]
+    for name, g in dev.groupby("student", sort=False):
+        m = g.groupby("step").agg(retention=("retention", "mean"), minutes=("minutes", "max")).sort_index()
+        hit = m[m["retention"] >= target]
+        best_after = m["retention"][::-1].cummax()[::-1]
+        flat_at = next((s for s in m.index if best_after.loc[s] - m.loc[s, "retention"] <= flat), m.index[-1])
+        lines.append(
+            f"{name}: mean dev retention {100 * m['retention'].iloc[0]:.1f}% at step 0, "
+            f"{100 * m['retention'].iloc[-1]:.1f}% at step {m.index[-1]} ({m['minutes'].iloc[-1]:.1f} min of "
+            f"training); " + (f"reaches {100 * target:.1f}% at step {hit.index[0]} ({hit['minutes'].iloc[0]:.1f} min)"
+                              if len(hit) else f"never reaches {100 * target:.1f}%")
+            + f"; within {100 * flat:.1f} pts of its best from step {flat_at} on.")
+    test = curve[curve["phase"] == "test"]
+    for name, g in test.groupby("student", sort=False):
+        lines.append(f"{name} after {int(g['step'].iloc[0])} steps, full test collections: mean retention "
+                     f"{100 * g['retention'].mean():.1f}% ("
+                     + ", ".join(f"{d} {100 * r:.1f}%" for d, r in zip(g["dataset"], g["retention"])) + ").")
+    return lines
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import argparse
+
+    from ce_utils.config import load_profile, output_dir
+    from ce_utils.models import default_device
+    from ce_utils.results import run_metadata, write_csv_atomic
+
+    ap = argparse.ArgumentParser(prog="python -m ce_utils.query_curve", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--profile", default="default")
+    ap.add_argument("--strategy", action="append", required=True, help="e.g. subset:0,5 (repeatable)")
+    ap.add_argument("--max-steps", type=int, default=300)
+    ap.add_argument("--eval-steps", type=int, default=25)
+    ap.add_argument("--dev", action="append", default=None, metavar="DATASET=SPLIT",
+                    help="a dev split carved from training data (repeatable; default: scifact=train, "
+                         "nfcorpus-preprocessed=dev)")
+    ap.add_argument("--test", action="store_true", help="also score the last student on the full test collections")
+    ap.add_argument("--results-dir", default=None)
+    args = ap.parse_args(argv)
+    try:
+        dev = None
+        if args.dev:
+            bad = [d for d in args.dev if d.count("=") != 1]
+            if bad:
+                raise ConfigError(f"--dev {bad[0]!r}: give DATASET=SPLIT, e.g. scifact=train.")
+            dev = dict(d.split("=") for d in args.dev)
+        cfg = load_profile(args.profile, {"results_dir": args.results_dir})
+        device = default_device()
+        out = output_dir(cfg, "results_dir") / CURVE_CSV
+        meta = run_metadata(cfg, int(cfg.get("seed", 42)), device)
+        frames = []
+        for spec in args.strategy:
+            rows, _, info = run_curve(cfg, spec, args.max_steps, args.eval_steps, dev=dev, device=device,
+                                      test=args.test)
+            frames.append(pd.DataFrame(rows).assign(train_loss=info["train_loss"]))
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    new = pd.concat(frames, ignore_index=True)
+    new["model_id"] = [f"qd:{s}@{int(st)}" if ph == "test" else "" for s, st, ph in
+                       zip(new["student"], new["step"], new["phase"])]
+    for key, value in meta.items():
+        if key not in new.columns:
+            new[key] = value
+    if out.is_file():  # a student's rows replace its earlier ones
+        old = pd.read_csv(out)
+        new = pd.concat([old[~old["student"].isin(set(new["student"]))], new], ignore_index=True)
+    write_csv_atomic(new, out)
+    for line in summary(new):
+        print(line)
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
