@@ -49,12 +49,15 @@ OTHER_CE_ARGS ?= --first-stage-dtype fp32
 probe-other-ce: env
 	$(PYTHON) -m ce_utils.probing --profile $(PROFILE) --label $(OTHER_CE_LABEL) --ce $(OTHER_CE) $(OTHER_CE_ARGS)
 
-# Learning curves of query students on dev splits carved from training data (SciFact train, NFCorpus dev),
-# then the last student on the full test collections: results/<profile>/query_distill_curve.csv.
+# Learning curves on dev splits carved from training data (SciFact train, NFCorpus dev): the query student(s)
+# of notebook 03 and the DE-k CE student(s) of notebook 02 (DE-2 CE needs notebook 01's CE), then each last
+# student on the full test collections: results/<profile>/query_distill_curve.csv.
 CURVE_STRATEGIES ?= subset:0,5
+CURVE_DE2CE ?= ce:1
 CURVE_ARGS ?= --max-steps 300 --eval-steps 25 --test
 query-curve: env
-	$(PYTHON) -m ce_utils.query_curve --profile $(PROFILE) $(foreach s,$(CURVE_STRATEGIES),--strategy $(s)) $(CURVE_ARGS)
+	$(PYTHON) -m ce_utils.query_curve --profile $(PROFILE) $(foreach s,$(CURVE_STRATEGIES),--strategy $(s)) \
+		$(foreach s,$(CURVE_DE2CE),--de2ce $(s)) $(CURVE_ARGS)
 
 lab: env
 	.venv/bin/jupyter lab notebooks/

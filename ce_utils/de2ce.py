@@ -197,7 +197,7 @@ def training_arguments(tc: dict, out: Path, seed: int, device: str, multi: bool 
 
 
 def train_student(student, loss_name: str, tc: dict, seed: int, device: str, work_dir: Path,
-                  texts: dict | None = None, labels: dict | None = None, pairs=None) -> dict:
+                  texts: dict | None = None, labels: dict | None = None, pairs=None, callbacks=None) -> dict:
     """Train ``student`` in place. ``mse``: ``texts``/``labels`` map a split name ("queries",
     "passages") to texts and teacher embeddings; ``mnrl``: ``pairs`` of (query, positive)."""
     from datasets import Dataset, DatasetDict
@@ -220,7 +220,7 @@ def train_student(student, loss_name: str, tc: dict, seed: int, device: str, wor
         raise ConfigError(f"Unknown training loss {loss_name!r}; use 'mse' or 'mnrl'.")
     args = training_arguments(tc, work_dir, seed, device, multi=isinstance(train, DatasetDict),
                               mnrl=loss_name == "mnrl")
-    trainer = SentenceTransformerTrainer(model=student, args=args, train_dataset=train, loss=loss)
+    trainer = SentenceTransformerTrainer(model=student, args=args, train_dataset=train, loss=loss, callbacks=callbacks)
     t0 = time.time()
     result = trainer.train()
     shutil.rmtree(work_dir, ignore_errors=True)

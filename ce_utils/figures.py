@@ -413,22 +413,36 @@ def draw_query_curve(plt, df: pd.DataFrame, target: float = 0.925):
     d = df[df["phase"] == "dev"]
     if d.empty:
         return None
-    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    if "kind" not in d.columns:
+        d = d.assign(kind="query-student")
+    kinds = list(dict.fromkeys(d["kind"].fillna("query-student")))
+    fig, axes = plt.subplots(1, len(kinds), figsize=(6.4 * len(kinds), 3.8), squeeze=False)
+    targets = {"query-student": (target, f"paper 2: {100 * target:.1f}% (2 of 12 layers)"),
+               "de-k-ce": (0.99, "paper 1: DE-2 CE within ~1% of the full DE")}
+    for ax, kind in zip(axes[0], kinds):
+        _query_curve_panel(ax, d[d["kind"].fillna("query-student") == kind], *targets.get(kind, (target, "")),
+                           kind=kind)
+    fig.tight_layout()
+    return fig
+
+
+def _query_curve_panel(ax, d: pd.DataFrame, target: float, target_label: str, kind: str) -> None:
     for i, (name, g) in enumerate(d.groupby("student", sort=False)):
         color = f"C{i}"
         m = g.groupby("step").agg(retention=("retention", "mean"), minutes=("minutes", "max")).sort_index()
+        layers = g["layers"].iloc[0]
         ax.plot(m["minutes"], 100 * m["retention"], color=color, marker="o", ms=3, lw=2,
-                label=f"{name} (layers {g['layers'].iloc[0]}), mean")
+                label=f"{name}" + (f" (layers {layers})" if isinstance(layers, str) and layers else "") + ", mean")
         for ds, gd in g.groupby("dataset"):
             gd = gd.sort_values("step")
             ax.plot(gd["minutes"], 100 * gd["retention"], color=color, lw=0.8, alpha=0.5, ls=":",
                     label=f"{name}: {ds} ({gd['split'].iloc[0]})")
-    ax.axhline(100 * target, color="k", ls="--", lw=0.8, label=f"paper: {100 * target:.1f}% (2 of 12 layers)")
-    ax.set(xlabel="minutes of training (CPU)", ylabel="retention of teacher NDCG@10 on dev (%)",
-           title="Query-student learning curves on dev splits carved from training data")
+    ax.axhline(100 * target, color="k", ls="--", lw=0.8, label=target_label)
+    what = ("query students: asymmetric (teacher's documents)" if kind == "query-student"
+            else "DE-k CE students: symmetric (own documents)")
+    ax.set(xlabel="minutes of training (CPU)", ylabel="% of the full DE's NDCG@10 on dev",
+           title=f"Learning curves on dev splits carved from training data\n{what}")
     ax.legend(fontsize=6)
-    fig.tight_layout()
-    return fig
 
 
 def query_curve_figure(plt, out: Output, df: pd.DataFrame) -> None:

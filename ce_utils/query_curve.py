@@ -1,4 +1,5 @@
-"""Learning curves of query-encoder students (Wang & Lyu, 2023): how many MSE steps a student needs.
+"""Learning curves of query-encoder students (Wang & Lyu, 2023) and of DE-k CE students
+(Ananthakrishnan et al., 2025): how many MSE steps a student needs.
 
 A student (``query_distill.strategies`` syntax, e.g. ``subset:0,5``) is aligned with the teacher's
 query embeddings exactly as notebook 03 does it (same training queries, loss, learning rate and
@@ -10,7 +11,12 @@ corpus (the shared embedding cache); retention = student NDCG@10 / teacher NDCG@
 queries. The curve goes to ``results/<profile>/query_distill_curve.csv``; with ``--test``, the
 last student is also scored on the full test collections (its own model_id, ``qd:<name>@<steps>``).
 
-    python -m ce_utils.query_curve --profile default --strategy subset:0,5 --max-steps 300 --eval-steps 25
+A DE-k CE student (``--de2ce ce:1`` = DE-2 CE) is trained with notebook 02's recipe instead (MSE toward
+the full DE's embeddings of unlabelled queries and corpus passages, its batch and learning rate, the
+training text scaled to one epoch of ``max_steps``) and scored *symmetrically*: it encodes the dev
+queries and the whole corpus itself; its "retention" is its NDCG@10 over the full DE's.
+
+    python -m ce_utils.query_curve --profile default --strategy subset:0,5 --de2ce ce:1 --max-steps 300 --test
 """
 
 from __future__ import annotations
@@ -163,6 +169,105 @@ def run_curve(cfg: dict, strategy_spec: str, max_steps: int, eval_steps: int, de
     return rows, student, info
 
 
+def symmetric_dev_scores(model, dev: dict, metric: str = "NDCG@10", batch_size: int = 64) -> dict[str, float]:
+    """``{collection: metric}`` of ``model`` encoding both the queries and the whole corpus (a DE-k CE
+    student is a full dual encoder); encoded afresh, as a model in training has no cache identity."""
+    from ce_utils.embeddings import autocast
+    from ce_utils.query_distill import encode
+
+    was_training = model.training
+    model.eval()
+    try:
+        out = {}
+        for name, ds in dev.items():
+            with autocast(getattr(model, "_curve_dtype", None), model.device):
+                q = encode(model, ds.query_texts(), batch_size=batch_size)
+                d = encode(model, ds.doc_texts(), batch_size=batch_size)
+            run = exact_search(q, d, ds.query_ids, ds.doc_ids, top_k=100)
+            out[name] = float(evaluate(ds.qrels, run, [metric])[metric])
+        return out
+    finally:
+        model.train(was_training)
+
+
+def run_de2ce_curve(cfg: dict, init: str, k: int, max_steps: int, eval_steps: int, dev: dict[str, str] | None = None,
+                    device: str | None = None, test: bool = False, metric: str = "NDCG@10", progress: bool = True):
+    """Paper 1's DE-k CE students (notebook 02's recipe: ``init`` ce / de / random, ``k`` copied layers + one
+    random layer; MSE toward the full DE's embeddings of unlabelled queries and corpus passages) trained for
+    ``max_steps``, with the training text scaled to one epoch of that many steps, scored on the dev collections
+    at step 0 and every ``eval_steps``, symmetric (the student encodes queries and documents). Returns rows."""
+    from ce_utils import de2ce
+    from ce_utils.cross_encoder import load_or_train_cross_encoder
+    from ce_utils.embeddings import encode_settings
+    from ce_utils.models import load_sentence_transformer
+
+    if max_steps < 1 or eval_steps < 1:
+        raise ConfigError("max_steps and eval_steps must be >= 1.")
+    seed = int(cfg.get("seed", 42))
+    dc = de2ce.settings(cfg)
+    tc = dict(dc["train"])
+    batch = int(tc.get("batch_size", 32))
+    n_texts = max_steps * batch
+    per_q = float(tc.get("n_queries") or 0) / max(1.0, float(tc.get("n_queries") or 0) + float(tc.get("n_passages") or 0))
+    dc["train"] = {**tc, "max_steps": int(max_steps), "n_queries": int(round(n_texts * per_q)),
+                   "n_passages": n_texts - int(round(n_texts * per_q))}
+    de = load_sentence_transformer(cfg["models"]["de"], cfg, device=device, max_length=(cfg.get("encode") or {}).get("max_length"))
+    ce = load_or_train_cross_encoder(cfg, device=device)[0] if init == "ce" else None
+    student = de2ce.build_student(de, ce, init, k, seed=seed)
+    name = de2ce.student_name(init, k + 1, "mse")
+    student._curve_dtype = encode_settings(cfg)["dtype"]
+    de._curve_dtype = student._curve_dtype
+    data = de2ce.prepare_distillation(cfg, dc, de, list(dc["datasets"]), seed)
+    dev_sets = dev_collections(cfg, dev or DEFAULT_DEV)
+    de_dev = symmetric_dev_scores(de, dev_sets, metric)
+    rows: list[dict] = []
+    clock = {"train": 0.0, "since": time.perf_counter()}
+    base = {"student": name, "strategy": f"de2ce:{init}:{k}", "layers": "", "n_layers": k + 1}
+    eval_length = student.max_seq_length
+
+    def record(step: int) -> None:
+        clock["train"] += time.perf_counter() - clock["since"]
+        student.max_seq_length = eval_length
+        scores = symmetric_dev_scores(student, dev_sets, metric)
+        student.max_seq_length = int(dc["train"].get("max_length") or eval_length)
+        for dname, value in scores.items():
+            ds = dev_sets[dname]
+            rows.append({**base, "phase": "dev", "step": step, "train_queries_seen": step * batch,
+                         "minutes": round(clock["train"] / 60, 3), "dataset": dname, "split": ds.split,
+                         "metric": metric, "value": value, "teacher_value": de_dev[dname],
+                         "retention": value / de_dev[dname] if de_dev[dname] else np.nan,
+                         "n_queries": len(ds.queries), "n_docs": len(ds.corpus)})
+        if progress:
+            mean = np.mean([r["retention"] for r in rows[-len(scores):]])
+            print(f"step {step:>5}: dev {100 * mean:.1f}% of the full DE ({clock['train'] / 60:.1f} min of training)",
+                  flush=True)
+        clock["since"] = time.perf_counter()
+
+    record(0)
+    cb = curve_callback(record)
+    cb.eval_every = int(eval_steps)
+    work = Path(cfg.get("cache_dir") or ".") / f"curve-{de2ce.slug(name)}"
+    student.max_seq_length = int(dc["train"].get("max_length") or eval_length)
+    info = de2ce.train_student(student, "mse", dc["train"], seed, device or "cpu", work, texts=data["texts"],
+                               labels=data["labels"], callbacks=[cb])
+    if not rows or rows[-1]["step"] != info["train_steps"]:
+        record(info["train_steps"])
+    student.max_seq_length = eval_length
+    info["train_minutes"] = round(clock["train"] / 60, 3)
+    info["train_loss"] = info.get("training_loss")
+    if test:
+        for dname in dc["datasets"]:
+            ds = de2ce.eval_dataset(cfg, dc, dname)
+            sv = symmetric_dev_scores(student, {dname: ds}, metric)[dname]
+            tv = symmetric_dev_scores(de, {dname: ds}, metric)[dname]
+            rows.append({**base, "phase": "test", "step": info["train_steps"],
+                         "train_queries_seen": info["train_steps"] * batch, "minutes": info["train_minutes"],
+                         "dataset": dname, "split": ds.split, "metric": metric, "value": sv, "teacher_value": tv,
+                         "retention": sv / tv if tv else np.nan, "n_queries": len(ds.queries),
+                         "n_docs": len(ds.corpus)})
+    return rows, student, info
+
+
 def dev_scores_full(evaluator, student) -> dict:
     """The student on the full test collections, encoded without the shared cache (a curve's student
     is not notebook 03's: its embeddings must not be confused with that one's)."""
@@ -212,7 +317,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser(prog="python -m ce_utils.query_curve", description=__doc__.split("\n\n")[0])
     ap.add_argument("--profile", default="default")
-    ap.add_argument("--strategy", action="append", required=True, help="e.g. subset:0,5 (repeatable)")
+    ap.add_argument("--strategy", action="append", default=[], help="a query student, e.g. subset:0,5 (repeatable)")
+    ap.add_argument("--de2ce", action="append", default=[], metavar="INIT:K",
+                    help="a DE-k CE student of notebook 02, e.g. ce:1 (DE-2 CE), de:1, random:1 (repeatable)")
     ap.add_argument("--max-steps", type=int, default=300)
     ap.add_argument("--eval-steps", type=int, default=25)
     ap.add_argument("--dev", action="append", default=None, metavar="DATASET=SPLIT",
@@ -233,16 +340,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         out = output_dir(cfg, "results_dir") / CURVE_CSV
         meta = run_metadata(cfg, int(cfg.get("seed", 42)), device)
         frames = []
+        if not args.strategy and not args.de2ce:
+            raise ConfigError("name at least one --strategy (query student) or --de2ce (DE-k CE student).")
         for spec in args.strategy:
             rows, _, info = run_curve(cfg, spec, args.max_steps, args.eval_steps, dev=dev, device=device,
                                       test=args.test)
-            frames.append(pd.DataFrame(rows).assign(train_loss=info["train_loss"]))
+            frames.append(pd.DataFrame(rows).assign(kind="query-student", mode="asymmetric",
+                                                    train_loss=info["train_loss"]))
+        for spec in args.de2ce:
+            init, _, k = spec.partition(":")
+            if init not in ("ce", "de", "random") or not k.isdigit() or int(k) < 1:
+                raise ConfigError(f"--de2ce {spec!r}: give INIT:K with INIT ce, de or random and K >= 1 (e.g. ce:1).")
+            rows, _, info = run_de2ce_curve(cfg, init, int(k), args.max_steps, args.eval_steps, dev=dev,
+                                            device=device, test=args.test)
+            frames.append(pd.DataFrame(rows).assign(kind="de-k-ce", mode="symmetric", train_loss=info["train_loss"]))
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     new = pd.concat(frames, ignore_index=True)
-    new["model_id"] = [f"qd:{s}@{int(st)}" if ph == "test" else "" for s, st, ph in
-                       zip(new["student"], new["step"], new["phase"])]
+    new["model_id"] = [(f"qd:{s}@{int(st)}" if kd == "query-student" else f"de2ce:{s}@{int(st)}") if ph == "test"
+                       else "" for s, st, ph, kd in zip(new["student"], new["step"], new["phase"], new["kind"])]
     for key, value in meta.items():
         if key not in new.columns:
             new[key] = value

@@ -327,3 +327,20 @@ def test_query_curve_gets_a_figure_and_a_table(tmp_path):
     assert set(manifest["figures/query_distill_curve"]["sources"]) == {"query_distill_curve.csv"}
     table = (res / "tables" / "query_distill_curve.md").read_text()
     assert "75.0" in table and "test (full collections)" in table
+
+
+def test_query_curve_figure_has_a_panel_per_kind_of_student():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [dict(student=s, kind=k, layers=l, phase="dev", step=st, minutes=st / 10, dataset="scifact", split="train",
+                 retention=0.5 + st / 1000) for s, k, l in (("L0_5", "query-student", "0,5"), ("DE-2 CE", "de-k-ce", None))
+            for st in (0, 10)]
+    fig = F.draw_query_curve(plt, pd.DataFrame(rows))
+    titles = [ax.get_title() for ax in fig.axes]
+    assert len(titles) == 2 and "asymmetric" in titles[0] and "symmetric (own documents)" in titles[1]
+    labels = [t.get_text() for t in fig.axes[1].get_legend().get_texts()]
+    assert "paper 1: DE-2 CE within ~1% of the full DE" in labels and "DE-2 CE, mean" in labels
+    plt.close(fig)

@@ -53,3 +53,20 @@ def test_curve_arguments_are_checked(smoke_cfg, tmp_path):
     assert main(base + ["--dev", "tiny-a:train"]) == 2
     assert main(base + ["--dev", "tiny-a=test"]) == 2
     assert main(base + ["--max-steps", "0", "--dev", "tiny-a=train"]) == 2
+
+
+def test_de2ce_curve_is_symmetric_and_checked(smoke_cfg, tmp_path):
+    from ce_utils.query_curve import CURVE_CSV, main
+
+    base = ["--profile", smoke_cfg["profile_path"], "--results-dir", str(tmp_path), "--dev", "tiny-a=train"]
+    assert main(base) == 2                                   # neither a query student nor a DE-k CE student
+    assert main(base + ["--de2ce", "ce"]) == 2               # INIT:K
+    assert main(base + ["--de2ce", "de:1", "--max-steps", "3", "--eval-steps", "2", "--test"]) == 0
+    df = pd.read_csv(tmp_path / CURVE_CSV)
+    assert set(df["kind"]) == {"de-k-ce"} and set(df["mode"]) == {"symmetric"}
+    dev = df[df.phase == "dev"]
+    assert sorted(dev["step"].unique()) == [0, 2, 3] and (dev["student"] == "DE-2 DE").all()
+    test = df[df.phase == "test"]
+    assert set(test["dataset"]) == set(smoke_cfg["de2ce"]["datasets"]) and (test["model_id"] == "de2ce:DE-2 DE@3").all()
+    # a student with the full DE's first two layers starts well above zero on its own documents
+    assert dev[dev.step == 0]["value"].iloc[0] > 0
