@@ -54,7 +54,7 @@ probe-other-ce: env
 # student on the full test collections: results/<profile>/query_distill_curve.csv.
 CURVE_STRATEGIES ?= subset:0,5
 CURVE_DE2CE ?= ce:1
-CURVE_ARGS ?= --max-steps 300 --eval-steps 25 --test
+CURVE_ARGS ?= --max-steps 300 --eval-steps 50 --test
 query-curve: env
 	$(PYTHON) -m ce_utils.query_curve --profile $(PROFILE) $(foreach s,$(CURVE_STRATEGIES),--strategy $(s)) \
 		$(foreach s,$(CURVE_DE2CE),--de2ce $(s)) $(CURVE_ARGS)

@@ -190,6 +190,18 @@ def symmetric_dev_scores(model, dev: dict, metric: str = "NDCG@10", batch_size: 
         model.train(was_training)
 
 
+def cached_de_scores(cfg: dict, de, sets: dict, metric: str = "NDCG@10") -> dict[str, float]:
+    """``{collection: metric}`` of the full DE (a fixed model) through the shared embedding cache: the
+    corpus arrays every notebook uses."""
+    from ce_utils.embeddings import dataset_embeddings
+
+    out = {}
+    for name, ds in sets.items():
+        q, d = dataset_embeddings(cfg, de, ds, progress=False)
+        out[name] = float(evaluate(ds.qrels, exact_search(q, d, ds.query_ids, ds.doc_ids, top_k=100), [metric])[metric])
+    return out
+
+
 def run_de2ce_curve(cfg: dict, init: str, k: int, max_steps: int, eval_steps: int, dev: dict[str, str] | None = None,
                     device: str | None = None, test: bool = False, metric: str = "NDCG@10", progress: bool = True):
     """Paper 1's DE-k CE students (notebook 02's recipe: ``init`` ce / de / random, ``k`` copied layers + one
@@ -219,7 +231,7 @@ def run_de2ce_curve(cfg: dict, init: str, k: int, max_steps: int, eval_steps: in
     de._curve_dtype = student._curve_dtype
     data = de2ce.prepare_distillation(cfg, dc, de, list(dc["datasets"]), seed)
     dev_sets = dev_collections(cfg, dev or DEFAULT_DEV)
-    de_dev = symmetric_dev_scores(de, dev_sets, metric)
+    de_dev = cached_de_scores(cfg, de, dev_sets, metric)
     rows: list[dict] = []
     clock = {"train": 0.0, "since": time.perf_counter()}
     base = {"student": name, "strategy": f"de2ce:{init}:{k}", "layers": "", "n_layers": k + 1}
@@ -259,7 +271,7 @@ def run_de2ce_curve(cfg: dict, init: str, k: int, max_steps: int, eval_steps: in
         for dname in dc["datasets"]:
             ds = de2ce.eval_dataset(cfg, dc, dname)
             sv = symmetric_dev_scores(student, {dname: ds}, metric)[dname]
-            tv = symmetric_dev_scores(de, {dname: ds}, metric)[dname]
+            tv = cached_de_scores(cfg, de, {dname: ds}, metric)[dname]
             rows.append({**base, "phase": "test", "step": info["train_steps"],
                          "train_queries_seen": info["train_steps"] * batch, "minutes": info["train_minutes"],
                          "dataset": dname, "split": ds.split, "metric": metric, "value": sv, "teacher_value": tv,
