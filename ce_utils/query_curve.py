@@ -91,6 +91,44 @@ def curve_callback(record):
     return _Curve()
 
 
+class CurveRecorder:
+    """Scores a student in training every time it is called with a step (``score()`` -> ``{collection:
+    value}``) against reference scores of the same collections (the teacher / full DE), and keeps the
+    rows; ``minutes`` counts training time only (the time spent scoring is left out)."""
+
+    def __init__(self, base: dict, batch: int, sets: dict, reference: dict, score, metric: str,
+                 progress: bool = True, what: str = "retention"):
+        self.base, self.batch, self.sets, self.reference = base, batch, sets, reference
+        self.score, self.metric, self.progress, self.what = score, metric, progress, what
+        self.rows: list[dict] = []
+        self.train_seconds = 0.0
+        self.since = time.perf_counter()
+
+    @property
+    def minutes(self) -> float:
+        return round(self.train_seconds / 60, 3)
+
+    def row(self, phase: str, step: int, name: str, ds, value: float, reference: float) -> dict:
+        return {**self.base, "phase": phase, "step": step, "train_queries_seen": step * self.batch,
+                "minutes": self.minutes, "dataset": name, "split": ds.split, "metric": self.metric, "value": value,
+                "teacher_value": reference, "retention": value / reference if reference else np.nan,
+                "n_queries": len(ds.queries), "n_docs": len(ds.corpus)}
+
+    def __call__(self, step: int) -> None:
+        self.train_seconds += time.perf_counter() - self.since
+        scores = self.score()
+        self.rows += [self.row("dev", step, n, self.sets[n], v, self.reference[n]) for n, v in scores.items()]
+        if self.progress:
+            mean = np.mean([r["retention"] for r in self.rows[-len(scores):]])
+            print(f"step {step:>5}: dev {self.what} {100 * mean:.1f}% ({self.train_seconds / 60:.1f} min of training)",
+                  flush=True)
+        self.since = time.perf_counter()
+
+    @property
+    def last_step(self):
+        return self.rows[-1]["step"] if self.rows else None
+
+
 def run_curve(cfg: dict, strategy_spec: str, max_steps: int, eval_steps: int, dev: dict[str, str] | None = None,
               device: str | None = None, test: bool = False, metric: str = "NDCG@10", progress: bool = True):
     """Train one student for ``max_steps`` (batch and learning rate of ``query_distill``), scoring it on
@@ -127,46 +165,24 @@ def run_curve(cfg: dict, strategy_spec: str, max_steps: int, eval_steps: int, de
     doc_emb = {n: dataset_embeddings(cfg, teacher, ds, queries=False, progress=progress)[1] for n, ds in dev_sets.items()}
     teacher_dev = dev_scores(teacher, dev_sets, doc_emb, sf, metric)
     student = build_student(strategy, teacher, cfg, seed=int(cfg.get("seed", 42)))
-    rows: list[dict] = []
-    clock = {"train": 0.0, "since": time.perf_counter()}
     base = {"student": strategy.name, "strategy": strategy.spec, "layers": strategy.layers_str,
             "n_layers": strategy.n_layers}
-
-    def record(step: int) -> None:
-        clock["train"] += time.perf_counter() - clock["since"]
-        scores = dev_scores(student, dev_sets, doc_emb, sf, metric)
-        for name, value in scores.items():
-            ds = dev_sets[name]
-            rows.append({**base, "phase": "dev", "step": step, "train_queries_seen": step * batch,
-                         "minutes": round(clock["train"] / 60, 3), "dataset": name, "split": ds.split,
-                         "metric": metric, "value": value, "teacher_value": teacher_dev[name],
-                         "retention": value / teacher_dev[name] if teacher_dev[name] else np.nan,
-                         "n_queries": len(ds.queries), "n_docs": len(ds.corpus)})
-        mean = np.mean([r["retention"] for r in rows[-len(scores):]])
-        if progress:
-            print(f"step {step:>5}: dev retention {100 * mean:.1f}% ({clock['train'] / 60:.1f} min of training)",
-                  flush=True)
-        clock["since"] = time.perf_counter()
-
-    record(0)
-    cb = curve_callback(record)
+    rec = CurveRecorder(base, batch, dev_sets, teacher_dev, lambda: dev_scores(student, dev_sets, doc_emb, sf, metric),
+                        metric, progress)
+    rec(0)
+    cb = curve_callback(rec)
     cb.eval_every = int(eval_steps)
     info = train_student(student, texts, targets, run_cfg, seed=int(cfg.get("seed", 42)), device=device,
                          callbacks=[cb])
-    if not rows or rows[-1]["step"] != info["train_steps"]:
-        record(info["train_steps"])
-    info["train_minutes"] = round(clock["train"] / 60, 3)
+    if rec.last_step != info["train_steps"]:
+        rec(info["train_steps"])
+    info["train_minutes"] = rec.minutes
     if test:
         ev = AsymmetricEvaluator(teacher, eval_datasets(cfg, datasets), teacher_spec, cfg=cfg, score_function=sf)
         t_scores, s_scores = ev.evaluate(teacher), dev_scores_full(ev, student)
-        for name, ds in ev.datasets.items():
-            tv, sv = t_scores[name][metric], s_scores[name][metric]
-            rows.append({**base, "phase": "test", "step": info["train_steps"],
-                         "train_queries_seen": info["train_steps"] * batch, "minutes": info["train_minutes"],
-                         "dataset": name, "split": ds.split, "metric": metric, "value": sv, "teacher_value": tv,
-                         "retention": sv / tv if tv else np.nan, "n_queries": len(ds.queries),
-                         "n_docs": len(ds.corpus)})
-    return rows, student, info
+        rec.rows += [rec.row("test", info["train_steps"], n, ds, s_scores[n][metric], t_scores[n][metric])
+                     for n, ds in ev.datasets.items()]
+    return rec.rows, student, info
 
 
 def symmetric_dev_scores(model, dev: dict, metric: str = "NDCG@10", batch_size: int = 64) -> dict[str, float]:
@@ -232,52 +248,37 @@ def run_de2ce_curve(cfg: dict, init: str, k: int, max_steps: int, eval_steps: in
     data = de2ce.prepare_distillation(cfg, dc, de, list(dc["datasets"]), seed)
     dev_sets = dev_collections(cfg, dev or DEFAULT_DEV)
     de_dev = cached_de_scores(cfg, de, dev_sets, metric)
-    rows: list[dict] = []
-    clock = {"train": 0.0, "since": time.perf_counter()}
     base = {"student": name, "strategy": f"de2ce:{init}:{k}", "layers": "", "n_layers": k + 1}
     eval_length = student.max_seq_length
+    train_length = int(dc["train"].get("max_length") or eval_length)
 
-    def record(step: int) -> None:
-        clock["train"] += time.perf_counter() - clock["since"]
+    def score() -> dict:
         student.max_seq_length = eval_length
-        scores = symmetric_dev_scores(student, dev_sets, metric)
-        student.max_seq_length = int(dc["train"].get("max_length") or eval_length)
-        for dname, value in scores.items():
-            ds = dev_sets[dname]
-            rows.append({**base, "phase": "dev", "step": step, "train_queries_seen": step * batch,
-                         "minutes": round(clock["train"] / 60, 3), "dataset": dname, "split": ds.split,
-                         "metric": metric, "value": value, "teacher_value": de_dev[dname],
-                         "retention": value / de_dev[dname] if de_dev[dname] else np.nan,
-                         "n_queries": len(ds.queries), "n_docs": len(ds.corpus)})
-        if progress:
-            mean = np.mean([r["retention"] for r in rows[-len(scores):]])
-            print(f"step {step:>5}: dev {100 * mean:.1f}% of the full DE ({clock['train'] / 60:.1f} min of training)",
-                  flush=True)
-        clock["since"] = time.perf_counter()
+        try:
+            return symmetric_dev_scores(student, dev_sets, metric)
+        finally:
+            student.max_seq_length = train_length
 
-    record(0)
-    cb = curve_callback(record)
+    rec = CurveRecorder(base, batch, dev_sets, de_dev, score, metric, progress, what="% of the full DE:")
+    student.max_seq_length = train_length
+    rec(0)
+    cb = curve_callback(rec)
     cb.eval_every = int(eval_steps)
     work = Path(cfg.get("cache_dir") or ".") / f"curve-{de2ce.slug(name)}"
-    student.max_seq_length = int(dc["train"].get("max_length") or eval_length)
     info = de2ce.train_student(student, "mse", dc["train"], seed, device or "cpu", work, texts=data["texts"],
                                labels=data["labels"], callbacks=[cb])
-    if not rows or rows[-1]["step"] != info["train_steps"]:
-        record(info["train_steps"])
+    if rec.last_step != info["train_steps"]:
+        rec(info["train_steps"])
     student.max_seq_length = eval_length
-    info["train_minutes"] = round(clock["train"] / 60, 3)
+    info["train_minutes"] = rec.minutes
     info["train_loss"] = info.get("training_loss")
     if test:
         for dname in dc["datasets"]:
             ds = de2ce.eval_dataset(cfg, dc, dname)
-            sv = symmetric_dev_scores(student, {dname: ds}, metric)[dname]
-            tv = cached_de_scores(cfg, de, {dname: ds}, metric)[dname]
-            rows.append({**base, "phase": "test", "step": info["train_steps"],
-                         "train_queries_seen": info["train_steps"] * batch, "minutes": info["train_minutes"],
-                         "dataset": dname, "split": ds.split, "metric": metric, "value": sv, "teacher_value": tv,
-                         "retention": sv / tv if tv else np.nan, "n_queries": len(ds.queries),
-                         "n_docs": len(ds.corpus)})
-    return rows, student, info
+            rec.rows.append(rec.row("test", info["train_steps"], dname, ds,
+                                    symmetric_dev_scores(student, {dname: ds}, metric)[dname],
+                                    cached_de_scores(cfg, de, {dname: ds}, metric)[dname]))
+    return rec.rows, student, info
 
 
 def dev_scores_full(evaluator, student) -> dict:
