@@ -600,15 +600,19 @@ def probe_other_ce(cfg: dict, label: str, spec: str, device: str | None = None, 
     return [{**r, **flag} for r in rows], [{**r, **flag} for r in quality], ce_works
 
 
-def merge_model_rows(path, new, column: str = "model"):
-    """``path``'s rows of other models, then ``new`` (a model's rows replace its earlier ones)."""
+def other_ce_summary(probe_df, extra_df, label: str, metric: str = "NDCG@10"):
+    """:func:`probe_summary` for another CE (``extra_df`` rows of ``model_kind == label``) against the
+    profile's DEs and its own CE (``probe_df``, relabelled ``own-ce``): (table, sentences)."""
     import pandas as pd
 
-    path = Path(path)
-    if not path.is_file():
-        return new.reset_index(drop=True)
-    old = pd.read_csv(path)
-    return pd.concat([old[~old[column].isin(set(new[column]))], new], ignore_index=True)
+    mine = extra_df[extra_df["model_kind"] == label].assign(model_kind="ce")
+    if mine.empty:
+        raise ConfigError(f"No rows of {label!r} in the other-CE probe; have {sorted(set(extra_df['model_kind']))}.")
+    others = probe_df.assign(model_kind=probe_df["model_kind"].replace({"ce": "own-ce"}))
+    works = mine["ce_works"].astype(str).iloc[0] == "True" if "ce_works" in mine.columns else None
+    table, lines = probe_summary(pd.concat([mine, others], ignore_index=True), works, metric)
+    lines = [line.replace("the CE's", f"the {label}'s").replace("The CE ", f"The {label} ") for line in lines]
+    return table, lines
 
 
 def main(argv=None) -> int:
@@ -622,7 +626,7 @@ def main(argv=None) -> int:
 
     from ce_utils.config import load_profile, output_dir
     from ce_utils.models import default_device
-    from ce_utils.results import add_model_ids, run_metadata, write_csv_atomic
+    from ce_utils.results import add_model_ids, merge_rows, run_metadata, write_csv_atomic
 
     ap = argparse.ArgumentParser(prog="python -m ce_utils.probing", description=main.__doc__)
     ap.add_argument("--profile", default="default")
@@ -657,7 +661,7 @@ def main(argv=None) -> int:
             key = ["model", "stage", "dataset", "metric", "depth", "n_queries", "encode_dtype"]
             df = pd.concat([old, df], ignore_index=True).drop_duplicates(key, keep="last")
         else:
-            df = merge_model_rows(out / name, df, col)
+            df = merge_rows(out / name, df, col)
         write_csv_atomic(df, out / name)
         written.append(name)
     q = pd.DataFrame(quality)
@@ -669,18 +673,3 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
-
-
-def other_ce_summary(probe_df, extra_df, label: str, metric: str = "NDCG@10"):
-    """:func:`probe_summary` for another CE (``extra_df`` rows of ``model_kind == label``) against the
-    profile's DEs and its own CE (``probe_df``, relabelled ``own-ce``): (table, sentences)."""
-    import pandas as pd
-
-    mine = extra_df[extra_df["model_kind"] == label].assign(model_kind="ce")
-    if mine.empty:
-        raise ConfigError(f"No rows of {label!r} in the other-CE probe; have {sorted(set(extra_df['model_kind']))}.")
-    others = probe_df.assign(model_kind=probe_df["model_kind"].replace({"ce": "own-ce"}))
-    works = mine["ce_works"].astype(str).iloc[0] == "True" if "ce_works" in mine.columns else None
-    table, lines = probe_summary(pd.concat([mine, others], ignore_index=True), works, metric)
-    lines = [line.replace("the CE's", f"the {label}'s").replace("The CE ", f"The {label} ") for line in lines]
-    return table, lines

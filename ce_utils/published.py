@@ -104,14 +104,9 @@ def run_peer_check(cfg: dict, model_spec: str, datasets=None, device: str | None
 
 def merge_peer_rows(path, new: pd.DataFrame) -> pd.DataFrame:
     """``path``'s rows of other models, then ``new`` (a model's rows replace its earlier ones)."""
-    from pathlib import Path
+    from ce_utils.results import merge_rows
 
-    path = Path(path)
-    if not path.is_file():
-        return new.reset_index(drop=True)
-    old = pd.read_csv(path)
-    old = old[~old["model"].isin(set(new["model"]))]
-    return pd.concat([old, new], ignore_index=True)
+    return merge_rows(path, new, "model")
 
 
 def main(argv=None) -> int:

@@ -156,8 +156,6 @@ def run_curve(cfg: dict, strategy_spec: str, max_steps: int, eval_steps: int, de
     if len(texts) < max_steps * batch:
         print(f"note: {len(texts)} training queries, fewer than {max_steps} x {batch}: "
               f"{-(-len(texts) // batch)} steps make one epoch; training goes on over several epochs.")
-        epochs = int(np.ceil(max_steps * batch / len(texts)))
-        run_cfg["query_distill"]["epochs"] = epochs
     max_len = int(teacher.max_seq_length)
     targets = teacher_query_embeddings(teacher, texts, cfg.get("cache_dir"), teacher_spec, max_len)
     sf = score_function_of(teacher, qd.get("score_function"))
@@ -179,13 +177,16 @@ def run_curve(cfg: dict, strategy_spec: str, max_steps: int, eval_steps: int, de
     info["train_minutes"] = rec.minutes
     if test:
         ev = AsymmetricEvaluator(teacher, eval_datasets(cfg, datasets), teacher_spec, cfg=cfg, score_function=sf)
-        t_scores, s_scores = ev.evaluate(teacher), dev_scores_full(ev, student)
-        rec.rows += [rec.row("test", info["train_steps"], n, ds, s_scores[n][metric], t_scores[n][metric])
+        # the student encoded afresh, never through the shared cache: it is not notebook 03's student
+        t_scores = ev.evaluate(teacher)
+        s_scores = dev_scores(student, ev.datasets, ev.doc_emb, ev.score_function, metric)
+        rec.rows += [rec.row("test", info["train_steps"], n, ds, s_scores[n], t_scores[n][metric])
                      for n, ds in ev.datasets.items()]
     return rec.rows, student, info
 
 
-def symmetric_dev_scores(model, dev: dict, metric: str = "NDCG@10", batch_size: int = 64) -> dict[str, float]:
+def symmetric_dev_scores(model, dev: dict, metric: str = "NDCG@10", batch_size: int = 64,
+                         dtype: str | None = None) -> dict[str, float]:
     """``{collection: metric}`` of ``model`` encoding both the queries and the whole corpus (a DE-k CE
     student is a full dual encoder); encoded afresh, as a model in training has no cache identity."""
     from ce_utils.embeddings import autocast
@@ -196,7 +197,7 @@ def symmetric_dev_scores(model, dev: dict, metric: str = "NDCG@10", batch_size: 
     try:
         out = {}
         for name, ds in dev.items():
-            with autocast(getattr(model, "_curve_dtype", None), model.device):
+            with autocast(dtype, model.device):
                 q = encode(model, ds.query_texts(), batch_size=batch_size)
                 d = encode(model, ds.doc_texts(), batch_size=batch_size)
             run = exact_search(q, d, ds.query_ids, ds.doc_ids, top_k=100)
@@ -243,8 +244,7 @@ def run_de2ce_curve(cfg: dict, init: str, k: int, max_steps: int, eval_steps: in
     ce = load_or_train_cross_encoder(cfg, device=device)[0] if init == "ce" else None
     student = de2ce.build_student(de, ce, init, k, seed=seed)
     name = de2ce.student_name(init, k + 1, "mse")
-    student._curve_dtype = encode_settings(cfg)["dtype"]
-    de._curve_dtype = student._curve_dtype
+    dtype = encode_settings(cfg)["dtype"]  # the dtype of the full DE's cached embeddings it is compared with
     data = de2ce.prepare_distillation(cfg, dc, de, list(dc["datasets"]), seed)
     dev_sets = dev_collections(cfg, dev or DEFAULT_DEV)
     de_dev = cached_de_scores(cfg, de, dev_sets, metric)
@@ -255,7 +255,7 @@ def run_de2ce_curve(cfg: dict, init: str, k: int, max_steps: int, eval_steps: in
     def score() -> dict:
         student.max_seq_length = eval_length
         try:
-            return symmetric_dev_scores(student, dev_sets, metric)
+            return symmetric_dev_scores(student, dev_sets, metric, dtype=dtype)
         finally:
             student.max_seq_length = train_length
 
@@ -276,24 +276,9 @@ def run_de2ce_curve(cfg: dict, init: str, k: int, max_steps: int, eval_steps: in
         for dname in dc["datasets"]:
             ds = de2ce.eval_dataset(cfg, dc, dname)
             rec.rows.append(rec.row("test", info["train_steps"], dname, ds,
-                                    symmetric_dev_scores(student, {dname: ds}, metric)[dname],
+                                    symmetric_dev_scores(student, {dname: ds}, metric, dtype=dtype)[dname],
                                     cached_de_scores(cfg, de, {dname: ds}, metric)[dname]))
     return rec.rows, student, info
-
-
-def dev_scores_full(evaluator, student) -> dict:
-    """The student on the full test collections, encoded without the shared cache (a curve's student
-    is not notebook 03's: its embeddings must not be confused with that one's)."""
-    from ce_utils.query_distill import encode
-
-    out = {}
-    for name, ds in evaluator.datasets.items():
-        student.eval()
-        q = encode(student, ds.query_texts(), batch_size=128)
-        run = exact_search(q, evaluator.doc_emb[name], ds.query_ids, ds.doc_ids, top_k=evaluator.top_k,
-                           score_function=evaluator.score_function)
-        out[name] = evaluate(ds.qrels, run, list(evaluator.metrics))
-    return out
 
 
 def summary(curve: pd.DataFrame, target: float = 0.925, flat: float = 0.005) -> list[str]:
@@ -326,7 +311,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from ce_utils.config import load_profile, output_dir
     from ce_utils.models import default_device
-    from ce_utils.results import run_metadata, write_csv_atomic
+    from ce_utils.results import merge_rows, run_metadata, write_csv_atomic
 
     ap = argparse.ArgumentParser(prog="python -m ce_utils.query_curve", description=__doc__.split("\n\n")[0])
     ap.add_argument("--profile", default="default")
@@ -376,9 +361,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for key, value in meta.items():
         if key not in new.columns:
             new[key] = value
-    if out.is_file():  # a student's rows replace its earlier ones
-        old = pd.read_csv(out)
-        new = pd.concat([old[~old["student"].isin(set(new["student"]))], new], ignore_index=True)
+    new = merge_rows(out, new, "student")  # a student's rows replace its earlier ones
     write_csv_atomic(new, out)
     for line in summary(new):
         print(line)

@@ -101,6 +101,16 @@ def write_csv_atomic(df: pd.DataFrame, path: str | Path) -> Path:
     return atomic_write_text(path, df.to_csv(index=False))
 
 
+def merge_rows(path: str | Path, new: pd.DataFrame, column: str = "model") -> pd.DataFrame:
+    """``path``'s rows whose ``column`` is not in ``new``, then ``new``: a model's (student's, ...) rows
+    replace its earlier ones, every other model's stay."""
+    path = Path(path)
+    if not path.is_file():
+        return new.reset_index(drop=True)
+    old = pd.read_csv(path)
+    return pd.concat([old[~old[column].isin(set(new[column]))], new], ignore_index=True)
+
+
 def save_results(rows: pd.DataFrame | Iterable[dict], path: str | Path, meta: dict,
                  required: Iterable[str] = ()) -> pd.DataFrame:
     """Append the run metadata as columns and write the CSV atomically.
