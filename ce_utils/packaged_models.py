@@ -387,6 +387,19 @@ def locate_onnx(dist_name: str, rel: str, search_path: Sequence[str | os.PathLik
     return path, record, f"{dist_name.lower()}/{record}"
 
 
+def _onnx_source(spec: str, search_path: Sequence[str | os.PathLike] | None = None
+                 ) -> tuple[Path, str | None, str | None, OnnxBertEntry | None]:
+    """Where an ``onnx-bert:`` spec (with or without the prefix) points: ``(onnx_path, distribution,
+    key, entry)``; a local .onnx file has no distribution, key or entry, an installed package's file
+    its ``ONNX_BERT_MODELS`` entry when one is known."""
+    rest = spec[len("onnx-bert:"):] if spec.startswith("onnx-bert:") else spec
+    if Path(rest).expanduser().is_file():
+        return Path(rest).expanduser().resolve(), None, None, None
+    dist_name, rel = _split_onnx_spec(rest)
+    onnx_path, _, key = locate_onnx(dist_name, rel, search_path)
+    return onnx_path, dist_name, key, ONNX_BERT_MODELS.get(key)
+
+
 def _onnx_entry_for(dist_name: str, rel: str) -> OnnxBertEntry | None:
     for key, entry in ONNX_BERT_MODELS.items():
         d, _, r = key.partition("/")
@@ -843,15 +856,9 @@ def onnx_bert_model(spec_or_path: str, cache_dir: str | os.PathLike | None = Non
     part after the prefix, or a local .onnx file (then ``tokenizer_dir`` or a tokenizer folder
     next to it). Loadable by sentence-transformers' ``CrossEncoder`` (classifier) and by
     ``AutoModel`` (``output_hidden_states=True``: layers + 1 hidden states)."""
-    spec = spec_or_path[len("onnx-bert:"):] if spec_or_path.startswith("onnx-bert:") else spec_or_path
-    entry = None
-    if Path(spec).expanduser().is_file():
-        onnx_path, label = Path(spec).expanduser().resolve(), Path(spec).name
-    else:
-        dist_name, rel = _split_onnx_spec(spec)
-        onnx_path, record, key = locate_onnx(dist_name, rel, search_path)
-        entry = ONNX_BERT_MODELS.get(key)
-        label = key
+    onnx_path, dist_name, label, entry = _onnx_source(spec_or_path, search_path)
+    label = label or onnx_path.name
+    if dist_name is not None:
         if entry is not None and entry.notice:
             warnings.warn(entry.notice, UserWarning, stacklevel=2)
             log.warning(entry.notice)
@@ -925,12 +932,7 @@ def passage_first(spec: str) -> bool:
     a known NLI-style ``onnx-bert:`` model (``OnnxBertEntry.passage_first``), else False."""
     if not isinstance(spec, str) or not spec.startswith("onnx-bert:"):
         return False
-    rest = spec[len("onnx-bert:"):]
-    if Path(rest).expanduser().is_file():
-        return False
-    dist_name, rel = _split_onnx_spec(rest)
-    _, _, key = locate_onnx(dist_name, rel)
-    entry = ONNX_BERT_MODELS.get(key)
+    entry = _onnx_source(spec)[3]
     return bool(entry and entry.passage_first)
 
 
