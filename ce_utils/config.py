@@ -67,16 +67,42 @@ def get_dotted(cfg: dict, key: str, default: Any = None) -> Any:
     return node
 
 
+def merge(base: dict, over: dict) -> dict:
+    """``base`` updated by ``over``, sections (dicts) merged key by key, everything else replaced."""
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _read_profile(path: Path, seen: tuple = ()) -> dict:
+    """A profile file as a dict; ``extends: <profile>`` reads that profile first and merges this
+    one over it (sections key by key), so a profile can state only what it changes."""
+    if path in seen:
+        raise ConfigError(f"Profile {path} extends itself (through {' -> '.join(p.stem for p in seen)}).")
+    with open(path) as fh:
+        cfg = yaml.safe_load(fh) or {}
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"Profile {path} is not a YAML mapping.")
+    base = cfg.pop("extends", None)
+    if base is None:
+        return cfg
+    sibling = path.parent / f"{base}.yaml"  # a profile beside this one, else a name in configs/ or a path
+    return merge(_read_profile(sibling if sibling.is_file() else _profile_path(base), (*seen, path)), cfg)
+
+
 def load_profile(profile: str | os.PathLike = "default", overrides: dict | None = None, **kw: Any) -> dict:
     """Load a profile and apply overrides (``None`` values are ignored, so notebook
     parameters left at ``None`` keep the profile's value).
 
+    A profile may start from another (``extends: default``) and state only what it changes.
     Relative output directories are resolved against the repository root.
     """
     path = _profile_path(profile)
-    with open(path) as fh:
-        cfg = yaml.safe_load(fh) or {}
-    cfg = copy.deepcopy(cfg)
+    cfg = _read_profile(path)
     cfg.setdefault("name", path.stem)
     cfg["profile_path"] = str(path)
     for key, value in {**(overrides or {}), **kw}.items():

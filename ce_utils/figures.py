@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -52,7 +53,7 @@ SCHEMAS = {
 NUMERIC = {"value", "layer", "n_layers", "depth", "batch_size", "threads", "median_ms", "queries_per_s",
            "speedup_vs_de", "flop_ratio", "step", "minutes", "retention"}
 DEFAULTS = {"metric": "NDCG@10", "sts_metric": "Spearman", "pareto_batch_size": 1, "pareto_threads": 1,
-            "pareto_tokenization": "included", "pareto_datasets": None, "dpi": 150}
+            "pareto_tokenization": "included", "pareto_datasets": None, "dpi": 150, "paper2_geometry": None}
 
 
 class SchemaError(ValueError):
@@ -483,8 +484,7 @@ def _paper_side_by_side(qd: pd.DataFrame, cfg: dict | None) -> pd.DataFrame | No
     except Exception as exc:  # noqa: BLE001
         print(f"note: no paper overlay ({type(exc).__name__}: {exc}).")
         return None
-    dmap = {ds: ds.split("-")[0] for ds in qd["dataset"].unique()}
-    return q.side_by_side(qd, paper, n_teacher, dataset_map=dmap)
+    return q.side_by_side(qd, paper, n_teacher, dataset_map=q.paper_dataset_map(qd["dataset"].astype(str).unique()))
 
 
 def query_distill_figure(plt, out: Output, df: pd.DataFrame, metric: str, cfg: dict | None) -> pd.DataFrame | None:
@@ -515,6 +515,80 @@ def query_distill_figure(plt, out: Output, df: pd.DataFrame, metric: str, cfg: d
     out.table(tab, "query_distill", ["query_distill.csv"], f"Mean {metric} retention (%) of the query students.",
               floatfmt=".1f")
     return tab
+
+
+def geometry_table(df: pd.DataFrame, metric: str = "NDCG@10", cfg: dict | None = None) -> tuple[pd.DataFrame, dict]:
+    """A 12-layer teacher's query_distill.csv as paper 2's table (``query_distill.subset_table``) and the
+    rank agreement with it; an empty table when the CSV has no teacher rows or none of the paper's subsets."""
+    from ce_utils import query_distill as q
+
+    teacher = df[df["student"] == "teacher"]
+    if teacher.empty:
+        return pd.DataFrame(), {}
+    paper, _ = q.paper_retention_table(cfg)
+    ours = df[df["metric"].isin([metric, f"retention_{metric}"])]
+    tab = q.subset_table(ours, paper, int(teacher["n_layers"].max()))
+    return tab, (q.rank_agreement(tab) if len(tab) else {})
+
+
+def geometry_summary(cfg: dict | None, metric: str = "NDCG@10") -> list[str]:
+    """Lines for notebook 05 and the README: the teacher's score, our best subsets against the paper's, and
+    the Spearman agreement of the two rankings; empty when ``figures.paper2_geometry`` has no CSV."""
+    path = geometry_results({**DEFAULTS, **((cfg or {}).get("figures") or {})})
+    if path is None or not path.is_file():
+        return []
+    df = pd.read_csv(path)
+    tab, agree = geometry_table(df, metric, cfg)
+    if tab.empty:
+        return []
+    teacher = df[(df["student"] == "teacher") & (df["metric"] == metric)]
+    lines = [f"teacher {teacher['teacher'].iloc[0]}: {metric} "
+             + ", ".join(f"{d} {v:.4f}" for d, v in zip(teacher["dataset"], teacher["value"]))]
+    t = tab.set_index("layers")
+    for layers in ("0,11", "0,1,10,11"):
+        if layers in t.index:
+            r = t.loc[layers]
+            lines.append(f"{{{layers}}}: ours {r['ours_mean']:.1%} (mean of our sets), paper {r['paper_same_sets']:.1%} "
+                         f"on the same sets, {r['paper_mean']:.1%} over its 15 sets")
+    lines.append(f"best 2-layer subset: ours {{{agree.get('best_2_ours')}}}, paper {{{agree.get('best_2_paper')}}}")
+    lines.append(f"Spearman of the {agree['n_subsets']} subsets' retention: {agree['spearman_same_sets']:.2f} against "
+                 f"the paper's on the same sets, {agree['spearman_paper_mean']:.2f} against its 15-set mean")
+    return lines
+
+
+def geometry_figure(plt, out: Output, df: pd.DataFrame, metric: str, cfg: dict | None, source: str) -> dict | None:
+    """Paper 2 in its own geometry (``make paper2-geometry``): every layer subset of the published table,
+    our mean retention next to the paper's on the same datasets and over its 15 sets, and the Spearman
+    agreement of the two rankings (``ce_utils.query_distill.rank_agreement``). ``source``: the CSV's path
+    relative to this profile's results folder."""
+    tab, agree = geometry_table(df, metric, cfg)
+    if tab.empty:
+        print(f"note: {source} holds no teacher rows or none of the paper's layer subsets -- the paper-geometry "
+              "figure is skipped.")
+        return None
+    fig, ax = plt.subplots(figsize=(max(6, 0.6 * len(tab) + 2), 3.4))
+    x = np.arange(len(tab))
+    for off, col, label, color in ((-0.27, "ours_mean", "ours (mean of our sets)", "C0"),
+                                   (0.0, "paper_same_sets", "paper, same sets", "C1"),
+                                   (0.27, "paper_mean", "paper, mean of 15 BEIR sets", "C3")):
+        ax.bar(x + off, 100 * tab[col], 0.27, label=label, color=color)
+    ax.axhline(100, color="k", lw=0.7)
+    ax.set_xticks(x, [f"{{{l}}}" for l in tab["layers"]], rotation=45, ha="right", fontsize=7)
+    lo = 100 * float(tab[["ours_mean", "paper_same_sets", "paper_mean"]].min().min())
+    ax.set_ylim(max(0.0, lo - 10), 105)
+    ax.set(ylabel=f"{metric} retention (% of teacher)",
+           title=f"Paper 2's layer subsets of a 12-layer teacher: Spearman {agree['spearman_same_sets']:.2f} "
+                 f"(same sets), {agree['spearman_paper_mean']:.2f} (15 sets)")
+    ax.legend(loc="lower right", ncol=3)
+    fig.tight_layout()
+    out.figure(fig, "query_distill_geometry", [source])
+    cols = [c for c in tab.columns if c.startswith(("ours_", "paper_")) and c != "paper_layers"]
+    shown = tab.assign(**{c: 100 * tab[c] for c in cols})
+    out.table(shown, "query_distill_geometry", [source],
+              f"{metric} retention (%) of paper 2's layer subsets, ours (12-layer all-mpnet-base-v2 teacher) next to "
+              f"the paper's (msmarco-bert-base-dot-v5); Spearman of the rankings {agree['spearman_same_sets']:.2f} on "
+              f"the same sets, {agree['spearman_paper_mean']:.2f} against the paper's 15-set mean.", floatfmt=".1f")
+    return agree
 
 
 def eager(df: pd.DataFrame) -> pd.DataFrame:
@@ -808,6 +882,16 @@ def check_options(results: dict[str, pd.DataFrame], opts: dict) -> None:
                           f"{', '.join(sorted(known))}.")
 
 
+def geometry_results(opts: dict) -> Path | None:
+    """``figures.paper2_geometry`` (a results folder, relative to the repository root) -> its
+    query_distill.csv; ``None`` when the option is unset."""
+    where = opts.get("paper2_geometry")
+    if not where:
+        return None
+    p = Path(where)
+    return (p if p.is_absolute() else repo_root() / p) / "query_distill.csv"
+
+
 def make_all(results_dir: str | Path, figures_dir: str | Path, cfg: dict | None = None,
              options: dict | None = None) -> dict:
     """Every figure and table the CSVs under ``results_dir`` allow; returns the manifest."""
@@ -846,6 +930,11 @@ def make_all(results_dir: str | Path, figures_dir: str | Path, cfg: dict | None 
         query_distill_figure(plt, out, results["query_distill.csv"], opts["metric"], cfg)
     if "query_distill_curve.csv" in results:
         query_curve_figure(plt, out, results["query_distill_curve.csv"])
+    geometry = geometry_results(opts)
+    if geometry is not None:
+        gdf = read_result(geometry.parent, geometry.name)
+        if gdf is not None:
+            geometry_figure(plt, out, gdf, opts["metric"], cfg, os.path.relpath(geometry, results_dir))
     if "speed.csv" in results:
         speed_figure(plt, out, results["speed.csv"])
         backends_figure(plt, out, results["speed.csv"], results.get("backend_quality.csv"), opts["metric"])

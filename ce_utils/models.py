@@ -147,7 +147,8 @@ def trainer_kwargs(tc: dict, output_dir: str | os.PathLike, seed: int, device: s
     CrossEncoder alike) from a profile's training section: ``epochs``, ``max_steps`` (-1 = by
     epochs), ``batch_size``, ``learning_rate``, ``warmup_ratio``, ``weight_decay``,
     ``logging_steps``, ``warmup_steps`` (a number of steps; wins over ``warmup_ratio``) and
-    ``mixed_precision`` (``fp16`` / ``bf16``, applied on a GPU only: CPU training stays fp32); the
+    ``mixed_precision`` (``fp16`` / ``bf16``, applied on a GPU only) and ``cpu_mixed_precision``
+    (``bf16`` only, applied on a CPU that computes bf16 natively; otherwise CPU training stays fp32); the
     keyword arguments are the section's defaults. Seeded, no checkpoints, no reporting; ``extra`` is
     passed through."""
     mp = tc.get("mixed_precision")
@@ -159,9 +160,18 @@ def trainer_kwargs(tc: dict, output_dir: str | os.PathLike, seed: int, device: s
             raise ConfigError(f"warmup_steps must be a whole number >= 1, not {tc['warmup_steps']!r}.")
     else:
         warmup = float(tc.get("warmup_ratio", 0.1))  # transformers 5: a float < 1 is a ratio of the steps
+    cpu_mp = tc.get("cpu_mixed_precision")
+    if cpu_mp not in (None, "bf16"):
+        raise ConfigError(f"cpu_mixed_precision must be bf16 or null, not {cpu_mp!r} (fp16 autocast is GPU-only).")
     cuda = str(device).startswith("cuda")
-    if cuda and mp and not any(k in extra for k in ("fp16", "bf16")):
-        extra = {**extra, mp: True}
+    if not any(k in extra for k in ("fp16", "bf16")):
+        if cuda and mp:
+            extra = {**extra, mp: True}
+        elif not cuda and cpu_mp:
+            from ce_utils.embeddings import native_bf16
+
+            if native_bf16("cpu"):
+                extra = {**extra, "bf16": True}
     return dict(
         output_dir=str(output_dir),
         num_train_epochs=float(tc.get("epochs", 1)),

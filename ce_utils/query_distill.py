@@ -548,6 +548,59 @@ def side_by_side(ours: pd.DataFrame, paper: pd.DataFrame, n_teacher_layers: int,
                                        "ours", "paper"])
 
 
+def paper_dataset_map(datasets: Sequence[str], mapping: dict | None = None) -> dict:
+    """Our dataset -> the paper's: ``mapping`` (``query_distill.paper_datasets``) where it names one, else
+    the name before the first ``-`` (``nfcorpus-preprocessed`` -> ``nfcorpus``)."""
+    mapping = mapping or {}
+    return {ds: mapping.get(ds, str(ds).split("-")[0]) for ds in datasets if ds != "mean"}
+
+
+def subset_table(ours: pd.DataFrame, paper: pd.DataFrame, n_teacher_layers: int,
+                 dataset_map: dict | None = None) -> pd.DataFrame:
+    """Paper 2's table row by row: for every subset of ``ours`` (query_distill.csv rows) that the paper
+    evaluated, our retention per dataset and its mean (``ours_mean``), the paper's retention on the same
+    datasets and its mean (``paper_same_sets``), and the paper's headline mean over its 15 sets
+    (``paper_mean``). One row per subset, in the order of the paper's table (by size, then layers)."""
+    dmap = paper_dataset_map(ours["dataset"].astype(str).unique(), dataset_map)
+    side = side_by_side(ours, paper, n_teacher_layers, dataset_map=dmap)
+    if side.empty:
+        return pd.DataFrame(columns=["layers", "paper_layers", "n_layers", "ours_mean", "paper_same_sets",
+                                     "paper_mean"])
+    per = side[side["dataset"] != "mean"]
+    rows = []
+    for (layers, pl, n), grp in per.groupby(["layers", "paper_layers", "n_layers"], sort=False):
+        row = {"layers": layers, "paper_layers": pl, "n_layers": int(n)}
+        for _, r in grp.iterrows():
+            row[f"ours_{r['dataset']}"] = r["ours"]
+            row[f"paper_{r['paper_dataset']}"] = r["paper"]
+        row["ours_mean"] = float(grp["ours"].mean())
+        row["paper_same_sets"] = float(grp["paper"].mean())
+        mean = side[(side["dataset"] == "mean") & (side["layers"] == layers)]["paper"]
+        row["paper_mean"] = float(mean.iloc[0]) if len(mean) else np.nan
+        rows.append(row)
+    out = pd.DataFrame(rows)
+    key = out["paper_layers"].map(lambda s: tuple(int(x) for x in str(s).split(",")))
+    return out.assign(_k=key).sort_values(["n_layers", "_k"]).drop(columns="_k").reset_index(drop=True)
+
+
+def rank_agreement(table: pd.DataFrame) -> dict:
+    """How well our ranking of the subsets matches the paper's: Spearman between our mean retention and the
+    paper's on the same datasets (``spearman_same_sets``) and over its 15 sets (``spearman_paper_mean``),
+    the number of subsets, and the best 2-layer subset of each."""
+    from scipy.stats import spearmanr
+
+    out: dict = {"n_subsets": int(len(table))}
+    for col, key in (("paper_same_sets", "spearman_same_sets"), ("paper_mean", "spearman_paper_mean")):
+        d = table[["ours_mean", col]].dropna() if col in table else pd.DataFrame()
+        out[key] = float(spearmanr(d["ours_mean"], d[col]).statistic) if len(d) >= 3 else np.nan
+    two = table[table["n_layers"] == 2]
+    if len(two):
+        out["best_2_ours"] = str(two.loc[two["ours_mean"].idxmax(), "layers"])
+        out["best_2_paper"] = str(two.loc[two["paper_mean"].idxmax(), "paper_layers"]) \
+            if two["paper_mean"].notna().any() else ""
+    return out
+
+
 # --------------------------------------------------------------------------- notebook steps
 def eval_datasets(cfg: dict, names: Sequence[str]) -> dict:
     """The evaluation collections as every notebook evaluates them (``load_eval_dataset``: whole

@@ -194,7 +194,7 @@ def test_readme_headline_is_the_generated_table():
 
 def test_committed_executed_notebooks_name_no_machine_paths():
     books = sorted((ROOT / "results").glob("*/notebooks/*.ipynb"))
-    for nb in books:
+    for nb in (b for b in books if not b.name.startswith(".")):   # .*.partial.ipynb: a run in progress, ignored
         text = nb.read_text()
         assert str(ROOT) not in text, f"{nb.name}: run ce_utils.runner.scrub_paths on it"
         # the checkout's own root differs from the machine that ran them: check papermill's record too
