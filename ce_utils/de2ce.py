@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import pandas as pd
 
 from ce_utils.config import ConfigError, output_dir, section
 from ce_utils.cross_encoder import score_pairs_fn
@@ -45,14 +46,18 @@ DE2CE_COLUMNS = ["model", "init", "k_ce_layers", "n_layers", "loss", "dataset", 
                  "n_docs", "approximate", "train_texts", "train_steps", "seed"]
 PIPELINE_COLUMNS = ["first_stage", "reranker", "depth", "dataset", "metric", "value", "n_queries", "n_docs",
                     "approximate", "seed"]
-INITS = ("ce", "random", "de", "full")
+INITS = ("ce", "ce-top", "random", "de", "full")
+CE_INITS = ("ce", "ce-top")      # students whose embeddings and first layers are the CE's
+VARIANTS = ("random", "de", "ce-top")  # de2ce.controls: DE-2 CE's architecture, other starts
+QUERIES_ONLY = " (queries only)"  # suffix of a student that encodes queries against the full DE's documents
 LOSSES = ("mse", "mnrl", "none")
 
 
 # --------------------------------------------------------------------------- students
 def student_name(init: str, n_layers: int, loss: str = "mse") -> str:
-    """``DE-2 CE``, ``DE-3 CE``, ``DE-2 random``, ``DE-2 DE``, ``DE-6 full``; ``+ (MNRL)`` for the ablation."""
-    label = {"ce": "CE", "random": "random", "de": "DE", "full": "full"}[init]
+    """``DE-2 CE``, ``DE-3 CE``, ``DE-2 CE+top``, ``DE-2 random``, ``DE-2 DE``, ``DE-6 full``; ``+ (MNRL)`` for
+    the ablation."""
+    label = {"ce": "CE", "ce-top": "CE+top", "random": "random", "de": "DE", "full": "full"}[init]
     name = f"DE-{n_layers} {label}"
     return name + " (MNRL)" if loss == "mnrl" else name
 
@@ -68,20 +73,23 @@ def slug(name: str) -> str:
 def build_student(de, ce, init: str, k: int = 1, seed: int = 0):
     """One student with DE-2 CE's recipe: ``k`` copied layers + one random layer.
 
-    ``init``: ``"ce"`` (CE embeddings + CE layers 0..k-1 + a random layer), ``"de"`` (DE embeddings + DE layers
-    0..k, no random layer), ``"random"`` (random embeddings and k+1 random layers), ``"full"`` (the DE as is)."""
+    ``init``: ``"ce"`` (CE embeddings + CE layers 0..k-1 + a random layer), ``"ce-top"`` (CE embeddings + CE
+    layers 0..k-1 + the full DE's top layer instead of the random one: the DE's output space from the start),
+    ``"de"`` (DE embeddings + DE layers 0..k, no random layer), ``"random"`` (random embeddings and k+1 random
+    layers), ``"full"`` (the DE as is)."""
     if init not in INITS:
         raise ConfigError(f"Unknown student init {init!r}; use one of {', '.join(INITS)}.")
     if init == "full":
         return compose_student(de, [(de, i) for i in range(num_layers(de))], seed=seed)
     if not isinstance(k, int) or k < 1:
         raise ConfigError(f"k (copied layers) must be an integer >= 1, got {k!r}.")
-    if init == "ce":
+    if init in CE_INITS:
         check_layers(ce, list(range(k)), "cross encoder")
         if backbone(ce).config.hidden_size != backbone(de).config.hidden_size:
             raise ConfigError("The cross encoder and the dual encoder have different hidden sizes; "
                               "DE-k CE needs a CE with the DE's architecture (models.ce / models.de).")
-        return compose_student(de, [(ce, i) for i in range(k)] + [RANDOM], embeddings=ce, seed=seed)
+        last = RANDOM if init == "ce" else (de, num_layers(de) - 1)
+        return compose_student(de, [(ce, i) for i in range(k)] + [last], embeddings=ce, seed=seed)
     if init == "de":
         check_layers(de, list(range(k + 1)), "dual encoder")
         return compose_student(de, [(de, i) for i in range(k + 1)], seed=seed)
@@ -97,9 +105,9 @@ def student_plan(ks, controls, mnrl: bool, n_de_layers: int) -> list[dict]:
     if max(ks) >= n_de_layers:
         raise ConfigError(f"k={max(ks)} copies as many layers as the full DE has ({n_de_layers}); "
                           f"use k <= {n_de_layers - 1}.")
-    bad = [c for c in controls or [] if c not in ("random", "de")]
+    bad = [c for c in controls or [] if c not in VARIANTS]
     if bad:
-        raise ConfigError(f"Unknown control(s) {bad}; use 'random' and/or 'de'.")
+        raise ConfigError(f"Unknown control(s) {bad}; use any of {', '.join(VARIANTS)}.")
     plan = [dict(init="ce", k=k, loss="mse") for k in sorted(set(ks))]
     plan += [dict(init=c, k=1, loss="mse") for c in controls or []]
     if mnrl:
@@ -107,7 +115,7 @@ def student_plan(ks, controls, mnrl: bool, n_de_layers: int) -> list[dict]:
     plan.append(dict(init="full", k=n_de_layers, loss="none"))
     for p in plan:
         p["n_layers"] = n_de_layers if p["init"] == "full" else p["k"] + 1
-        p["k_ce_layers"] = p["k"] if p["init"] == "ce" else 0
+        p["k_ce_layers"] = p["k"] if p["init"] in CE_INITS else 0
         p["name"] = student_name(p["init"], p["n_layers"], p["loss"])
     return plan
 
@@ -252,6 +260,9 @@ def init_text(init: str, k: int, ce_spec: str, de_spec: str) -> str:
     if init == "ce":
         return (f"embedding layer and encoder layers 0..{k - 1} copied from the cross encoder `{ce_spec}`, "
                 "then one randomly initialised layer.")
+    if init == "ce-top":
+        return (f"embedding layer and encoder layers 0..{k - 1} copied from the cross encoder `{ce_spec}`, "
+                f"then the top encoder layer of the dual encoder `{de_spec}`.")
     if init == "de":
         return f"embedding layer and encoder layers 0..{k} copied from the dual encoder `{de_spec}` (no random layer)."
     if init == "random":
@@ -380,6 +391,22 @@ def relative_to(df, reference: str, by=("dataset", "metric"), name_col: str = "m
     return out
 
 
+def symmetric_vs_queries_only(quality: pd.DataFrame, metric: str = "NDCG@10") -> pd.DataFrame:
+    """Per student: its ``metric`` as % of the full DE, mean over datasets, when it encodes queries and
+    documents (``symmetric``) and queries only against the full DE's documents (``queries only``), and the
+    difference in points. ``quality``: de2ce.csv rows with ``pct_of_reference`` (:func:`relative_to`)."""
+    d = quality[(quality["metric"] == metric) & (quality["init"] != "full")].copy()
+    if "documents" not in d:
+        d["documents"] = "own"
+    d["student"] = d["model"].astype(str).str.replace(QUERIES_ONLY, "", regex=False)
+    d["setting"] = np.where(d["documents"].fillna("own") == "own", "symmetric", "queries only")
+    t = d.pivot_table(index="student", columns="setting", values="pct_of_reference", aggfunc="mean")
+    t = t.reindex(list(dict.fromkeys(d["student"])))
+    if {"symmetric", "queries only"} <= set(t.columns):
+        t["queries only - symmetric (pts)"] = t["queries only"] - t["symmetric"]
+    return t
+
+
 # --------------------------------------------------------------------------- notebook steps
 def settings(cfg: dict) -> dict:
     """The profile's ``de2ce`` section, with its defaults filled in and checked."""
@@ -461,16 +488,26 @@ def get_student(item: dict, de, ce, cfg: dict, dc: dict, seed: int, device: str,
 
 
 def evaluate_first_stage(model, info: dict, item: dict, datasets: dict, cfg: dict, seed: int,
-                         de_spec: str | None = None) -> tuple[list[dict], dict]:
-    """First-stage metrics of one model on every dataset; returns (rows, run files by dataset)."""
+                         de_spec: str | None = None, doc_model=None) -> tuple[list[dict], dict]:
+    """First-stage metrics of one model on every dataset; returns (rows, run files by dataset).
+
+    Symmetric by default (the model encodes queries and documents). With ``doc_model`` (the full DE) the
+    model encodes the queries only and ``doc_model``'s document embeddings are searched: paper 2's
+    asymmetric setting; the rows are then named ``<student> (queries only)`` with ``documents`` = ``full DE``."""
     metrics = list((cfg.get("eval") or {}).get("metrics") or ["NDCG@10", "Recall@100", "MRR@10", "Hits@10"])
     rows, runs = [], {}
     top_k = max(100, int((cfg.get("eval") or {}).get("rerank_depth") or 100))
     for name, ds in datasets.items():
-        q, d = dataset_embeddings(cfg, model, ds)
+        if doc_model is None:
+            q, d = dataset_embeddings(cfg, model, ds)
+        else:
+            q = dataset_embeddings(cfg, model, ds, docs=False)[0]
+            d = dataset_embeddings(cfg, doc_model, ds, queries=False)[1]
         res = retrieve(q, d, ds, top_k=top_k)
         runs[name] = res
-        base = {"model": item["name"], "init": item["init"], "k_ce_layers": item["k_ce_layers"],
+        base = {"model": item["name"] + ("" if doc_model is None else QUERIES_ONLY),
+                "documents": "own" if doc_model is None else "full DE", "init": item["init"],
+                "k_ce_layers": item["k_ce_layers"],
                 "n_layers": item["n_layers"], "loss": item["loss"], "dataset": name,
                 "n_queries": len(ds.queries), "n_docs": len(ds.corpus), "approximate": bool(ds.approximate),
                 "max_length": model_max_length(model, (cfg.get("encode") or {}).get("max_length")),

@@ -299,14 +299,19 @@ def draw_de2ce(plt, df: pd.DataFrame, metric: str = "NDCG@10"):
         return None
     order = _de2ce_order(d)
     datasets = sorted(d["dataset"].unique())
-    fig, axes = _grid(plt, len(datasets), width=3.8)
+    fig, axes = _grid(plt, len(datasets), width=max(3.8, 0.3 * len(order) + 1))
     for ax, ds in zip(axes, datasets):
         g = d[d["dataset"] == ds].groupby("model")["value"].mean().reindex(order).dropna()
         colors = ["C3" if "full" in m else "C0" if " CE" in m else "C7" for m in g.index]
-        ax.bar(range(len(g)), g.values, color=colors)
-        ax.set_xticks(range(len(g)), g.index, rotation=45, ha="right")
+        bars = ax.bar(range(len(g)), g.values, color=colors)
+        for bar, m in zip(bars, g.index):
+            if "queries only" in m:   # the student encodes queries; the full DE's documents are searched
+                bar.set_hatch("///")
+                bar.set_alpha(0.6)
+        ax.set_xticks(range(len(g)), g.index, rotation=60, ha="right", fontsize=6)
         ax.set(title=ds, ylabel=metric)
-    fig.suptitle("DE-k CE: light dual encoders from the CE's early layers vs controls and the full DE")
+    fig.suptitle("DE-k CE: light dual encoders from the CE's early layers vs controls and the full DE "
+                 "(hatched: queries only, full DE's documents)")
     fig.tight_layout()
     return fig
 

@@ -221,7 +221,7 @@ def cached_de_scores(cfg: dict, de, sets: dict, metric: str = "NDCG@10") -> dict
 
 def run_de2ce_curve(cfg: dict, init: str, k: int, max_steps: int, eval_steps: int, dev: dict[str, str] | None = None,
                     device: str | None = None, test: bool = False, metric: str = "NDCG@10", progress: bool = True):
-    """Paper 1's DE-k CE students (notebook 02's recipe: ``init`` ce / de / random, ``k`` copied layers + one
+    """Paper 1's DE-k CE students (notebook 02's recipe: ``init`` ce / ce-top / de / random, ``k`` copied layers + one
     random layer; MSE toward the full DE's embeddings of unlabelled queries and corpus passages) trained for
     ``max_steps``, with the training text scaled to one epoch of that many steps, scored on the dev collections
     at step 0 and every ``eval_steps``, symmetric (the student encodes queries and documents). Returns rows."""
@@ -241,7 +241,7 @@ def run_de2ce_curve(cfg: dict, init: str, k: int, max_steps: int, eval_steps: in
     dc["train"] = {**tc, "max_steps": int(max_steps), "n_queries": int(round(n_texts * per_q)),
                    "n_passages": n_texts - int(round(n_texts * per_q))}
     de = load_sentence_transformer(cfg["models"]["de"], cfg, device=device, max_length=(cfg.get("encode") or {}).get("max_length"))
-    ce = load_or_train_cross_encoder(cfg, device=device)[0] if init == "ce" else None
+    ce = load_or_train_cross_encoder(cfg, device=device)[0] if init in de2ce.CE_INITS else None
     student = de2ce.build_student(de, ce, init, k, seed=seed)
     name = de2ce.student_name(init, k + 1, "mse")
     dtype = encode_settings(cfg)["dtype"]  # the dtype of the full DE's cached embeddings it is compared with
@@ -347,8 +347,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                     train_loss=info["train_loss"]))
         for spec in args.de2ce:
             init, _, k = spec.partition(":")
-            if init not in ("ce", "de", "random") or not k.isdigit() or int(k) < 1:
-                raise ConfigError(f"--de2ce {spec!r}: give INIT:K with INIT ce, de or random and K >= 1 (e.g. ce:1).")
+            if init not in ("ce", "ce-top", "de", "random") or not k.isdigit() or int(k) < 1:
+                raise ConfigError(f"--de2ce {spec!r}: give INIT:K with INIT ce, ce-top, de or random and K >= 1 "
+                                  "(e.g. ce:1).")
             rows, _, info = run_de2ce_curve(cfg, init, int(k), args.max_steps, args.eval_steps, dev=dev,
                                             device=device, test=args.test)
             frames.append(pd.DataFrame(rows).assign(kind="de-k-ce", mode="symmetric", train_loss=info["train_loss"]))

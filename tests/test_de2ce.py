@@ -61,6 +61,17 @@ def test_controls(de, ce):
     assert same_weights(backbone(full), d)
 
 
+def test_de2_ce_top_takes_the_full_des_top_layer(de, ce):
+    student = de2ce.build_student(de, ce, "ce-top", 1, seed=3)
+    s, c, d = backbone(student), backbone(ce), backbone(de)
+    assert num_layers(student) == 2
+    assert same_weights(s.embeddings, c.embeddings)                  # the CE's embeddings
+    assert same_weights(s.encoder.layer[0], c.encoder.layer[0])      # the CE's first layer
+    assert same_weights(s.encoder.layer[1], d.encoder.layer[5])      # the full DE's top layer, not a random one
+    assert not same_weights(s.encoder.layer[1], c.encoder.layer[1])
+    assert "top encoder layer of the dual encoder" in de2ce.init_text("ce-top", 1, "ce", "de")
+
+
 def test_plan_names_and_errors():
     plan = de2ce.student_plan([1, 2, 3], ["random", "de"], True, 6)
     names = [p["name"] for p in plan]
@@ -72,6 +83,8 @@ def test_plan_names_and_errors():
         de2ce.student_plan([6], [], False, 6)
     with pytest.raises(ConfigError, match="control"):
         de2ce.student_plan([1], ["bert"], False, 6)
+    top = de2ce.student_plan([1], ["ce-top"], False, 6)[1]
+    assert (top["name"], top["n_layers"], top["k_ce_layers"]) == ("DE-2 CE+top", 2, 1)
     with pytest.raises(ConfigError, match="init"):
         de2ce.build_student(None, None, "bogus")
 
@@ -140,8 +153,20 @@ def test_notebook_smoke(smoke_profile, tmp_path):
     q = pd.read_csv(res / "de2ce.csv")
     for col in de2ce.DE2CE_COLUMNS + ["git_commit", "torch", "n_params"]:
         assert col in q.columns, col
-    assert set(q["model"]) == {"DE-2 CE", "DE-3 CE", "DE-2 random", "DE-2 DE", "DE-2 CE (MNRL)", "DE-6 full"}
-    assert set(q["init"]) == {"ce", "random", "de", "full"} and set(q["loss"]) == {"mse", "mnrl", "none"}
+    students = {"DE-2 CE", "DE-3 CE", "DE-2 random", "DE-2 DE", "DE-2 CE+top", "DE-2 CE (MNRL)"}
+    assert set(q["model"]) == students | {"DE-6 full"} | {s + " (queries only)" for s in students}
+    assert set(q["init"]) == {"ce", "ce-top", "random", "de", "full"} and set(q["loss"]) == {"mse", "mnrl", "none"}
+    # queries only: the student's queries against the full DE's documents, a system of its own
+    asym = q[q["documents"] == "full DE"]
+    assert set(asym["model"]) == {s + " (queries only)" for s in students}
+    assert set(q[q["documents"] == "own"]["model"]) == students | {"DE-6 full"}
+    assert set(asym["model_id"]).isdisjoint(q[q["documents"] == "own"]["model_id"])
+    table = de2ce.symmetric_vs_queries_only(de2ce.relative_to(q, "DE-6 full"))
+    assert list(table.columns) == ["queries only", "symmetric", "queries only - symmetric (pts)"]
+    assert set(table.index) == students
+    full = q[(q["model"] == "DE-6 full") & (q["metric"] == "NDCG@10")].set_index("dataset")["value"]
+    one = asym[(asym["model"] == "DE-2 CE (queries only)") & (asym["metric"] == "NDCG@10")].set_index("dataset")["value"]
+    assert table.loc["DE-2 CE", "queries only"] == pytest.approx(float((100 * one / full).mean()))
     assert set(q["dataset"]) == {"tiny-a", "tiny-b"}
     assert set(q["metric"]) == {"NDCG@10", "Recall@100", "MAP@10", "MRR@10", "Hits@10"}
     assert q["value"].between(0, 1).all()
