@@ -451,9 +451,11 @@ def _query_curve_panel(ax, d: pd.DataFrame, target: float, target_label: str, ki
     ax.legend(fontsize=6)
 
 
-def query_curve_figure(plt, out: Output, df: pd.DataFrame) -> None:
-    if not _saved(out, draw_query_curve(plt, df), "query_distill_curve", "query_distill_curve.csv",
-                  "has no dev rows"):
+def query_curve_figure(plt, out: Output, df: pd.DataFrame, name: str = "query_distill_curve",
+                       source: str = "query_distill_curve.csv") -> None:
+    """The curve figure and table; ``name`` / ``source`` (relative to the results folder) for another
+    profile's curve (paper 2's geometry)."""
+    if not _saved(out, draw_query_curve(plt, df), name, source, "has no dev rows"):
         return
     dev = df[df["phase"] == "dev"]
     tab = dev.pivot_table(index=["student", "step"], columns="dataset", values="retention", aggfunc="mean")
@@ -466,8 +468,8 @@ def query_curve_figure(plt, out: Output, df: pd.DataFrame) -> None:
         t["mean"] = t.mean(axis=1)
         t = (100 * t).round(1).reset_index().assign(phase="test (full collections)")
         tab = pd.concat([tab.assign(phase="dev"), t], ignore_index=True)
-    out.table(tab, "query_distill_curve", ["query_distill_curve.csv"],
-              "Query students: retention (%) of the teacher's NDCG@10 by training step.", floatfmt=".1f")
+    out.table(tab, name, [source], "Query students: retention (%) of the teacher's NDCG@10 by training step.",
+              floatfmt=".1f")
 
 
 def _paper_side_by_side(qd: pd.DataFrame, cfg: dict | None) -> pd.DataFrame | None:
@@ -558,6 +560,11 @@ def geometry_summary(cfg: dict | None, metric: str = "NDCG@10") -> list[str]:
     lines.append(f"best 2-layer subset: ours {{{agree.get('best_2_ours')}}}, paper {{{agree.get('best_2_paper')}}}")
     lines.append(f"Spearman of the {agree['n_subsets']} subsets' retention: {agree['spearman_same_sets']:.2f} against "
                  f"the paper's on the same sets, {agree['spearman_paper_mean']:.2f} against its 15-set mean")
+    curve = path.parent / "query_distill_curve.csv"
+    if curve.is_file():   # a longer run of one subset on dev splits (python -m ce_utils.query_curve --profile mpnet)
+        from ce_utils.query_curve import summary as curve_summary
+
+        lines += curve_summary(pd.read_csv(curve))
     return lines
 
 
@@ -940,6 +947,10 @@ def make_all(results_dir: str | Path, figures_dir: str | Path, cfg: dict | None 
         gdf = read_result(geometry.parent, geometry.name)
         if gdf is not None:
             geometry_figure(plt, out, gdf, opts["metric"], cfg, os.path.relpath(geometry, results_dir))
+        curve = geometry.parent / "query_distill_curve.csv"
+        if curve.is_file():
+            query_curve_figure(plt, out, read_result(curve.parent, curve.name), "query_distill_geometry_curve",
+                               os.path.relpath(curve, results_dir))
     if "speed.csv" in results:
         speed_figure(plt, out, results["speed.csv"])
         backends_figure(plt, out, results["speed.csv"], results.get("backend_quality.csv"), opts["metric"])

@@ -135,6 +135,17 @@ def test_notebook_05_draws_the_geometry_from_the_other_profiles_folder(tmp_path)
     assert F.check_manifest(res, root=tmp_path) == []
     (other / "query_distill.csv").write_text((other / "query_distill.csv").read_text() + "\n")
     assert any("changed" in p for p in F.check_manifest(res, root=tmp_path))
+    # a learning curve of the same profile gets its own figure and summary lines
+    curve = [dict(student="L0_11", strategy="subset:0,11", layers="0,11", n_layers=2, phase="dev", step=st,
+                  minutes=st / 40, dataset=ds, split=sp, metric="NDCG@10", value=0.5, teacher_value=0.6,
+                  retention=0.5 + st / 400, kind="query-student") for st in (0, 40, 80)
+             for ds, sp in (("scifact", "train"), ("nfcorpus-preprocessed", "dev"))]
+    pd.DataFrame(curve).to_csv(other / "query_distill_curve.csv", index=False)
+    manifest = F.make_all(res, tmp_path / "figs", options={"paper2_geometry": str(other)})
+    assert manifest["figures/query_distill_geometry_curve"]["sources"].keys() == {"../mpnet/query_distill_curve.csv"}
+    assert "query_distill_curve" not in {k.split("/")[1] for k in manifest}   # this profile has no curve of its own
+    lines = F.geometry_summary({"figures": {"paper2_geometry": str(other)}})
+    assert any(l.startswith("L0_11: mean dev retention 50.0% at step 0, 70.0% at step 80") for l in lines)
     # without the option (or without the folder) nothing is drawn
     assert "figures/query_distill_geometry" not in F.make_all(res, tmp_path / "figs2")
 
