@@ -817,7 +817,8 @@ def pareto_figure(plt, out: Output, results: dict, opts: dict) -> pd.DataFrame |
 
 
 # --------------------------------------------------------------------------- headline
-def headline_table(results: dict, cfg: dict | None, metric: str = "NDCG@10") -> pd.DataFrame:
+def headline_table(results: dict, cfg: dict | None, metric: str = "NDCG@10",
+                   geometry: pd.DataFrame | None = None) -> pd.DataFrame:
     """The papers' headline claims next to ours, computed from the CSVs."""
     rows = []
     sp = results.get("speed.csv")
@@ -843,12 +844,16 @@ def headline_table(results: dict, cfg: dict | None, metric: str = "NDCG@10") -> 
     if de2ce is not None:
         d = de2ce[de2ce["metric"] == metric]
         full = d[d["init"] == "full"].groupby("dataset")["value"].mean()
-        two = d[d["model"] == "DE-2 CE"].groupby("dataset")["value"].mean()
-        common = [x for x in two.index if x in full.index and full[x]]
-        if common:
-            pct = float(np.mean([100 * two[x] / full[x] for x in common]))
-            rows.append({"claim": f"DE-2 CE {metric}, % of full DE (mean over {', '.join(common)})",
-                         "paper": "within ~1% of the full DE", "ours": f"{pct:.1f}%", "delta": f"{pct - 99:+.1f} pts vs 99%"})
+        for model, claim, paper in (
+                ("DE-2 CE", "DE-2 CE", "within ~1% of the full DE"),
+                ("DE-2 CE+top", "DE-2 CE+top (CE embeddings + CE layer 0 + the full DE's top layer)",
+                 "not in paper 1 (its DE-2 CE: within ~1%)")):
+            two = d[d["model"] == model].groupby("dataset")["value"].mean()
+            common = [x for x in two.index if x in full.index and full[x]]
+            if common:
+                pct = float(np.mean([100 * two[x] / full[x] for x in common]))
+                rows.append({"claim": f"{claim} {metric}, % of full DE (mean over {', '.join(common)})",
+                             "paper": paper, "ours": f"{pct:.1f}%", "delta": f"{pct - 99:+.1f} pts vs 99%"})
     if sp is not None:
         d = sp[(sp["model"] == "DE-2 CE") & (sp["tokenization"] == "included") & (sp["device"] == "cpu")
                & (sp["threads"] == 1)]
@@ -870,6 +875,24 @@ def headline_table(results: dict, cfg: dict | None, metric: str = "NDCG@10") -> 
                          "paper": "92.5% (layers 0,11 of 12; mean of 15 BEIR sets)",
                          "ours": f"{100 * r['value']:.1f}% (layers {r['layers']}; {r['student']})",
                          "delta": f"{100 * r['value'] - 92.5:+.1f} pts"})
+    if geometry is not None:
+        tab, agree = geometry_table(geometry, metric, cfg)
+        row = tab[tab["layers"] == "0,11"]
+        if not row.empty:
+            r = row.iloc[0]
+            rows.append({"claim": f"the same, in paper 2's geometry: layers 0,11 of a 12-layer teacher "
+                                  f"(all-mpnet-base-v2), % of teacher {metric} (mean over our sets)",
+                         "paper": f"{100 * r['paper_same_sets']:.1f}% on the same sets ({100 * r['paper_mean']:.1f}% "
+                                  "over 15)",
+                         "ours": f"{100 * r['ours_mean']:.1f}%",
+                         "delta": f"{100 * (r['ours_mean'] - r['paper_same_sets']):+.1f} pts"})
+            rows.append({"claim": f"ranking of paper 2's {agree['n_subsets']} layer subsets (Spearman, ours vs paper's "
+                                  "retention on the same sets)",
+                         "paper": f"best 2-layer subset {{{agree['best_2_paper']}}} over 15 sets "
+                                  f"({{{agree['best_2_paper_same_sets']}}} on ours)",
+                         "ours": f"{agree['spearman_same_sets']:.2f}; best 2-layer {{{agree['best_2_ours']}}}",
+                         "delta": "same best subset" if agree["best_2_ours"] == agree["best_2_paper"]
+                         else "another best subset"})
     return pd.DataFrame(rows, columns=["claim", "paper", "ours", "delta"])
 
 
@@ -942,7 +965,7 @@ def make_all(results_dir: str | Path, figures_dir: str | Path, cfg: dict | None 
         query_distill_figure(plt, out, results["query_distill.csv"], opts["metric"], cfg)
     if "query_distill_curve.csv" in results:
         query_curve_figure(plt, out, results["query_distill_curve.csv"])
-    geometry = geometry_results(opts)
+    geometry, gdf = geometry_results(opts), None
     if geometry is not None:
         gdf = read_result(geometry.parent, geometry.name)
         if gdf is not None:
@@ -955,10 +978,10 @@ def make_all(results_dir: str | Path, figures_dir: str | Path, cfg: dict | None 
         speed_figure(plt, out, results["speed.csv"])
         backends_figure(plt, out, results["speed.csv"], results.get("backend_quality.csv"), opts["metric"])
     pareto_figure(plt, out, results, opts)
-    head = headline_table(results, cfg, opts["metric"])
+    head = headline_table(results, cfg, opts["metric"], geometry=gdf)
     if not head.empty:
         srcs = [s for s in ("peer_check.csv", "ce_quality.csv", "de2ce.csv", "speed.csv", "query_distill.csv")
-                if s in results]
+                if s in results] + ([os.path.relpath(geometry, results_dir)] if gdf is not None else [])
         out.table(head, "headline", srcs, "Headline claims: the papers vs this reproduction.")
     out.write_manifest()
     return out.manifest

@@ -170,14 +170,21 @@ def test_notebook_05_reads_only_csvs(tmp_path, monkeypatch):
     """Runs with no data directory and no models directory: the CSVs are all it needs."""
     from ce_utils.runner import run_notebook
 
+    from tests.test_geometry import _paper_on, geometry_csv
+
     res = write_synthetic(tmp_path / "results")
+    other = tmp_path / "geometry"   # another profile's results folder: paper 2's geometry
+    other.mkdir()
+    geometry_csv(_paper_on).to_csv(other / "query_distill.csv", index=False)
     monkeypatch.delenv("CE_DATA_DIR", raising=False)
     monkeypatch.delenv("CE_REFERENCE_DIR", raising=False)
     run_notebook(ROOT / "notebooks" / "05_figures.ipynb", tmp_path / "out.ipynb",
                  {"profile": "default", "results_dir": str(res), "models_dir": str(tmp_path / "no-models"),
-                  "cache_dir": str(tmp_path / "no-cache"), "figures_dir": str(tmp_path / "figs")}, progress=False)
+                  "cache_dir": str(tmp_path / "no-cache"), "figures_dir": str(tmp_path / "figs"),
+                  "paper2_geometry": str(other)}, progress=False)
     assert not (tmp_path / "no-models").exists() and not (tmp_path / "no-cache").exists()
-    assert {p.stem for p in (tmp_path / "figs").glob("*.png")} == NAMES
+    assert {p.stem for p in (tmp_path / "figs").glob("*.png")} == NAMES | {"query_distill_geometry"}
+    assert "Spearman of the 13 subsets' retention: 1.00" in (tmp_path / "out.ipynb").read_text()
     assert F.check_manifest(res) == []
     executed = (tmp_path / "out.ipynb").read_text()
     assert str(ROOT) not in executed and "notebooks/05_figures.ipynb" in executed  # paths made relative

@@ -110,6 +110,7 @@ def test_subset_table_puts_each_subset_next_to_the_papers_row():
     agree = qd.rank_agreement(tab)
     assert agree["n_subsets"] == 13 and agree["spearman_same_sets"] == pytest.approx(1.0)
     assert agree["best_2_paper"] == "0,11" and agree["best_2_ours"] == "1,11"   # paper's own same-set best
+    assert agree["best_2_paper_same_sets"] == "1,11"
 
 
 def test_rank_agreement_sees_a_reversed_ranking():
@@ -132,6 +133,11 @@ def test_notebook_05_draws_the_geometry_from_the_other_profiles_folder(tmp_path)
     assert (tmp_path / "figs" / "query_distill_geometry.png").stat().st_size > 1000
     table = (res / "tables" / "query_distill_geometry.md").read_text()
     assert "0,1,10,11" in table and "92.5" in table                 # paper's {0,11} mean over 15 sets, in %
+    head = (res / "tables" / "headline.md").read_text()             # ours = 0.9 x the paper's on the same sets
+    assert "in paper 2's geometry: layers 0,11 of a 12-layer teacher" in head and "| 86.0% | -9.6 pts |" in head
+    assert "| best 2-layer subset {0,11} over 15 sets ({1,11} on ours) | 1.00; best 2-layer {1,11} | another best " \
+           "subset |" in head
+    assert "../mpnet/query_distill.csv" in manifest["tables/headline"]["sources"]
     assert F.check_manifest(res, root=tmp_path) == []
     (other / "query_distill.csv").write_text((other / "query_distill.csv").read_text() + "\n")
     assert any("changed" in p for p in F.check_manifest(res, root=tmp_path))
@@ -160,3 +166,16 @@ def test_geometry_summary_reads_the_profiles_folder(tmp_path):
     assert any(l.startswith("{0,11}: ours 95.6%") and "92.5% over its 15 sets" in l for l in lines)
     assert lines[-1].startswith("Spearman of the 13 subsets' retention: 1.00 against the paper's on the same sets")
     assert F.geometry_summary({"figures": {"paper2_geometry": None}}) == []
+
+
+def test_headline_has_a_row_for_de2_ce_top(tmp_path):
+    from tests.test_figures import write_synthetic
+
+    res = write_synthetic(tmp_path / "results")
+    d = pd.read_csv(res / "de2ce.csv")
+    top = d[d["model"] == "DE-2 CE"].assign(model="DE-2 CE+top", init="ce-top", model_id="DE-2 CE+top")
+    top["value"] = d[d["model"] == "DE-6 full"]["value"].values * 0.9
+    pd.concat([d, top]).to_csv(res / "de2ce.csv", index=False)
+    F.make_all(res, tmp_path / "figs")
+    head = (res / "tables" / "headline.md").read_text()
+    assert "DE-2 CE+top (CE embeddings + CE layer 0 + the full DE's top layer)" in head and "| 90.0% |" in head
