@@ -288,7 +288,14 @@ def other_ce_figure(plt, out: Output, probe: pd.DataFrame, extra: pd.DataFrame, 
 
 
 def _de2ce_order(d: pd.DataFrame) -> list[str]:
-    return list(dict.fromkeys(d.sort_values(["n_layers"], kind="stable")["model"]))
+    """Models by size in the CSV's order, each student's queries-only row right after its symmetric one."""
+    names = list(dict.fromkeys(d.sort_values(["n_layers"], kind="stable")["model"]))
+    suffix = " (queries only)"
+    base = [m for m in names if not m.endswith(suffix)]
+    out = []
+    for m in base:
+        out += [m] + ([m + suffix] if m + suffix in names else [])
+    return out + [m for m in names if m not in out]
 
 
 def draw_de2ce(plt, df: pd.DataFrame, metric: str = "NDCG@10"):
@@ -299,7 +306,7 @@ def draw_de2ce(plt, df: pd.DataFrame, metric: str = "NDCG@10"):
         return None
     order = _de2ce_order(d)
     datasets = sorted(d["dataset"].unique())
-    fig, axes = _grid(plt, len(datasets), width=max(3.8, 0.3 * len(order) + 1))
+    fig, axes = _grid(plt, len(datasets), width=max(3.8, 0.3 * len(order) + 1), height=4.2, ncols=1)
     for ax, ds in zip(axes, datasets):
         g = d[d["dataset"] == ds].groupby("model")["value"].mean().reindex(order).dropna()
         colors = ["C3" if "full" in m else "C0" if " CE" in m else "C7" for m in g.index]
@@ -310,8 +317,8 @@ def draw_de2ce(plt, df: pd.DataFrame, metric: str = "NDCG@10"):
                 bar.set_alpha(0.6)
         ax.set_xticks(range(len(g)), g.index, rotation=60, ha="right", fontsize=6)
         ax.set(title=ds, ylabel=metric)
-    fig.suptitle("DE-k CE: light dual encoders from the CE's early layers vs controls and the full DE "
-                 "(hatched: queries only, full DE's documents)")
+    fig.suptitle("DE-k CE: light dual encoders from the CE's early layers\nvs controls and the full DE "
+                 "(hatched: queries only, full DE's documents)", fontsize=8)
     fig.tight_layout()
     return fig
 

@@ -104,9 +104,10 @@ def test_subset_table_puts_each_subset_next_to_the_papers_row():
                                    "0,1,2,3", "0,1,10,11", "1,4,7,10", "4,5,6,7", "8,9,10,11"]
     assert (tab["layers"] == tab["paper_layers"]).all()          # 12 layers: no relative-position mapping
     row = tab.set_index("layers").loc["0,11"]
-    assert row["ours_scifact"] == pytest.approx(0.9164) and row["paper_nfcorpus"] == pytest.approx(0.9947)
-    assert row["paper_same_sets"] == pytest.approx((0.9164 + 0.9947) / 2)
-    assert row["paper_mean"] == pytest.approx(0.9249)
+    # the paper's side: the published CSV when CE_REFERENCE_DIR is set, else the 4-decimal transcription
+    assert row["ours_scifact"] == pytest.approx(0.9164) and row["paper_nfcorpus"] == pytest.approx(0.9947, abs=1e-4)
+    assert row["paper_same_sets"] == pytest.approx((0.9164 + 0.9947) / 2, abs=1e-4)
+    assert row["paper_mean"] == pytest.approx(0.9249, abs=1e-4)
     agree = qd.rank_agreement(tab)
     assert agree["n_subsets"] == 13 and agree["spearman_same_sets"] == pytest.approx(1.0)
     assert agree["best_2_paper"] == "0,11" and agree["best_2_ours"] == "1,11"   # paper's own same-set best
