@@ -346,7 +346,8 @@ def train_student(student, texts: Sequence[str], targets: np.ndarray, cfg: dict,
     result = trainer.train()
     student.eval()
     return {"train_queries": len(texts), "train_steps": int(result.global_step),
-            "train_loss": float(result.training_loss), "train_seconds": time.perf_counter() - t0}
+            "train_loss": float(result.training_loss), "train_seconds": time.perf_counter() - t0,
+            "train_precision": "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32"}
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -664,7 +665,7 @@ def distil_and_evaluate(strategy: Strategy, teacher, texts: Sequence[str], targe
     base = {"student": strategy.name, "strategy": strategy.spec, "layers": strategy.layers_str or "onnx:0,1,2",
             "n_layers": strategy.n_layers, "teacher": evaluator.teacher_spec, "train_queries": info["train_queries"],
             "train_steps": info["train_steps"], "train_loss": info["train_loss"],
-            "train_seconds": round(info["train_seconds"], 1), "seed": seed}
+            "train_seconds": round(info["train_seconds"], 1), "train_precision": info["train_precision"], "seed": seed}
     return evaluator.rows(evaluator.evaluate(student), base)
 
 

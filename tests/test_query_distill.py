@@ -171,6 +171,7 @@ def test_notebook_smoke(smoke_profile, tmp_path):
     assert metrics["value"].between(0, 1).all()
     assert set(metrics["dataset"]) == {"tiny-a", "tiny-b"}
     assert (df[df["student"] != "teacher"]["train_steps"] == 2).all()
+    assert set(df[df["student"] != "teacher"]["train_precision"]) == {"fp32"}   # the smoke profile trains in fp32
     assert (df[df["student"] == "teacher"]["train_steps"] == 0).all()
     ret = df[df["metric"] == "retention_NDCG@10"]
     assert set(ret["dataset"]) == {"tiny-a", "tiny-b", "mean"} and (ret["value"] > 0).all()
