@@ -35,7 +35,7 @@ from ce_utils.cross_encoder import score_pairs_fn
 from ce_utils.embeddings import dataset_embeddings, model_max_length, weights_fingerprint
 from ce_utils.data import BeirDataset, doc_text, load_beir_dataset, load_eval_dataset, load_query_files, subsample
 from ce_utils.models import trainer_kwargs
-from ce_utils.results import atomic_write_text, run_metadata
+from ce_utils.results import QUERIES_ONLY, atomic_write_text, run_metadata
 from ce_utils.retrieval import cached_array, evaluate, exact_search, fingerprint
 from ce_utils.students import RANDOM, backbone, check_layers, compose_student, num_layers
 
@@ -49,7 +49,6 @@ PIPELINE_COLUMNS = ["first_stage", "reranker", "depth", "dataset", "metric", "va
 INITS = ("ce", "ce-top", "random", "de", "full")
 CE_INITS = ("ce", "ce-top")      # students whose embeddings and first layers are the CE's
 VARIANTS = ("random", "de", "ce-top")  # de2ce.controls: DE-2 CE's architecture, other starts
-QUERIES_ONLY = " (queries only)"  # suffix of a student that encodes queries against the full DE's documents
 LOSSES = ("mse", "mnrl", "none")
 
 

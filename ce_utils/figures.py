@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from ce_utils.config import repo_root
-from ce_utils.results import atomic_write_text
+from ce_utils.results import QUERIES_ONLY, atomic_write_text
 
 SCHEMAS = {
     "layer_probe.csv": ["model", "model_kind", "layer", "dataset", "metric", "value"],
@@ -290,11 +290,10 @@ def other_ce_figure(plt, out: Output, probe: pd.DataFrame, extra: pd.DataFrame, 
 def _de2ce_order(d: pd.DataFrame) -> list[str]:
     """Models by size in the CSV's order, each student's queries-only row right after its symmetric one."""
     names = list(dict.fromkeys(d.sort_values(["n_layers"], kind="stable")["model"]))
-    suffix = " (queries only)"
-    base = [m for m in names if not m.endswith(suffix)]
+    base = [m for m in names if not m.endswith(QUERIES_ONLY)]
     out = []
     for m in base:
-        out += [m] + ([m + suffix] if m + suffix in names else [])
+        out += [m] + ([m + QUERIES_ONLY] if m + QUERIES_ONLY in names else [])
     return out + [m for m in names if m not in out]
 
 
@@ -312,7 +311,7 @@ def draw_de2ce(plt, df: pd.DataFrame, metric: str = "NDCG@10"):
         colors = ["C3" if "full" in m else "C0" if " CE" in m else "C7" for m in g.index]
         bars = ax.bar(range(len(g)), g.values, color=colors)
         for bar, m in zip(bars, g.index):
-            if "queries only" in m:   # the student encodes queries; the full DE's documents are searched
+            if m.endswith(QUERIES_ONLY):   # the student encodes queries; the full DE's documents are searched
                 bar.set_hatch("///")
                 bar.set_alpha(0.6)
         ax.set_xticks(range(len(g)), g.index, rotation=60, ha="right", fontsize=6)
@@ -575,12 +574,11 @@ def geometry_summary(cfg: dict | None, metric: str = "NDCG@10") -> list[str]:
     return lines
 
 
-def geometry_figure(plt, out: Output, df: pd.DataFrame, metric: str, cfg: dict | None, source: str) -> dict | None:
+def geometry_figure(plt, out: Output, tab: pd.DataFrame, agree: dict, metric: str, source: str) -> dict | None:
     """Paper 2 in its own geometry (``make paper2-geometry``): every layer subset of the published table,
     our mean retention next to the paper's on the same datasets and over its 15 sets, and the Spearman
-    agreement of the two rankings (``ce_utils.query_distill.rank_agreement``). ``source``: the CSV's path
-    relative to this profile's results folder."""
-    tab, agree = geometry_table(df, metric, cfg)
+    agreement of the two rankings; ``tab`` / ``agree`` from :func:`geometry_table`. ``source``: the CSV's
+    path relative to this profile's results folder."""
     if tab.empty:
         print(f"note: {source} holds no teacher rows or none of the paper's layer subsets -- the paper-geometry "
               "figure is skipped.")
@@ -825,8 +823,9 @@ def pareto_figure(plt, out: Output, results: dict, opts: dict) -> pd.DataFrame |
 
 # --------------------------------------------------------------------------- headline
 def headline_table(results: dict, cfg: dict | None, metric: str = "NDCG@10",
-                   geometry: pd.DataFrame | None = None) -> pd.DataFrame:
-    """The papers' headline claims next to ours, computed from the CSVs."""
+                   geometry: tuple[pd.DataFrame, dict] | None = None) -> pd.DataFrame:
+    """The papers' headline claims next to ours, computed from the CSVs; ``geometry``: paper 2's geometry
+    as :func:`geometry_table` returns it."""
     rows = []
     sp = results.get("speed.csv")
     de2ce = results.get("de2ce.csv")
@@ -882,8 +881,8 @@ def headline_table(results: dict, cfg: dict | None, metric: str = "NDCG@10",
                          "paper": "92.5% (layers 0,11 of 12; mean of 15 BEIR sets)",
                          "ours": f"{100 * r['value']:.1f}% (layers {r['layers']}; {r['student']})",
                          "delta": f"{100 * r['value'] - 92.5:+.1f} pts"})
-    if geometry is not None:
-        tab, agree = geometry_table(geometry, metric, cfg)
+    if geometry is not None and not geometry[0].empty:
+        tab, agree = geometry
         row = tab[tab["layers"] == "0,11"]
         if not row.empty:
             r = row.iloc[0]
@@ -972,11 +971,12 @@ def make_all(results_dir: str | Path, figures_dir: str | Path, cfg: dict | None 
         query_distill_figure(plt, out, results["query_distill.csv"], opts["metric"], cfg)
     if "query_distill_curve.csv" in results:
         query_curve_figure(plt, out, results["query_distill_curve.csv"])
-    geometry, gdf = geometry_results(opts), None
+    geometry, geo = geometry_results(opts), None
     if geometry is not None:
         gdf = read_result(geometry.parent, geometry.name)
         if gdf is not None:
-            geometry_figure(plt, out, gdf, opts["metric"], cfg, os.path.relpath(geometry, results_dir))
+            geo = geometry_table(gdf, opts["metric"], cfg)
+            geometry_figure(plt, out, *geo, opts["metric"], os.path.relpath(geometry, results_dir))
         curve = geometry.parent / "query_distill_curve.csv"
         if curve.is_file():
             query_curve_figure(plt, out, read_result(curve.parent, curve.name), "query_distill_geometry_curve",
@@ -985,10 +985,10 @@ def make_all(results_dir: str | Path, figures_dir: str | Path, cfg: dict | None 
         speed_figure(plt, out, results["speed.csv"])
         backends_figure(plt, out, results["speed.csv"], results.get("backend_quality.csv"), opts["metric"])
     pareto_figure(plt, out, results, opts)
-    head = headline_table(results, cfg, opts["metric"], geometry=gdf)
+    head = headline_table(results, cfg, opts["metric"], geometry=geo)
     if not head.empty:
         srcs = [s for s in ("peer_check.csv", "ce_quality.csv", "de2ce.csv", "speed.csv", "query_distill.csv")
-                if s in results] + ([os.path.relpath(geometry, results_dir)] if gdf is not None else [])
+                if s in results] + ([os.path.relpath(geometry, results_dir)] if geo is not None else [])
         out.table(head, "headline", srcs, "Headline claims: the papers vs this reproduction.")
     out.write_manifest()
     return out.manifest

@@ -168,6 +168,9 @@ def add_model_ids(df: pd.DataFrame, csv_name: str, aliases: dict | None = None) 
 
 
 # the encoding dtype is part of the measurement (bf16 autocast vs fp32 moves NDCG@10 in the 4th decimal)
+# de2ce.csv: the model name of a student evaluated on queries only, against the full DE's document embeddings
+# (notebook 02 writes it, the figures group each student with it)
+QUERIES_ONLY = " (queries only)"
 CONSISTENCY_KEY = ["model_id", "dataset", "metric", "n_queries", "n_docs", "encode_dtype"]
 
 
