@@ -197,10 +197,35 @@ def load_sts(cfg: dict, name: str = "stsb-test") -> list[tuple[str, str, float]]
     if name not in specs:
         raise ConfigError(f"Unknown STS set {name!r}; known: {', '.join(specs) or 'none'}.")
     spec = specs[name]
-    return read_sts_file(data_dir(cfg) / spec["path"], spec.get("format", "stsb"))
+    return read_sts_file(data_dir(cfg) / spec["path"], spec.get("format", "stsb"), split=spec.get("split"))
 
 
-def read_sts_file(path: str | Path, fmt: str = "stsb") -> list[tuple[str, str, float]]:
+# SICK as released for SemEval-2014 Task 1 and as `ce_utils.download` assembles it: the train, trial and
+# test files concatenated in that order, one header; each part lists its pairs by increasing pair_ID.
+SICK_SPLITS = {"train": 4500, "trial": 500, "test": 4927}
+
+
+def sick_split(pairs: list, ids: list[int], split: str, path: Path) -> list:
+    """The rows of one SemEval split of a concatenated SICK file, found by the known part sizes; refuses
+    a file that is not train + trial + test in that order (a part's pair_IDs must increase)."""
+    if split not in SICK_SPLITS:
+        raise ConfigError(f"Unknown SICK split {split!r}; use one of {', '.join(SICK_SPLITS)}.")
+    if len(pairs) != sum(SICK_SPLITS.values()):
+        raise ConfigError(f"{path}: {len(pairs)} SICK pairs; a split can only be taken from the SemEval-2014 "
+                          f"release (train + trial + test = {sum(SICK_SPLITS.values())} pairs, in that order).")
+    start, spans = 0, {}
+    for name, n in SICK_SPLITS.items():
+        part = ids[start:start + n]
+        if part != sorted(part) or (start and ids[start - 1] < ids[start]):
+            raise ConfigError(f"{path}: the rows are not SemEval-2014's train, trial and test files in that order "
+                              f"(pair_IDs of {name} are not a separate increasing run).")
+        spans[name] = (start, start + n)
+        start += n
+    return pairs[slice(*spans[split])]
+
+
+def read_sts_file(path: str | Path, fmt: str = "stsb", split: str | None = None) -> list[tuple[str, str, float]]:
+    """Sentence pairs of an STS file; ``split`` (SICK only: train / trial / test) keeps one SemEval split."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"STS file {path} does not exist. Check CE_DATA_DIR / the sts section.")
@@ -213,10 +238,16 @@ def read_sts_file(path: str | Path, fmt: str = "stsb") -> list[tuple[str, str, f
                     raise ConfigError(f"{path}:{n}: expected >= 7 tab-separated STS-B columns.")
                 pairs.append((cols[5], cols[6], float(cols[4])))
         elif fmt == "sick":
+            ids = []
             for row in csv.DictReader(fh, delimiter="\t"):
                 pairs.append((row["sentence_A"], row["sentence_B"], float(row["relatedness_score"])))
+                ids.append(int(row["pair_ID"]))
+            if split is not None:
+                pairs = sick_split(pairs, ids, split, path)
         else:
             raise ConfigError(f"Unknown STS format {fmt!r}; use 'stsb' or 'sick'.")
+    if split is not None and fmt != "sick":
+        raise ConfigError(f"{path}: `split` applies to SICK only; STS-B keeps one file per split.")
     return pairs
 
 

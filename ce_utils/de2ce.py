@@ -33,7 +33,8 @@ import pandas as pd
 from ce_utils.config import ConfigError, output_dir, section
 from ce_utils.cross_encoder import score_pairs_fn
 from ce_utils.embeddings import dataset_embeddings, model_max_length, weights_fingerprint
-from ce_utils.data import BeirDataset, doc_text, load_beir_dataset, load_eval_dataset, load_query_files, subsample
+from ce_utils.data import (BeirDataset, doc_text, load_beir_dataset, load_eval_dataset, load_query_files, load_sts,
+                           subsample)
 from ce_utils.models import trainer_kwargs
 from ce_utils.results import QUERIES_ONLY, atomic_write_text, run_metadata
 from ce_utils.retrieval import cached_array, evaluate, exact_search, fingerprint
@@ -148,10 +149,25 @@ def _truncate_words(text: str, max_words: int | None) -> str:
     return " ".join(words[:max_words])
 
 
+def sentence_texts(cfg: dict, sets: list[str], n: int, rng: random.Random) -> tuple[list[str], list[str]]:
+    """``n`` distinct sentences sampled from both sides of the pairs of the named ``sts`` sets (their
+    similarity scores are never used); returns (sentences, sources)."""
+    pool: set[str] = set()
+    for name in sets:
+        for a, b, _ in load_sts(cfg, name):
+            pool.update(t.strip() for t in (a, b) if t.strip())
+    if n > len(pool):
+        raise ConfigError(f"de2ce.train.n_sentences = {n}, but the sentence sets {sets} hold {len(pool)} distinct "
+                          f"sentences; lower n_sentences or name more sets.")
+    return sorted(rng.sample(sorted(pool), n)), list(sets)
+
+
 def distillation_texts(cfg: dict, dc: dict, eval_datasets: list[str], seed: int) -> dict:
     """Unlabelled training text: ``n_queries`` queries from the query files (files of evaluated
-    datasets excluded) and ``n_passages`` passages sampled from ``passage_datasets`` corpora
-    (document text only: no query and no judgement of any dataset is used)."""
+    datasets excluded), ``n_passages`` passages sampled from ``passage_datasets`` corpora
+    (document text only: no query and no judgement of any dataset is used: unsupervised domain
+    adaptation) and ``n_sentences`` sentences of the ``sentence_sets`` (STS / SICK training pairs,
+    their scores unused)."""
     rng = random.Random(seed)
     exclude = excluded_query_files(cfg, eval_datasets, dc.get("exclude_query_files") or [])
     queries = load_query_files(cfg, names=dc.get("query_files"), exclude=exclude)
@@ -172,7 +188,12 @@ def distillation_texts(cfg: dict, dc: dict, eval_datasets: list[str], seed: int)
             chosen = sorted(rng.sample(ids, min(n, len(ids))))
             p_texts += [_truncate_words(doc_text(ds.corpus[d]), dc.get("passage_max_words")) for d in chosen]
             p_sources.append(f"{name}:{len(chosen)}")
-    return {"queries": q_texts, "passages": [t for t in p_texts if t.strip()],
+    n_s = int(dc.get("n_sentences") or 0)
+    if n_s and not dc.get("sentence_sets"):
+        raise ConfigError("de2ce.train.n_sentences > 0 needs de2ce.train.sentence_sets (names of the `sts` section).")
+    s_texts, s_sources = sentence_texts(cfg, list(dc.get("sentence_sets") or []), n_s, rng) if n_s else ([], [])
+    return {"queries": q_texts, "passages": [t for t in p_texts if t.strip()], "sentences": s_texts,
+            "sentence_sources": s_sources,
             "query_files_used": sorted(set(q.split(":", 1)[0] for q in qids)),
             "query_files_excluded": exclude, "passage_sources": p_sources}
 
@@ -282,8 +303,10 @@ def save_student(model, path: Path, info: dict, cfg: dict) -> Path:
         loss_text = ("embedding distillation: sentence-transformers `MSELoss` between the student's and the "
                      "full dual encoder's (normalised) embeddings of the same text.")
         data_text = (f"{info['train_texts']} unlabelled texts: {td.get('n_queries')} queries from the query "
-                     f"files {td.get('query_files_used')} (excluded: {td.get('query_files_excluded')}) and passages "
-                     f"sampled from corpora {td.get('passage_sources')}. No evaluation query was used.")
+                     f"files {td.get('query_files_used')} (excluded: {td.get('query_files_excluded')}), passages "
+                     f"sampled from corpora {td.get('passage_sources')} (text only: unsupervised domain adaptation)"
+                     + (f" and {td.get('n_sentences')} sentences of {td.get('sentence_sources')} (scores unused)"
+                        if td.get("n_sentences") else "") + ". No evaluation query was used.")
     else:
         loss_text = "contrastive `MultipleNegativesRankingLoss` (in-batch negatives) on (query, positive) pairs."
         data_text = f"{info['train_texts']} (query, positive passage) pairs of {td.get('dataset')} split {td.get('split')!r}."
@@ -454,7 +477,10 @@ def get_student(item: dict, de, ce, cfg: dict, dc: dict, seed: int, device: str,
                 "train_steps": 0, "training_loss": float("nan"), "train_seconds": 0.0, **count_parameters(de)}
         return model, info
     if item["loss"] == "mse":
-        data_key = {"texts": fingerprint(q=mse_data["texts"]["queries"], p=mse_data["texts"]["passages"])}
+        parts = {"q": mse_data["texts"].get("queries", []), "p": mse_data["texts"].get("passages", [])}
+        if mse_data["texts"].get("sentences"):
+            parts["s"] = mse_data["texts"]["sentences"]
+        data_key = {"texts": fingerprint(**parts)}
     else:
         data_key = {k: dc["mnrl"].get(k) for k in ("dataset", "split", "max_pairs")}
     recipe = recipe_fingerprint(item, tc, data_key, cfg, seed, ce_tag_)
@@ -554,7 +580,7 @@ def prepare_distillation(cfg: dict, dc: dict, de, eval_datasets: list[str], seed
     ml = int(dc["train"].get("max_length") or enc.get("max_length", 128))
     bs = int(enc.get("batch_size", 32))
     data = distillation_texts(cfg, dc["train"], eval_datasets, seed)
-    texts = {"queries": data.pop("queries"), "passages": data.pop("passages")}
+    texts = {"queries": data.pop("queries"), "passages": data.pop("passages"), "sentences": data.pop("sentences")}
     old = de.max_seq_length
     de.max_seq_length = ml
     try:
@@ -563,7 +589,8 @@ def prepare_distillation(cfg: dict, dc: dict, de, eval_datasets: list[str], seed
     finally:
         de.max_seq_length = old
     return {"texts": {k: v for k, v in texts.items() if v}, "labels": labels, "max_length": ml,
-            "n_queries": len(texts["queries"]), "n_passages": len(texts["passages"]), **data}
+            "n_queries": len(texts["queries"]), "n_passages": len(texts["passages"]),
+            "n_sentences": len(texts["sentences"]), **data}
 
 
 def eval_dataset(cfg: dict, dc: dict, name: str) -> BeirDataset:

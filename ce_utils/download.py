@@ -632,6 +632,7 @@ def run(profile: str, dest: str | os.PathLike, sources_path: str | os.PathLike |
     mirror = mirror or os.environ.get(MIRROR_ENV) or None
     targets, notes = plan(cfg, sources, only)
     todo = [t for t in targets if not is_complete(dest / t.path, t.kind)]
+    todo = [t for i, t in enumerate(todo) if t.path not in {u.path for u in todo[:i]}]  # two keys, one file (SICK)
     for t in targets:
         if t not in todo:
             print(f"{t.key}: {t.path} already present, skipped", flush=True)

@@ -219,6 +219,23 @@ def cached_de_scores(cfg: dict, de, sets: dict, metric: str = "NDCG@10") -> dict
     return out
 
 
+TEXT_KINDS = ("n_queries", "n_passages", "n_sentences")
+
+
+def scaled_text_counts(tc: dict, n_texts: int) -> dict[str, int]:
+    """Notebook 02's mix of training text (queries, passages, sentences) scaled to ``n_texts`` in all
+    (largest remainders, so the counts add up exactly)."""
+    have = {k: float(tc.get(k) or 0) for k in TEXT_KINDS}
+    total = sum(have.values())
+    if total <= 0:
+        raise ConfigError("de2ce.train names no training text (n_queries, n_passages, n_sentences are all 0).")
+    exact = {k: n_texts * v / total for k, v in have.items()}
+    out = {k: int(v) for k, v in exact.items()}
+    for k in sorted(exact, key=lambda k: (out[k] - exact[k], TEXT_KINDS.index(k)))[: n_texts - sum(out.values())]:
+        out[k] += 1
+    return out
+
+
 def run_de2ce_curve(cfg: dict, init: str, k: int, max_steps: int, eval_steps: int, dev: dict[str, str] | None = None,
                     device: str | None = None, test: bool = False, metric: str = "NDCG@10", progress: bool = True):
     """Paper 1's DE-k CE students (notebook 02's recipe: ``init`` ce / ce-top / de / random, ``k`` copied layers + one
@@ -236,10 +253,7 @@ def run_de2ce_curve(cfg: dict, init: str, k: int, max_steps: int, eval_steps: in
     dc = de2ce.settings(cfg)
     tc = dict(dc["train"])
     batch = int(tc.get("batch_size", 32))
-    n_texts = max_steps * batch
-    per_q = float(tc.get("n_queries") or 0) / max(1.0, float(tc.get("n_queries") or 0) + float(tc.get("n_passages") or 0))
-    dc["train"] = {**tc, "max_steps": int(max_steps), "n_queries": int(round(n_texts * per_q)),
-                   "n_passages": n_texts - int(round(n_texts * per_q))}
+    dc["train"] = {**tc, "max_steps": int(max_steps), **scaled_text_counts(tc, max_steps * batch)}
     de = load_sentence_transformer(cfg["models"]["de"], cfg, device=device, max_length=(cfg.get("encode") or {}).get("max_length"))
     ce = load_or_train_cross_encoder(cfg, device=device)[0] if init in de2ce.CE_INITS else None
     student = de2ce.build_student(de, ce, init, k, seed=seed)

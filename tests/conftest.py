@@ -84,12 +84,33 @@ def write_data_dir(root: Path, seed: int = 0) -> Path:
             for i in range(n):
                 fh.write(f"{i}\t{_sentence(rng, topics[i % len(topics)], 6)}\n")
     (root / "sts").mkdir(exist_ok=True)
-    with open(root / "sts" / "sts-test.csv", "w") as fh:
-        for i in range(20):
-            t1, t2 = topics[i % 5], topics[(i * 3) % 5]
-            score = 5.0 if t1 == t2 else 1.0 + (i % 3)
-            fh.write(f"main\tMSRvid\t2012test\t{i:04d}\t{score:.3f}\t{_sentence(rng, t1, 6)}\t{_sentence(rng, t2, 6)}\n")
+    for split in ("test", "train"):
+        with open(root / "sts" / f"sts-{split}.csv", "w") as fh:
+            for i in range(20):
+                t1, t2 = topics[i % 5], topics[(i * 3) % 5]
+                score = 5.0 if t1 == t2 else 1.0 + (i % 3)
+                fh.write(f"main\tMSRvid\t2012{split}\t{i:04d}\t{score:.3f}\t{_sentence(rng, t1, 6)}\t"
+                         f"{_sentence(rng, t2, 6)}\n")
+    write_sick(root / "sts" / "sick" / "SICK.txt", rng)
     return root
+
+
+def write_sick(path: Path, rng: random.Random) -> Path:
+    """A SICK file laid out as SemEval-2014 released it: train (4,500), trial (500) and test (4,927) pairs
+    concatenated, each part by increasing pair_ID; sentence_A holds the split's name, for the tests."""
+    from ce_utils.data import SICK_SPLITS
+
+    ids = rng.sample(range(1, 10001), sum(SICK_SPLITS.values()))
+    rows, start = [], 0
+    topics = list(TOPICS)
+    for split, n in SICK_SPLITS.items():
+        for j, pid in enumerate(sorted(ids[start:start + n])):
+            t = topics[j % len(topics)]
+            rows.append(f"{pid}\t{split} {_sentence(rng, t, 5)}\t{_sentence(rng, t, 5)}\t{1 + (j % 5)}\tNEUTRAL")
+        start += n
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(["pair_ID\tsentence_A\tsentence_B\trelatedness_score\tentailment_judgment"] + rows))
+    return path
 
 
 def build_tiny_bert(folder: Path, num_layers: int = 6, hidden: int = 32, seed: int = 0) -> Path:
@@ -147,7 +168,9 @@ def smoke_profile_dict(data: Path, model: Path, out: Path) -> dict:
         "models": {"de": str(model), "ce": "trained:ce-tiny", "de_control": "trained:de-tiny"},
         "datasets": {"tiny-a": {"path": "beir/tiny-a", "split": "test"},
                      "tiny-b": {"path": "beir/tiny-b", "split": "test", "approximate": True}},
-        "sts": {"stsb-test": {"path": "sts/sts-test.csv", "format": "stsb"}},
+        "sts": {"stsb-test": {"path": "sts/sts-test.csv", "format": "stsb"},
+                "stsb-train": {"path": "sts/sts-train.csv", "format": "stsb"},
+                "sick-train": {"path": "sts/sick/SICK.txt", "format": "sick", "split": "train"}},
         "query_files": {"unlabelled-1": "queries/unlabelled-1.tsv", "unlabelled-2": "queries/unlabelled-2.tsv"},
         "eval": {"max_queries": None, "max_docs": 25, "rerank_depth": 5,
                  "metrics": ["NDCG@10", "Recall@100", "MAP@10", "MRR@10", "Hits@10"]},

@@ -1,6 +1,7 @@
 """Notebook 02 (DE-k CE): student construction, training data, CE score cache, and a smoke run."""
 
 import copy
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -107,6 +108,34 @@ def test_evaluation_queries_are_excluded(smoke_cfg):
     test_queries = set(load_beir_dataset(smoke_cfg, "tiny-a").queries.values())
     assert not test_queries & set(data["queries"])
     assert data == de2ce.distillation_texts(smoke_cfg, dc, ["tiny-a", "tiny-b"], seed=1)  # seeded
+
+
+def test_sentence_text_comes_from_training_splits_only(smoke_cfg, tmp_path):
+    from ce_utils.data import load_sts, read_sts_file
+
+    train = load_sts(smoke_cfg, "sick-train")
+    assert len(train) == 4500 and all(a.startswith("train ") for a, _, _ in train)
+    sick = Path(smoke_cfg["data_dir"]) / "sts" / "sick" / "SICK.txt"
+    assert all(a.startswith("test ") for a, _, _ in read_sts_file(sick, "sick", split="test"))
+    with pytest.raises(ConfigError, match="Unknown SICK split"):
+        read_sts_file(sick, "sick", split="dev")
+    lines = sick.read_text().splitlines()
+    shuffled = tmp_path / "SICK.txt"  # one file sorted by pair_ID is not the SemEval layout
+    shuffled.write_text("\n".join([lines[0]] + sorted(lines[1:], key=lambda r: int(r.split("\t")[0]))))
+    with pytest.raises(ConfigError, match="not SemEval-2014"):
+        read_sts_file(shuffled, "sick", split="train")
+
+    dc = {"n_queries": 4, "n_passages": 2, "n_sentences": 30, "sentence_sets": ["stsb-train", "sick-train"]}
+    data = de2ce.distillation_texts(smoke_cfg, dc, ["tiny-a"], seed=3)
+    assert len(data["sentences"]) == len(set(data["sentences"])) == 30
+    pool = {t for name in dc["sentence_sets"] for a, b, _ in load_sts(smoke_cfg, name) for t in (a, b)}
+    assert set(data["sentences"]) <= pool and data["sentence_sources"] == ["stsb-train", "sick-train"]
+    assert not any(t.startswith(("test ", "trial ")) for t in data["sentences"])
+    assert data == de2ce.distillation_texts(smoke_cfg, dc, ["tiny-a"], seed=3)
+    with pytest.raises(ConfigError, match="sentence_sets"):
+        de2ce.distillation_texts(smoke_cfg, {**dc, "sentence_sets": []}, ["tiny-a"], seed=3)
+    with pytest.raises(ConfigError, match="distinct sentences"):
+        de2ce.distillation_texts(smoke_cfg, {**dc, "n_sentences": 10**6}, ["tiny-a"], seed=3)
 
 
 class CountingCE:

@@ -27,7 +27,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import TOPICS, _sentence, _words, build_tiny_bert, write_beir
+from conftest import TOPICS, _sentence, _words, build_tiny_bert, write_beir, write_sick
 
 ROOT = Path(__file__).resolve().parent.parent
 PAPER = ROOT / "configs" / "paper.yaml"
@@ -59,6 +59,7 @@ SMOKE = {
     "de2ce.pipeline_max_queries": 6,
     "de2ce.train.n_queries": 24,
     "de2ce.train.n_passages": 8,
+    "de2ce.train.n_sentences": 6,
     "de2ce.train.max_length": 32,
     "de2ce.train.max_steps": 2,
     "de2ce.train.batch_size": 8,
@@ -274,7 +275,10 @@ def paper_assets(tmp_path_factory):
     for rel in (cfg.get("query_files") or {}).values():
         write_query_file(data / rel, rng)
     for spec in (cfg.get("sts") or {}).values():
-        write_stsb(data / spec["path"], rng)
+        if spec.get("format") == "sick":
+            write_sick(data / spec["path"], rng)
+        else:
+            write_stsb(data / spec["path"], rng)
     mirror = base / "mirror"
     for spec in cfg["datasets"].values():
         if spec.get("beir_name"):
