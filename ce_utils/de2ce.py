@@ -31,8 +31,8 @@ import numpy as np
 import pandas as pd
 
 from ce_utils.config import ConfigError, output_dir, section
-from ce_utils.cross_encoder import score_pairs_fn
-from ce_utils.embeddings import dataset_embeddings, model_max_length, weights_fingerprint
+from ce_utils.cross_encoder import ce_scores, score_pairs_fn
+from ce_utils.embeddings import autocast, check_dtype, dataset_embeddings, model_max_length, weights_fingerprint
 from ce_utils.data import (BeirDataset, doc_text, load_beir_dataset, load_eval_dataset, load_query_files, load_sts,
                            subsample)
 from ce_utils.models import trainer_kwargs
@@ -440,6 +440,8 @@ def settings(cfg: dict) -> dict:
     dc.setdefault("pipeline_students", ["DE-2 CE"])
     dc.setdefault("rerank_depths", [10, 20])
     dc.setdefault("pipeline_max_queries", None)
+    dc.setdefault("latency_queries", 20)
+    dc.setdefault("latency_threads", 1)
     dc.setdefault("sizes", {})
     dc.setdefault("rerank_max_length", None)
     dc["sizes"] = dict(dc.get("sizes") or {})
@@ -572,6 +574,105 @@ def run_pipeline(first_stages: dict[str, dict], ds: BeirDataset, scorer: Callabl
             for m, v in evaluate(qrels, rr, metrics).items():
                 rows.append({**base, "first_stage": name, "reranker": "CE", "depth": depth, "metric": m, "value": v})
     return rows
+
+
+LATENCY_METRICS = {"total": "latency_ms", "encode": "latency_encode_ms", "search": "latency_search_ms",
+                   "rerank": "latency_rerank_ms"}
+
+
+def latency_queries(qids: list[str], n: int | None, seed: int) -> list[str]:
+    """The seeded sample of test queries a pipeline's latency is measured on (``None``: every one)."""
+    if n is not None and int(n) < len(qids):
+        return sorted(random.Random(seed + 1).sample(sorted(qids), int(n)))
+    return sorted(qids)
+
+
+def pipeline_latency(stages: dict[str, tuple], ds: BeirDataset, ce, depths: list[int], qids: list[str],
+                     threads: int = 1, dtype: str | None = None, top_k: int = 100, warmup: int = 2, seed: int = 0,
+                     progress: bool = True) -> list[dict]:
+    """End-to-end latency per query of each pipeline, as a search service answers one query at a time.
+
+    ``stages`` maps a first stage's name to (query encoder, its document embeddings, L2-normalised, in
+    ``ds.doc_ids`` order). For one query: the encoder embeds the query text (batch 1, tokenisation included),
+    exact inner-product search takes the top ``top_k`` documents, then for each depth ``k`` the CE scores the
+    top-k (query, passage) pairs in one batch and the list is re-sorted. The pipelines are interleaved: each
+    query passes through every first stage in turn, in an order rotated from query to query, after ``warmup``
+    queries that are not recorded, all on ``threads`` CPU threads. Returns rows (median and IQR over the
+    queries, and the median of each component) in pipeline.csv's layout; depth 0 is the first stage alone."""
+    import torch
+    from tqdm.auto import tqdm
+
+    if not qids:
+        raise ConfigError("pipeline_latency needs at least one query.")
+    names = list(stages)
+    doc_ids = list(ds.doc_ids)
+    mats = {n: np.ascontiguousarray(np.asarray(d, dtype=np.float32)) for n, (_, d) in stages.items()}
+    for n, m in mats.items():
+        if m.shape[0] != len(doc_ids):
+            raise ConfigError(f"{n}: {m.shape[0]} document embeddings for {len(doc_ids)} documents of {ds.name}.")
+    depths = sorted({int(k) for k in depths})
+    k_search = min(int(top_k), len(doc_ids))
+    times = {(n, k): {c: [] for c in LATENCY_METRICS} for n in names for k in [0] + depths}
+    warm = [qids[i % len(qids)] for i in range(warmup)]
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(int(threads))
+    try:
+        schedule = [(q, False) for q in warm] + [(q, True) for q in qids]
+        for i, (q, keep) in enumerate(tqdm(schedule, desc=f"latency {ds.name}", disable=not progress)):
+            text = ds.queries[q]
+            for name in names[i % len(names):] + names[: i % len(names)]:
+                model, mat = stages[name][0], mats[name]
+                t0 = time.perf_counter()
+                with autocast(dtype, getattr(model, "device", "cpu")):
+                    e = model.encode([text], batch_size=1, convert_to_numpy=True, normalize_embeddings=True,
+                                     show_progress_bar=False)
+                t1 = time.perf_counter()
+                sc = mat @ np.asarray(e[0], dtype=np.float32)
+                top = np.argpartition(-sc, k_search - 1)[:k_search]
+                top = top[np.argsort(-sc[top], kind="stable")]
+                t2 = time.perf_counter()
+                parts = {0: (t1 - t0, t2 - t1, 0.0)}
+                for k in depths:
+                    t3 = time.perf_counter()
+                    pairs = [(text, doc_text(ds.corpus[doc_ids[j]])) for j in top[:k]]
+                    ce_sc = ce_scores(ce, pairs, batch_size=max(1, len(pairs)), dtype=dtype)
+                    _ = np.argsort(-np.asarray(ce_sc), kind="stable")
+                    parts[k] = (t1 - t0, t2 - t1, time.perf_counter() - t3)
+                if keep:
+                    for k, (enc_s, search_s, rr_s) in parts.items():
+                        rec = times[(name, k)]
+                        rec["encode"].append(enc_s)
+                        rec["search"].append(search_s)
+                        rec["rerank"].append(rr_s)
+                        rec["total"].append(enc_s + search_s + rr_s)
+    finally:
+        torch.set_num_threads(old_threads)
+    rows = []
+    base = {"dataset": ds.name, "n_queries": len(qids), "n_docs": len(ds.corpus), "approximate": bool(ds.approximate),
+            "seed": seed, "latency_threads": int(threads), "latency_dtype": check_dtype(dtype), "search_depth": k_search}
+    for (name, k), rec in times.items():
+        for comp, metric in LATENCY_METRICS.items():
+            ms = 1000.0 * np.asarray(rec[comp])
+            row = {**base, "first_stage": name, "reranker": "CE" if k else "none", "depth": k, "metric": metric,
+                   "value": float(np.median(ms))}
+            if comp == "total":
+                q1, q3 = np.percentile(ms, [25, 75])
+                row["latency_iqr_ms"] = float(q3 - q1)
+            rows.append(row)
+    return rows
+
+
+def measure_pipeline_latency(cfg: dict, dc: dict, models: dict, names: list[str], ds: BeirDataset, ce, seed: int,
+                             progress: bool = True) -> list[dict]:
+    """:func:`pipeline_latency` of the first stages ``names`` (their document embeddings from the shared
+    cache) on ``de2ce.latency_queries`` seeded test queries of ``ds``, at the profile's encoding dtype."""
+    from ce_utils.embeddings import encode_settings
+
+    stages = {n: (models[n], dataset_embeddings(cfg, models[n], ds, queries=False, progress=False)[1]) for n in names}
+    qids = latency_queries(ds.query_ids, dc.get("latency_queries"), seed)
+    depth = max(100, int((cfg.get("eval") or {}).get("rerank_depth") or 100))
+    return pipeline_latency(stages, ds, ce, dc["rerank_depths"], qids, threads=int(dc.get("latency_threads") or 1),
+                            dtype=encode_settings(cfg)["dtype"], top_k=depth, seed=seed, progress=progress)
 
 
 def prepare_distillation(cfg: dict, dc: dict, de, eval_datasets: list[str], seed: int) -> dict:

@@ -373,6 +373,34 @@ def pipeline_figure(plt, out: Output, df: pd.DataFrame, metric: str) -> None:
     d = _pipeline_stages(df, metric)
     tab = d.pivot_table(index=["dataset", "first_stage"], columns="stage", values="value", aggfunc="mean")
     out.table(tab.reset_index(), "pipeline", ["pipeline.csv"], f"{metric}: first stage and CE re-ranking.")
+    lat = pipeline_latency_table(df, metric)
+    if not lat.empty:
+        out.table(lat, "pipeline_latency", ["pipeline.csv"],
+                  f"Each pipeline's {metric} (every test query) and its measured end-to-end CPU time per query "
+                  "(median and IQR over the latency sample; parts: encode, search, CE re-rank).", floatfmt=".4g")
+
+
+LATENCY = "latency_ms"
+
+
+def pipeline_latency_table(df: pd.DataFrame, metric: str = "NDCG@10") -> pd.DataFrame:
+    """One row per (dataset, first stage, depth): quality and the measured latency rows of pipeline.csv
+    (empty when it has none)."""
+    if "metric" not in df or not (df["metric"] == LATENCY).any():
+        return pd.DataFrame()
+    key = ["dataset", "first_stage", "depth"]
+    lat = df[df["metric"].astype(str).str.startswith("latency")]
+    t = lat.pivot_table(index=key, columns="metric", values="value", aggfunc="first")
+    t = t.rename(columns={LATENCY: "ms / query", "latency_encode_ms": "encode ms", "latency_search_ms": "search ms",
+                          "latency_rerank_ms": "re-rank ms"})
+    total = lat[lat["metric"] == LATENCY].set_index(key)
+    t["IQR ms"] = total["latency_iqr_ms"] if "latency_iqr_ms" in total else np.nan
+    q = df[df["metric"] == metric].set_index(key)["value"]
+    t.insert(0, metric, q.reindex(t.index))
+    t["latency queries"] = total["n_queries"]
+    t["threads"] = total["latency_threads"] if "latency_threads" in total else np.nan
+    cols = [metric, "ms / query", "IQR ms", "encode ms", "search ms", "re-rank ms", "latency queries", "threads"]
+    return t[[c for c in cols if c in t.columns]].reset_index()
 
 
 def draw_learning_curve(plt, df: pd.DataFrame):
@@ -728,14 +756,26 @@ def quality_points(results: dict[str, pd.DataFrame], metric: str) -> pd.DataFram
     return out.drop_duplicates(["model_id", "dataset"]) if not out.empty else out
 
 
-def join_speed(points: pd.DataFrame, speed: pd.DataFrame, ce_pair_rows: pd.DataFrame | None = None) -> pd.DataFrame:
+def join_speed(points: pd.DataFrame, speed: pd.DataFrame, ce_pair_rows: pd.DataFrame | None = None,
+               latency: pd.DataFrame | None = None) -> pd.DataFrame:
     """Attach measured queries/s to every quality point by its ``model_id`` (the speed row with the
-    same id; a point without one gets NaN and is left out of the plot). A pipeline ``F >> CE@k``
-    costs F's query encoding plus ``k`` CE pair scorings, at the CE pair row (id ``<CE> (pair)``) of
-    the largest measured batch size <= k (``ce_pair_rows``: those rows at every batch size)."""
+    same id; a point without one gets NaN and is left out of the plot). A pipeline ``F >> CE@k`` takes
+    its end-to-end time per query measured in notebook 02 (``latency``: pipeline.csv's ``latency_ms`` rows,
+    by model id and dataset) when there is one; otherwise it costs F's query encoding plus ``k`` CE pair
+    scorings, at the CE pair row (id ``<CE> (pair)``) of the largest measured batch size <= k
+    (``ce_pair_rows``: those rows at every batch size)."""
     by_id = speed.drop_duplicates("model_id").set_index("model_id")
+    measured = {}
+    if latency is not None and not latency.empty:
+        lat = latency[latency["metric"] == LATENCY]
+        measured = {(m, d): (v, n) for m, d, v, n in zip(lat["model_id"], lat["dataset"], lat["value"], lat["n_queries"])}
     qps, matched = [], []
     for _, p in points.iterrows():
+        if p["role"] == "pipeline" and (p["model_id"], p["dataset"]) in measured:
+            ms, n = measured[(p["model_id"], p["dataset"])]
+            qps.append(1000.0 / float(ms))
+            matched.append(f"pipeline.csv: measured end to end ({int(n)} queries, median)")
+            continue
         mid = p["first_stage_id"] if p["role"] == "pipeline" else p["model_id"]
         if mid not in by_id.index:
             qps.append(np.nan)
@@ -785,7 +825,7 @@ def pareto_figure(plt, out: Output, results: dict, opts: dict) -> pd.DataFrame |
     pair_rows = sp[sp["model_id"].astype(str).str.endswith(" (pair)") & (sp["threads"] == int(opts["pareto_threads"]))
                    & (sp["tokenization"] == opts["pareto_tokenization"]) & (sp["dtype"] == "fp32")
                    & (sp["device"] == speed["device"].iloc[0])]
-    j = join_speed(points, speed, pair_rows).dropna(subset=["queries_per_s", "quality"])
+    j = join_speed(points, speed, pair_rows, results.get("pipeline.csv")).dropna(subset=["queries_per_s", "quality"])
     datasets = opts.get("pareto_datasets") or sorted(j["dataset"].unique())
     datasets = [d for d in datasets if d in set(j["dataset"]) and d != "mean"]
     if not datasets:
@@ -868,6 +908,22 @@ def headline_table(results: dict, cfg: dict | None, metric: str = "NDCG@10",
             rows.append({"claim": "DE-2 CE query-encoding speed-up over the full DE (CPU, 1 thread, batch 1-128)",
                          "paper": "5.15x (paper's hardware)", "ours": f"{lo:.2f}x - {hi:.2f}x "
                          f"(FLOP ratio {d['flop_ratio'].iloc[0]:.2f})", "delta": "different hardware and depth"})
+    pl = results.get("pipeline.csv")
+    lat = pipeline_latency_table(pl, metric) if pl is not None else pd.DataFrame()
+    if not lat.empty:
+        lat = lat[lat["depth"] > 0].dropna(subset=["ms / query"])
+        full_name = next((f for f in lat["first_stage"].unique() if "full" in str(f)), None)
+        for (ds, depth), g in lat.groupby(["dataset", "depth"]):
+            if depth != lat["depth"].min() or full_name not in set(g["first_stage"]):
+                continue
+            ref = g[g["first_stage"] == full_name].iloc[0]
+            for _, r in g[g["first_stage"] != full_name].iterrows():
+                rows.append({"claim": f"pipeline on full {ds}: {r['first_stage']} retrieves, the CE re-ranks its top-{depth}; "
+                                      f"{metric} and measured CPU ms per query ({int(r['threads'])} thread), "
+                                      f"vs the full DE + the same CE",
+                             "paper": "DE-2 CE + CE re-ranking (paper 1); first stage 5.15x faster",
+                             "ours": f"{r[metric]:.3f} vs {ref[metric]:.3f}; {r['ms / query']:.0f} vs {ref['ms / query']:.0f} ms",
+                             "delta": f"{r[metric] - ref[metric]:+.3f}; end to end {ref['ms / query'] / r['ms / query']:.2f}x"})
     if qd is not None:
         ret = qd[(qd["metric"] == f"retention_{metric}") & (qd["dataset"] == "mean")]
         two = ret[(ret["n_layers"] == 2)]
@@ -987,7 +1043,7 @@ def make_all(results_dir: str | Path, figures_dir: str | Path, cfg: dict | None 
     pareto_figure(plt, out, results, opts)
     head = headline_table(results, cfg, opts["metric"], geometry=geo)
     if not head.empty:
-        srcs = [s for s in ("peer_check.csv", "ce_quality.csv", "de2ce.csv", "speed.csv", "query_distill.csv")
+        srcs = [s for s in ("peer_check.csv", "ce_quality.csv", "de2ce.csv", "speed.csv", "pipeline.csv", "query_distill.csv")
                 if s in results] + ([os.path.relpath(geometry, results_dir)] if geo is not None else [])
         out.table(head, "headline", srcs, "Headline claims: the papers vs this reproduction.")
     out.write_manifest()

@@ -161,6 +161,52 @@ def test_ce_scores_are_cached_on_disk(smoke_cfg, tmp_path):
     assert fake.calls == 5
 
 
+class RecordingEncoder:
+    """A query encoder that remembers which query it embedded, for the latency schedule."""
+
+    def __init__(self, name, log, dim=4):
+        self.name, self.log, self.dim, self.device = name, log, dim, "cpu"
+
+    def encode(self, texts, **kw):
+        import torch
+
+        assert kw.get("batch_size") == 1 and len(texts) == 1
+        self.log.append((self.name, texts[0], torch.get_num_threads()))
+        v = np.ones((1, self.dim), dtype=np.float32)
+        return v / np.linalg.norm(v)
+
+
+def test_pipeline_latency_interleaves_every_first_stage_over_every_query(smoke_cfg):
+    ds = load_beir_dataset(smoke_cfg, "tiny-a")
+    rng = np.random.default_rng(0)
+    log, stages = [], {}
+    for name in ("A", "B", "C"):
+        d = rng.normal(size=(len(ds.doc_ids), 4)).astype(np.float32)
+        stages[name] = (RecordingEncoder(name, log), d / np.linalg.norm(d, axis=1, keepdims=True))
+    qids = de2ce.latency_queries(sorted(ds.queries), 4, seed=1)
+    assert len(qids) == 4 and qids == de2ce.latency_queries(sorted(ds.queries), 4, seed=1)
+    fake = CountingCE()
+    threads = torch.get_num_threads()
+    rows = de2ce.pipeline_latency(stages, ds, fake, [3, 5], qids, threads=1, dtype="fp32", warmup=1, seed=7,
+                                  progress=False)
+    assert torch.get_num_threads() == threads                   # restored
+    assert {t for _, _, t in log} == {1}                        # timed on the asked thread count
+    kept = log[3:]                                              # after one warm-up query through A, B, C
+    for i, q in enumerate(qids):                                # each query through every first stage ...
+        block = kept[3 * i: 3 * i + 3]
+        assert {t for _, t, _ in block} == {ds.queries[q]} and sorted(n for n, _, _ in block) == ["A", "B", "C"]
+    assert len({kept[3 * i][0] for i in range(3)}) == 3         # ... starting with a different one each time
+    assert fake.calls == (1 + len(qids)) * 3 * (3 + 5)          # the CE scores each top-k once per depth
+    df = pd.DataFrame(rows)
+    assert len(df) == 3 * 3 * len(de2ce.LATENCY_METRICS) and (df["n_queries"] == 4).all() and (df["seed"] == 7).all()
+    assert set(df["depth"]) == {0, 3, 5} and set(df.loc[df["depth"] == 0, "reranker"]) == {"none"}
+    assert (df.loc[(df["depth"] == 0) & (df["metric"] == "latency_rerank_ms"), "value"] == 0).all()
+    total = df[df["metric"] == "latency_ms"]
+    assert (total["value"] > 0).all() and (total["latency_iqr_ms"] >= 0).all()
+    with pytest.raises(ConfigError, match="document embeddings"):
+        de2ce.pipeline_latency({"A": (stages["A"][0], stages["A"][1][:3])}, ds, fake, [3], qids, progress=False)
+
+
 def test_settings_cap_depths_and_check_datasets(smoke_cfg):
     dc = de2ce.settings(smoke_cfg)
     assert dc["rerank_depths"] == [3, 5]  # 50 > eval.rerank_depth (5) is dropped
@@ -212,7 +258,13 @@ def test_notebook_smoke(smoke_profile, tmp_path):
         assert col in p.columns, col
     assert set(p["first_stage"]) == {"DE-2 CE", "DE-6 full"} and set(p["dataset"]) == {"tiny-a"}
     assert set(p["depth"]) == {0, 3, 5} and set(p["reranker"]) == {"none", "CE"}
+    timed = p["metric"].str.startswith("latency")
+    lat, p = p[timed], p[~timed]
     assert (p["n_queries"] == 6).all() and p["value"].between(0, 1).all()
+    # end-to-end latency per query: every pipeline (first stage alone = depth 0) on the latency sample, 1 thread
+    assert set(lat["metric"]) == set(de2ce.LATENCY_METRICS.values()) and (lat["n_queries"] == 3).all()
+    assert len(lat) == 2 * 3 * len(de2ce.LATENCY_METRICS) and (lat["value"] > 0).sum() == len(lat) - 2
+    assert set(lat["model_id"]) == set(p["model_id"]) and (lat["latency_threads"] == 1).all()
     assert set(p[p["reranker"] == "CE"]["model_id"].str.split(" >> ").str[1]) == {"trained:ce-tiny@3", "trained:ce-tiny@5"}
     card = __import__("pathlib").Path(cfg["models_dir"]) / "de-2-ce" / "README.md"
     assert card.is_file() and "MSELoss" in card.read_text() and "Seed" in card.read_text()

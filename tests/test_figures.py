@@ -351,3 +351,35 @@ def test_query_curve_figure_has_a_panel_per_kind_of_student():
     labels = [t.get_text() for t in fig.axes[1].get_legend().get_texts()]
     assert "paper 1: DE-2 CE within ~1% of the full DE" in labels and "DE-2 CE, mean" in labels
     plt.close(fig)
+
+
+def test_pipelines_take_their_measured_end_to_end_latency(tmp_path):
+    """A pipeline point is placed by notebook 02's measured time per query when pipeline.csv has it (else by
+    the sum of its parts' speed rows), and the latency table lists quality beside the measured milliseconds."""
+    res = write_synthetic(tmp_path / "results")
+    pl = pd.read_csv(res / "pipeline.csv")
+    lat = pl[pl["metric"] == "NDCG@10"].copy()
+    lat = lat.assign(metric="latency_ms", value=50.0 + lat["depth"] * 10.0, n_queries=7, latency_iqr_ms=3.0,
+                     latency_threads=1)
+    lat.loc[lat["depth"] == 20, "metric"] = "latency_encode_ms"  # depth 20: no end-to-end measurement
+    pd.concat([pl, lat]).to_csv(res / "pipeline.csv", index=False)
+    results = F.read_results(res, log=lambda *a: None)
+    points = F.quality_points(results, "NDCG@10")
+    sp = results["speed.csv"]
+    speed = F.speed_lookup(sp, 1, 1, "included")
+    pairs = sp[sp["model_id"].astype(str).str.endswith(" (pair)") & (sp["threads"] == 1) & (sp["tokenization"] == "included")]
+    j = F.join_speed(points, speed, pairs, results["pipeline.csv"]).set_index("model")
+    assert j.loc["DE-2 CE + CE@10", "queries_per_s"] == pytest.approx(1000 / 150.0)
+    assert j.loc["DE-2 CE + CE@10", "speed_row"].startswith("pipeline.csv: measured")
+    assert not j.loc["DE-2 CE + CE@20", "speed_row"].startswith("pipeline.csv")  # composed from speed rows
+    without = F.join_speed(points, speed, pairs).set_index("model")
+    assert without.loc["DE-2 CE + CE@10", "queries_per_s"] != pytest.approx(1000 / 150.0)
+    tab = F.pipeline_latency_table(results["pipeline.csv"], "NDCG@10").set_index(["first_stage", "depth"])
+    assert tab.loc[("DE-2 CE", 10), "ms / query"] == 150.0 and tab.loc[("DE-2 CE", 10), "NDCG@10"] == pytest.approx(0.41)
+    assert tab.loc[("DE-2 CE", 10), "latency queries"] == 7 and tab.loc[("DE-2 CE", 10), "IQR ms"] == 3.0
+    head = F.headline_table(results, None)
+    row = head[head["claim"].str.startswith("pipeline on full scifact: DE-2 CE retrieves")].iloc[0]
+    assert row["ours"] == "0.410 vs 0.410; 150 vs 150 ms" and row["delta"] == "+0.000; end to end 1.00x"
+    F.make_all(res, tmp_path / "figs")
+    assert (res / "tables" / "pipeline_latency.md").is_file()
+    assert F.pipeline_latency_table(pl, "NDCG@10").empty  # no latency rows: no table
