@@ -379,7 +379,7 @@ def test_pipelines_take_their_measured_end_to_end_latency(tmp_path):
     assert tab.loc[("DE-2 CE", 10), "latency queries"] == 7 and tab.loc[("DE-2 CE", 10), "IQR ms"] == 3.0
     head = F.headline_table(results, None)
     row = head[head["claim"].str.startswith("pipeline on full scifact: DE-2 CE retrieves")].iloc[0]
-    assert row["ours"] == "0.410 vs 0.410; 150 vs 150 ms" and row["delta"] == "+0.000; end to end 1.00x"
+    assert row["ours"] == "0.410 vs 0.410; 150 (IQR 3) vs 150 (IQR 3) ms" and row["delta"] == "+0.000; end to end 1.00x"
     F.make_all(res, tmp_path / "figs")
     assert (res / "tables" / "pipeline_latency.md").is_file()
     assert F.pipeline_latency_table(pl, "NDCG@10").empty  # no latency rows: no table
