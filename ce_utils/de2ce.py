@@ -662,13 +662,24 @@ def pipeline_latency(stages: dict[str, tuple], ds: BeirDataset, ce, depths: list
     return rows
 
 
-def measure_pipeline_latency(cfg: dict, dc: dict, models: dict, names: list[str], ds: BeirDataset, ce, seed: int,
+def stage_models(name: str, models: dict, full_name: str) -> tuple:
+    """(query encoder, document encoder) of a pipeline's first stage: a student by its name (symmetric), or
+    ``<student> (queries only)``: the student's queries against the full DE's documents (paper 2's setting)."""
+    base = name[: -len(QUERIES_ONLY)] if name.endswith(QUERIES_ONLY) else name
+    if base not in models:
+        raise ConfigError(f"pipeline first stage {name!r}: no student {base!r} among {list(models)}; name a student, "
+                          f"optionally with the suffix {QUERIES_ONLY!r}.")
+    return models[base], (models[full_name] if base != name else models[base])
+
+
+def measure_pipeline_latency(cfg: dict, dc: dict, stages: dict[str, tuple], ds: BeirDataset, ce, seed: int,
                              progress: bool = True) -> list[dict]:
-    """:func:`pipeline_latency` of the first stages ``names`` (their document embeddings from the shared
-    cache) on ``de2ce.latency_queries`` seeded test queries of ``ds``, at the profile's encoding dtype."""
+    """:func:`pipeline_latency` of the first stages ``stages`` (name -> (query encoder, document encoder), as
+    :func:`stage_models` gives them; the document embeddings from the shared cache) on ``de2ce.latency_queries``
+    seeded test queries of ``ds``, at the profile's encoding dtype."""
     from ce_utils.embeddings import encode_settings
 
-    stages = {n: (models[n], dataset_embeddings(cfg, models[n], ds, queries=False, progress=False)[1]) for n in names}
+    stages = {n: (q, dataset_embeddings(cfg, d, ds, queries=False, progress=False)[1]) for n, (q, d) in stages.items()}
     qids = latency_queries(ds.query_ids, dc.get("latency_queries"), seed)
     depth = max(100, int((cfg.get("eval") or {}).get("rerank_depth") or 100))
     return pipeline_latency(stages, ds, ce, dc["rerank_depths"], qids, threads=int(dc.get("latency_threads") or 1),

@@ -360,8 +360,8 @@ def draw_pipeline(plt, df: pd.DataFrame, metric: str = "NDCG@10"):
         for i, c in enumerate(w.columns):
             ax.bar(np.arange(len(w)) + i * width, w[c].values, width, label=c)
         ax.set_xticks(np.arange(len(w)) + 0.4 - width / 2, w.index, rotation=30, ha="right")
-        ax.set(title=ds, ylabel=metric)
-        ax.legend()
+        ax.set(title=ds, ylabel=metric, ylim=(0, 1.35 * float(np.nanmax(w.values))))  # room for the legend
+        ax.legend(fontsize=7, ncol=len(w.columns), loc="upper left")
     fig.suptitle("First-stage retrieval, then CE re-ranking of the top-k")
     fig.tight_layout()
     return fig
@@ -915,6 +915,8 @@ def headline_table(results: dict, cfg: dict | None, metric: str = "NDCG@10",
     if not lat.empty:
         lat = lat[lat["depth"] > 0].dropna(subset=["ms / query"])
         full_name = next((f for f in lat["first_stage"].unique() if "full" in str(f)), None)
+        if cq is not None and set(cq["dataset"]) & set(lat["dataset"]):  # the CE's own check set; the table has all
+            lat = lat[lat["dataset"].isin(set(cq["dataset"]))]
         for (ds, depth), g in lat.groupby(["dataset", "depth"]):
             if depth != lat["depth"].min() or full_name not in set(g["first_stage"]):
                 continue

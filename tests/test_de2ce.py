@@ -207,6 +207,15 @@ def test_pipeline_latency_interleaves_every_first_stage_over_every_query(smoke_c
         de2ce.pipeline_latency({"A": (stages["A"][0], stages["A"][1][:3])}, ds, fake, [3], qids, progress=False)
 
 
+def test_a_queries_only_first_stage_searches_the_full_des_documents():
+    models = {"DE-2 CE": object(), "DE-6 full": object()}
+    assert de2ce.stage_models("DE-2 CE", models, "DE-6 full") == (models["DE-2 CE"], models["DE-2 CE"])
+    q, d = de2ce.stage_models("DE-2 CE" + de2ce.QUERIES_ONLY, models, "DE-6 full")
+    assert q is models["DE-2 CE"] and d is models["DE-6 full"]
+    with pytest.raises(ConfigError, match="no student 'DE-9 CE'"):
+        de2ce.stage_models("DE-9 CE (queries only)", models, "DE-6 full")
+
+
 def test_settings_cap_depths_and_check_datasets(smoke_cfg):
     dc = de2ce.settings(smoke_cfg)
     assert dc["rerank_depths"] == [3, 5]  # 50 > eval.rerank_depth (5) is dropped
@@ -256,14 +265,17 @@ def test_notebook_smoke(smoke_profile, tmp_path):
     p = pd.read_csv(res / "pipeline.csv")
     for col in de2ce.PIPELINE_COLUMNS + ["git_commit"]:
         assert col in p.columns, col
-    assert set(p["first_stage"]) == {"DE-2 CE", "DE-6 full"} and set(p["dataset"]) == {"tiny-a"}
+    assert set(p["first_stage"]) == {"DE-2 CE", "DE-2 CE (queries only)", "DE-6 full"} and set(p["dataset"]) == {"tiny-a"}
+    # the queries-only first stage is the same system as its de2ce.csv row (one model id, one first-stage score)
+    qo = p[(p["first_stage"] == "DE-2 CE (queries only)") & (p["depth"] == 0) & (p["metric"] == "NDCG@10")]
+    assert set(qo["model_id"]) == set(q[q["model"] == "DE-2 CE (queries only)"]["model_id"])
     assert set(p["depth"]) == {0, 3, 5} and set(p["reranker"]) == {"none", "CE"}
     timed = p["metric"].str.startswith("latency")
     lat, p = p[timed], p[~timed]
     assert (p["n_queries"] == 6).all() and p["value"].between(0, 1).all()
     # end-to-end latency per query: every pipeline (first stage alone = depth 0) on the latency sample, 1 thread
     assert set(lat["metric"]) == set(de2ce.LATENCY_METRICS.values()) and (lat["n_queries"] == 3).all()
-    assert len(lat) == 2 * 3 * len(de2ce.LATENCY_METRICS) and (lat["value"] > 0).sum() == len(lat) - 2
+    assert len(lat) == 3 * 3 * len(de2ce.LATENCY_METRICS) and (lat["value"] > 0).sum() == len(lat) - 3
     assert set(lat["model_id"]) == set(p["model_id"]) and (lat["latency_threads"] == 1).all()
     assert set(p[p["reranker"] == "CE"]["model_id"].str.split(" >> ").str[1]) == {"trained:ce-tiny@3", "trained:ce-tiny@5"}
     card = __import__("pathlib").Path(cfg["models_dir"]) / "de-2-ce" / "README.md"
