@@ -36,7 +36,7 @@ from ce_utils.embeddings import autocast, check_dtype, dataset_embeddings, model
 from ce_utils.data import (BeirDataset, doc_text, load_beir_dataset, load_eval_dataset, load_query_files, load_sts,
                            subsample)
 from ce_utils.models import trainer_kwargs
-from ce_utils.results import QUERIES_ONLY, atomic_write_text, run_metadata
+from ce_utils.results import LATENCY_MS, QUERIES_ONLY, atomic_write_text, run_metadata
 from ce_utils.retrieval import cached_array, evaluate, exact_search, fingerprint
 from ce_utils.students import RANDOM, backbone, check_layers, compose_student, num_layers
 
@@ -576,7 +576,7 @@ def run_pipeline(first_stages: dict[str, dict], ds: BeirDataset, scorer: Callabl
     return rows
 
 
-LATENCY_METRICS = {"total": "latency_ms", "encode": "latency_encode_ms", "search": "latency_search_ms",
+LATENCY_METRICS = {"total": LATENCY_MS, "encode": "latency_encode_ms", "search": "latency_search_ms",
                    "rerank": "latency_rerank_ms"}
 
 

@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from ce_utils.config import repo_root
-from ce_utils.results import QUERIES_ONLY, atomic_write_text
+from ce_utils.results import LATENCY_MS, QUERIES_ONLY, atomic_write_text
 
 SCHEMAS = {
     "layer_probe.csv": ["model", "model_kind", "layer", "dataset", "metric", "value"],
@@ -380,7 +380,7 @@ def pipeline_figure(plt, out: Output, df: pd.DataFrame, metric: str) -> None:
                   "(median and IQR over the latency sample; parts: encode, search, CE re-rank).", floatfmt=".4g")
 
 
-LATENCY = "latency_ms"
+LATENCY = LATENCY_MS
 
 
 def pipeline_latency_table(df: pd.DataFrame, metric: str = "NDCG@10") -> pd.DataFrame:
