@@ -36,7 +36,7 @@ from ce_utils.embeddings import autocast, check_dtype, dataset_embeddings, model
 from ce_utils.data import (BeirDataset, doc_text, load_beir_dataset, load_eval_dataset, load_query_files, load_sts,
                            subsample)
 from ce_utils.models import trainer_kwargs
-from ce_utils.results import LATENCY_MS, QUERIES_ONLY, atomic_write_text, run_metadata
+from ce_utils.results import LATENCY_METRICS, QUERIES_ONLY, atomic_write_text, run_metadata
 from ce_utils.retrieval import cached_array, evaluate, exact_search, fingerprint
 from ce_utils.students import RANDOM, backbone, check_layers, compose_student, num_layers
 
@@ -149,9 +149,9 @@ def _truncate_words(text: str, max_words: int | None) -> str:
     return " ".join(words[:max_words])
 
 
-def sentence_texts(cfg: dict, sets: list[str], n: int, rng: random.Random) -> tuple[list[str], list[str]]:
+def sentence_texts(cfg: dict, sets: list[str], n: int, rng: random.Random) -> list[str]:
     """``n`` distinct sentences sampled from both sides of the pairs of the named ``sts`` sets (their
-    similarity scores are never used); returns (sentences, sources)."""
+    similarity scores are never used)."""
     pool: set[str] = set()
     for name in sets:
         for a, b, _ in load_sts(cfg, name):
@@ -159,7 +159,7 @@ def sentence_texts(cfg: dict, sets: list[str], n: int, rng: random.Random) -> tu
     if n > len(pool):
         raise ConfigError(f"de2ce.train.n_sentences = {n}, but the sentence sets {sets} hold {len(pool)} distinct "
                           f"sentences; lower n_sentences or name more sets.")
-    return sorted(rng.sample(sorted(pool), n)), list(sets)
+    return sorted(rng.sample(sorted(pool), n))
 
 
 def distillation_texts(cfg: dict, dc: dict, eval_datasets: list[str], seed: int) -> dict:
@@ -191,9 +191,9 @@ def distillation_texts(cfg: dict, dc: dict, eval_datasets: list[str], seed: int)
     n_s = int(dc.get("n_sentences") or 0)
     if n_s and not dc.get("sentence_sets"):
         raise ConfigError("de2ce.train.n_sentences > 0 needs de2ce.train.sentence_sets (names of the `sts` section).")
-    s_texts, s_sources = sentence_texts(cfg, list(dc.get("sentence_sets") or []), n_s, rng) if n_s else ([], [])
-    return {"queries": q_texts, "passages": [t for t in p_texts if t.strip()], "sentences": s_texts,
-            "sentence_sources": s_sources,
+    s_sets = list(dc.get("sentence_sets") or []) if n_s else []
+    return {"queries": q_texts, "passages": [t for t in p_texts if t.strip()],
+            "sentences": sentence_texts(cfg, s_sets, n_s, rng) if n_s else [], "sentence_sources": s_sets,
             "query_files_used": sorted(set(q.split(":", 1)[0] for q in qids)),
             "query_files_excluded": exclude, "passage_sources": p_sources}
 
@@ -514,6 +514,11 @@ def get_student(item: dict, de, ce, cfg: dict, dc: dict, seed: int, device: str,
     return model, info
 
 
+def first_stage_depth(cfg: dict) -> int:
+    """How many documents a first stage returns: 100, or ``eval.rerank_depth`` when that is deeper."""
+    return max(100, int((cfg.get("eval") or {}).get("rerank_depth") or 100))
+
+
 def evaluate_first_stage(model, info: dict, item: dict, datasets: dict, cfg: dict, seed: int,
                          de_spec: str | None = None, doc_model=None) -> tuple[list[dict], dict]:
     """First-stage metrics of one model on every dataset; returns (rows, run files by dataset).
@@ -523,7 +528,7 @@ def evaluate_first_stage(model, info: dict, item: dict, datasets: dict, cfg: dic
     asymmetric setting; the rows are then named ``<student> (queries only)`` with ``documents`` = ``full DE``."""
     metrics = list((cfg.get("eval") or {}).get("metrics") or ["NDCG@10", "Recall@100", "MRR@10", "Hits@10"])
     rows, runs = [], {}
-    top_k = max(100, int((cfg.get("eval") or {}).get("rerank_depth") or 100))
+    top_k = first_stage_depth(cfg)
     for name, ds in datasets.items():
         if doc_model is None:
             q, d = dataset_embeddings(cfg, model, ds)
@@ -545,11 +550,17 @@ def evaluate_first_stage(model, info: dict, item: dict, datasets: dict, cfg: dic
     return rows, runs
 
 
-def pipeline_queries(ds: BeirDataset, max_queries: int | None, seed: int) -> list[str]:
-    qids = sorted(ds.queries)
-    if max_queries is not None and int(max_queries) < len(qids):
-        qids = sorted(random.Random(seed).sample(qids, int(max_queries)))
+def query_sample(qids, n: int | None, seed: int) -> list[str]:
+    """A seeded sample of ``n`` query ids, sorted (``None`` or ``n`` >= all: every one)."""
+    qids = sorted(qids)
+    if n is not None and int(n) < len(qids):
+        qids = sorted(random.Random(seed).sample(qids, int(n)))
     return qids
+
+
+def pipeline_queries(ds: BeirDataset, max_queries: int | None, seed: int) -> list[str]:
+    """The test queries the CE re-ranks for (``de2ce.pipeline_max_queries``)."""
+    return query_sample(ds.queries, max_queries, seed)
 
 
 def run_pipeline(first_stages: dict[str, dict], ds: BeirDataset, scorer: Callable, depths: list[int],
@@ -576,15 +587,9 @@ def run_pipeline(first_stages: dict[str, dict], ds: BeirDataset, scorer: Callabl
     return rows
 
 
-LATENCY_METRICS = {"total": LATENCY_MS, "encode": "latency_encode_ms", "search": "latency_search_ms",
-                   "rerank": "latency_rerank_ms"}
-
-
 def latency_queries(qids: list[str], n: int | None, seed: int) -> list[str]:
     """The seeded sample of test queries a pipeline's latency is measured on (``None``: every one)."""
-    if n is not None and int(n) < len(qids):
-        return sorted(random.Random(seed + 1).sample(sorted(qids), int(n)))
-    return sorted(qids)
+    return query_sample(qids, n, seed + 1)
 
 
 def pipeline_latency(stages: dict[str, tuple], ds: BeirDataset, ce, depths: list[int], qids: list[str],
@@ -662,10 +667,15 @@ def pipeline_latency(stages: dict[str, tuple], ds: BeirDataset, ce, depths: list
     return rows
 
 
+def stage_student(name: str) -> str:
+    """The student a pipeline's first stage is: ``name`` itself, or ``<student>`` of ``<student> (queries only)``."""
+    return name[: -len(QUERIES_ONLY)] if name.endswith(QUERIES_ONLY) else name
+
+
 def stage_models(name: str, models: dict, full_name: str) -> tuple:
     """(query encoder, document encoder) of a pipeline's first stage: a student by its name (symmetric), or
     ``<student> (queries only)``: the student's queries against the full DE's documents (paper 2's setting)."""
-    base = name[: -len(QUERIES_ONLY)] if name.endswith(QUERIES_ONLY) else name
+    base = stage_student(name)
     if base not in models:
         raise ConfigError(f"pipeline first stage {name!r}: no student {base!r} among {list(models)}; name a student, "
                           f"optionally with the suffix {QUERIES_ONLY!r}.")
@@ -681,9 +691,9 @@ def measure_pipeline_latency(cfg: dict, dc: dict, stages: dict[str, tuple], ds: 
 
     stages = {n: (q, dataset_embeddings(cfg, d, ds, queries=False, progress=False)[1]) for n, (q, d) in stages.items()}
     qids = latency_queries(ds.query_ids, dc.get("latency_queries"), seed)
-    depth = max(100, int((cfg.get("eval") or {}).get("rerank_depth") or 100))
     return pipeline_latency(stages, ds, ce, dc["rerank_depths"], qids, threads=int(dc.get("latency_threads") or 1),
-                            dtype=encode_settings(cfg)["dtype"], top_k=depth, seed=seed, progress=progress)
+                            dtype=encode_settings(cfg)["dtype"], top_k=first_stage_depth(cfg), seed=seed,
+                            progress=progress)
 
 
 def prepare_distillation(cfg: dict, dc: dict, de, eval_datasets: list[str], seed: int) -> dict:

@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from ce_utils.config import repo_root
-from ce_utils.results import LATENCY_MS, QUERIES_ONLY, atomic_write_text
+from ce_utils.results import LATENCY_METRICS, LATENCY_MS, QUERIES_ONLY, atomic_write_text
 
 SCHEMAS = {
     "layer_probe.csv": ["model", "model_kind", "layer", "dataset", "metric", "value"],
@@ -380,20 +380,17 @@ def pipeline_figure(plt, out: Output, df: pd.DataFrame, metric: str) -> None:
                   "(median and IQR over the latency sample; parts: encode, search, CE re-rank).", floatfmt=".4g")
 
 
-LATENCY = LATENCY_MS
-
-
 def pipeline_latency_table(df: pd.DataFrame, metric: str = "NDCG@10") -> pd.DataFrame:
     """One row per (dataset, first stage, depth): quality and the measured latency rows of pipeline.csv
     (empty when it has none)."""
-    if "metric" not in df or not (df["metric"] == LATENCY).any():
+    if "metric" not in df or not (df["metric"] == LATENCY_MS).any():
         return pd.DataFrame()
     key = ["dataset", "first_stage", "depth"]
-    lat = df[df["metric"].astype(str).str.startswith("latency")]
+    lat = df[df["metric"].isin(LATENCY_METRICS.values())]
     t = lat.pivot_table(index=key, columns="metric", values="value", aggfunc="first")
-    t = t.rename(columns={LATENCY: "ms / query", "latency_encode_ms": "encode ms", "latency_search_ms": "search ms",
-                          "latency_rerank_ms": "re-rank ms"})
-    total = lat[lat["metric"] == LATENCY].set_index(key)
+    t = t.rename(columns={LATENCY_METRICS[c]: label for c, label in (("total", "ms / query"), ("encode", "encode ms"),
+                                                                      ("search", "search ms"), ("rerank", "re-rank ms"))})
+    total = lat[lat["metric"] == LATENCY_MS].set_index(key)
     t["IQR ms"] = total["latency_iqr_ms"] if "latency_iqr_ms" in total else np.nan
     q = df[df["metric"] == metric].set_index(key)["value"]
     t.insert(0, metric, q.reindex(t.index))
@@ -768,7 +765,7 @@ def join_speed(points: pd.DataFrame, speed: pd.DataFrame, ce_pair_rows: pd.DataF
     by_id = speed.drop_duplicates("model_id").set_index("model_id")
     measured = {}
     if latency is not None and not latency.empty:
-        lat = latency[latency["metric"] == LATENCY]
+        lat = latency[latency["metric"] == LATENCY_MS]
         measured = {(m, d): (v, n) for m, d, v, n in zip(lat["model_id"], lat["dataset"], lat["value"], lat["n_queries"])}
     qps, matched = [], []
     for _, p in points.iterrows():

@@ -171,8 +171,10 @@ def add_model_ids(df: pd.DataFrame, csv_name: str, aliases: dict | None = None) 
 # de2ce.csv: the model name of a student evaluated on queries only, against the full DE's document embeddings
 # (notebook 02 writes it, the figures group each student with it)
 QUERIES_ONLY = " (queries only)"
-# pipeline.csv: a pipeline's measured end-to-end time per query (notebook 02), read by the figures
+# pipeline.csv: a pipeline's measured time per query (notebook 02), end to end and by part, read by the figures
 LATENCY_MS = "latency_ms"
+LATENCY_METRICS = {"total": LATENCY_MS, "encode": "latency_encode_ms", "search": "latency_search_ms",
+                   "rerank": "latency_rerank_ms"}
 
 CONSISTENCY_KEY = ["model_id", "dataset", "metric", "n_queries", "n_docs", "encode_dtype"]
 
