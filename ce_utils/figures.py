@@ -640,7 +640,16 @@ def eager(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def speed_figure(plt, out: Output, df: pd.DataFrame) -> None:
+    from ce_utils.speed import flop_goal_table
+
     df = eager(df)
+    goal = flop_goal_table(df)
+    if not goal.empty:
+        out.table(goal, "speed_flop_goal", ["speed.csv"], "Every eager student (CPU, 1 thread) at batch 1 and the "
+                  "largest batch: measured speed-up over the full DE, as a share of the FLOP ratio (goal: 0.9), next "
+                  "to the speed-up that FLOPs plus the measured fixed per-call cost predict.", floatfmt=".3f")
+    if "role" in df.columns:
+        df = df[df["role"] != "overhead"]  # the full DE without layers: in the goal table's fixed cost only
     d = df[df["tokenization"] == "included"]
     if d.empty:
         d = df

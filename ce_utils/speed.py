@@ -9,9 +9,17 @@ time, so the cost that matters is encoding one query (or a batch of queries). Th
 * ``ce``            -- the cross encoder, scoring one (query, document) pair (``CE (pair)``), and
   embedding the query paired with itself (``CE (self-pair)``, all CE layers, mean pooled),
 
-with :mod:`torch.utils.benchmark` (``Timer.blocked_autorange``; the median and inter-quartile
-range of the per-block times), tokenisation included and excluded, for several batch sizes,
-on CPU with one thread and with every thread, and on a GPU when there is one (fp32 and fp16).
+* ``overhead``      -- the full DE without its layers (:func:`overhead_encoder`): the fixed per-call cost,
+
+tokenisation included and excluded, for several batch sizes, on CPU with one thread and with every
+thread, and on a GPU when there is one (fp32 and fp16).
+
+How: in each round, for each setting, the models take turns *call by call* over the same batches
+(:func:`interleave`), so a burst of load on a shared machine slows every model in the same few
+batches and the speed-up over the full DE -- a ratio within one pass -- survives it; the rounds are
+repeated and summarised by their median and IQR (:func:`summarize_rounds`). Each call is timed with
+``time.perf_counter`` (timeit's clock, garbage collector off): ``torch.utils.benchmark``'s timers run
+their own warm-up calls around every measurement and cannot alternate models call by call.
 
 Speed does not depend on the weights, so a student whose trained weights are not in the
 profile's ``models_dir`` is timed as a freshly composed architecture
@@ -24,9 +32,11 @@ DE divided by FLOPs per item of the model (:func:`flops_per_item`), so both read
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import random
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -40,11 +50,11 @@ from ce_utils.students import RANDOM, backbone, compose_student, layer_subset_st
 
 log = logging.getLogger(__name__)
 
-ROLES = ("de", "de-k-ce", "query-student", "ce")
+ROLES = ("de", "de-k-ce", "query-student", "ce", "overhead")
 SPEED_COLUMNS = ["model", "base_model", "backend", "role", "layers", "n_layers", "n_params", "batch_size", "threads",
                  "device", "dtype", "tokenization", "median_ms", "iqr_ms", "n_runs", "queries_per_s", "speedup_vs_de",
                  "speedup_vs_eager_de", "flop_ratio", "flop_efficiency", "flops_per_item", "mean_tokens", "max_length",
-                 "n_queries", "min_run_time"]
+                 "n_queries"]
 CE_MODES = ("pair", "self-pair")
 DTYPES = ("fp32", "fp16")
 
@@ -155,6 +165,27 @@ def ce_encoder(ce, mode: str, name: str | None = None) -> Encoder:
     return Encoder(name or f"CE ({mode})", "ce", ce, prepare, run, num_layers(ce), _n_params(module), h, i,
                    layers=",".join(str(l) for l in range(num_layers(ce))), pair=True, pooler=mode == "pair",
                    extra={"ce_mode": mode})
+
+
+OVERHEAD_NAME = "DE-0 (no layers)"
+
+
+def overhead_encoder(de, name: str = OVERHEAD_NAME) -> Encoder:
+    """The full DE with every transformer layer removed: tokeniser, embeddings, attention-mask set-up,
+    BERT pooler, mean pooling, normalisation and the SentenceTransformer plumbing -- the per-call cost
+    that fewer layers do not remove. Timed beside the others, it splits each eager model's time into
+    that fixed part and a per-layer part (``fixed_share``, ``expected_speedup``)."""
+    import copy
+
+    from torch import nn
+
+    z = copy.deepcopy(de)
+    bb = backbone(z)
+    bb.encoder.layer = nn.ModuleList()
+    bb.config.num_hidden_layers = 0
+    h, i = _arch(de)
+    return Encoder(name, "overhead", z, lambda texts: z.preprocess(list(texts)),
+                   lambda features: z(features)["sentence_embedding"], 0, _n_params(z), h, i, layers="")
 
 
 def backend_name(name: str, backend: str) -> str:
@@ -294,6 +325,10 @@ def build_encoders(cfg: dict, sp: dict, device: str = "cpu") -> tuple[list[Encod
         student.eval()
         encoders.append(st_encoder(name, "query-student", student, layers=",".join(map(str, layers))))
 
+    if sp.get("overhead", True):
+        encoders.append(overhead_encoder(de))
+        sources[OVERHEAD_NAME] = f"{de_spec} without its transformer layers"
+
     from ce_utils.backends import check_backends
 
     for backend in check_backends(sp.get("backends")):
@@ -357,63 +392,62 @@ def mean_tokens(enc: Encoder, items: list) -> float:
 
 
 # --------------------------------------------------------------------------- timing
-def measure(fn: Callable, threads: int, min_run_time: float, warmup: int = 2, label: str = "") -> dict:
-    """Median and IQR (ms per batch) of ``fn`` with torch.utils.benchmark.Timer.blocked_autorange.
-    ``fn`` may carry ``n_batches`` (one call = one pass over that many batches; see :func:`batch_fn`)
-    and ``warm`` (a cheap warm-up call, used instead of ``fn`` for the ``warmup`` calls)."""
-    import torch
-    from torch.utils import benchmark
-
-    torch.set_num_threads(threads)
-    warm = getattr(fn, "warm", fn)
-    for _ in range(max(0, int(warmup))):
-        warm()
-    per_call = int(getattr(fn, "n_batches", 1))
-    timer = benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=threads, label=label)
-    m = timer.blocked_autorange(min_run_time=float(min_run_time))
-    return {"median_ms": 1e3 * float(m.median) / per_call, "iqr_ms": 1e3 * float(m.iqr) / per_call,
-            "n_runs": int(len(m.times) * m.number_per_run * per_call)}
-
-
-def batch_fn(enc: Encoder, batches: list, device: str, tokenize: bool) -> Callable:
-    """A no-argument callable that encodes *every* batch of the sample once (with or without
-    tokenisation; on a GPU it waits for the result), so that every measurement of every model is
-    the same workload. Without this, a measurement of a few calls covers whichever batches came
-    first, and batch-to-batch differences in padded length (short and long queries) become a
-    difference between models. ``fn.n_batches`` says how many batches one call encodes;
-    ``fn.warm()`` encodes the first batch only."""
+def batch_steps(enc: Encoder, batches: list, device: str, tokenize: bool, min_calls: int = 1) -> list[Callable]:
+    """One no-argument callable per batch of the sample: encode that batch (tokenising it first when
+    ``tokenize``; otherwise the features are prepared here, outside any timing), and on a GPU wait for
+    the result. Every model gets the same batches, so short and long queries weigh alike for all. When
+    the sample holds fewer than ``min_calls`` batches (a batch as large as the sample), the batches are
+    cycled until there are ``min_calls`` calls, so that even then the models alternate several times."""
     import torch
 
-    if tokenize:
-        def step(b):
-            return enc.run(_to(enc.prepare(b), device))
-        work = list(batches)
-    else:
-        def step(f):
-            return enc.run(f)
-        work = [_to(enc.prepare(b), device) for b in batches]
-    if not work:
-        raise ConfigError("batch_fn: no batch to time (batch size larger than the sample?).")
+    if not batches:
+        raise ConfigError("batch_steps: no batch to time (batch size larger than the sample?).")
+    n = max(len(batches), int(min_calls))
     cuda = str(device).startswith("cuda")
 
-    def fn():
-        with torch.inference_mode():
-            for w in work:
-                out = step(w)
+    def sync():
         if cuda:
             torch.cuda.synchronize()
-        return out
 
-    def warm():
-        with torch.inference_mode():
-            out = step(work[0])
-        if cuda:
-            torch.cuda.synchronize()
-        return out
+    if tokenize:
+        return [lambda b=batches[i % len(batches)]: (enc.run(_to(enc.prepare(b), device)), sync()) for i in range(n)]
+    feats = [_to(enc.prepare(b), device) for b in batches]
+    return [lambda f=feats[i % len(feats)]: (enc.run(f), sync()) for i in range(n)]
 
-    fn.n_batches = len(work)
-    fn.warm = warm
-    return fn
+
+def interleave(steps: dict[str, list[Callable]], order: Sequence[str], warmup: int = 1,
+               clock: Callable[[], float] = time.perf_counter) -> dict[str, list[float]]:
+    """Time every model on batch ``i`` before any model moves to batch ``i + 1``: the models of one
+    setting take turns call by call, in ``order`` rotated by one place per batch (each model is first
+    equally often). Returns the seconds of every call, per model.
+
+    On a shared machine the CPU slows down in bursts (other tenants); a burst then hits every model
+    within the same few batches, instead of whichever model happened to be timed at that moment, so the
+    ratio of two models' times *within one pass* stays put while the absolute times move. Models with
+    fewer batches (the CE's shorter sample) drop out after their last one. ``warmup`` untimed calls of
+    each model's first batch come first; the garbage collector is off while timing (as in timeit)."""
+    order = list(order)
+    if sorted(order) != sorted(steps):
+        raise ConfigError("interleave: `order` must name every timed model once.")
+    for name in order:
+        for _ in range(max(0, int(warmup))):
+            steps[name][0]()
+    times = {name: [] for name in order}
+    n = max(len(s) for s in steps.values())
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for i in range(n):
+            k = i % len(order)
+            for name in order[k:] + order[:k]:
+                if i < len(steps[name]):
+                    t0 = clock()
+                    steps[name][i]()
+                    times[name].append(clock() - t0)
+    finally:
+        if was_enabled:
+            gc.enable()
+    return times
 
 
 def settings(sp: dict, cuda_available: bool) -> list[dict]:
@@ -449,10 +483,10 @@ def _move(enc: Encoder, device: str, dtype: str) -> None:
 
 def schedule(settings_: list[dict], encoders: list, batch_sizes: list[int], tok_modes: list[str], rounds: int,
              seed: int = 0, ce_max_batch_size: int | None = None) -> list[tuple]:
-    """The interleaved timing plan: ``rounds`` rounds; in each, for every (setting, batch size,
-    tokenisation) every model is timed once, in an order shuffled per round (seeded), so that a
-    drift of the machine spreads over all models instead of becoming a difference between them.
-    Returns (round, setting, batch size, tokenisation, encoder) tuples in execution order."""
+    """The interleaved timing plan: ``rounds`` rounds; in each, one block per (setting, batch size,
+    tokenisation) in which every model is timed on every batch of the sample, the models taking turns
+    call by call (:func:`interleave`), starting from an order shuffled per block (seeded). Returns
+    (round, setting, batch size, tokenisation, encoders in order) blocks in execution order."""
     rng = random.Random(seed)
     plan = []
     for r in range(int(rounds)):
@@ -462,15 +496,16 @@ def schedule(settings_: list[dict], encoders: list, batch_sizes: list[int], tok_
                     todo = [e for e in encoders if not (e.role == "ce" and ce_max_batch_size and bs > ce_max_batch_size)
                             and not (getattr(e, "backend", "torch") != "torch" and s["device"] != "cpu")]
                     rng.shuffle(todo)
-                    plan += [(r, s, bs, tok, e) for e in todo]
+                    plan.append((r, s, bs, tok, todo))
     return plan
 
 
 def run_speed(cfg: dict, sp: dict, encoders: list[Encoder], queries: list[str], docs: list[str],
               cuda_available: bool | None = None, progress: bool = True) -> pd.DataFrame:
-    """Time every encoder in every setting, interleaved over ``speed.rounds`` rounds (see
-    :func:`schedule`); one row per (round, model, setting, batch size, tokenisation). Summarise
-    with :func:`summarize_rounds`."""
+    """Time every encoder in every setting over ``speed.rounds`` rounds (see :func:`schedule` and
+    :func:`interleave`); one row per (round, model, setting, batch size, tokenisation) with
+    ``ms_per_batch``, the mean over the pass (total time / batches: what throughput pays). The speed-ups
+    over the full DE are ratios within one pass. Summarise with :func:`summarize_rounds`."""
     import torch
     from tqdm.auto import tqdm
 
@@ -503,66 +538,143 @@ def run_speed(cfg: dict, sp: dict, encoders: list[Encoder], queries: list[str], 
     plan = schedule(settings(sp, cuda_available), encoders, batch_sizes, tok_modes, rounds,
                     int(cfg.get("seed", 42)), int(max_bs_ce) if max_bs_ce else None)
     current = None
-    for r, s, bs, tok, enc in tqdm(plan, desc="timing", disable=not progress):
+    for r, s, bs, tok, block in tqdm(plan, desc="timing (blocks)", disable=not progress):
         if current != (s["device"], s["dtype"]):
             for e in encoders:
                 _move(e, s["device"], s["dtype"])
             current = (s["device"], s["dtype"])
-        items = items_for(enc, queries, docs, ce_n)
-        batches = [items[i:i + bs] for i in range(0, len(items) - bs + 1, bs)]
-        fn = batch_fn(enc, batches, s["device"], tok == "included")
-        m = measure(fn, s["threads"], float(sp["min_run_time"]), int(sp.get("warmup", 2)), label=enc.name)
-        fl = flops_per_item(enc.hidden, enc.intermediate, enc.n_layers, tokens[enc.name], pooler=enc.pooler)
-        rows.append({"round": r, "model": enc.name, "base_model": enc.base or enc.name, "backend": enc.backend,
-                     "role": enc.role, "layers": enc.layers, "n_layers": enc.n_layers,
-                     "n_params": enc.n_params, "batch_size": bs, "threads": s["threads"],
-                     "device": device_name(s["device"]), "dtype": s["dtype"], "tokenization": tok, **m,
-                     "queries_per_s": 1e3 * bs / m["median_ms"], "flops_per_item": fl,
-                     "flop_ratio": flop_ratio(de_flops, fl), "mean_tokens": tokens[enc.name],
-                     "max_length": max_length, "n_queries": len(items), "min_run_time": float(sp["min_run_time"])})
-        del fn
+        torch.set_num_threads(int(s["threads"]))
+        steps = {}
+        for enc in block:
+            items = items_for(enc, queries, docs, ce_n)
+            steps[enc.name] = batch_steps(enc, [items[i:i + bs] for i in range(0, len(items) - bs + 1, bs)],
+                                          s["device"], tok == "included", int(sp.get("min_calls") or 1))
+        with torch.inference_mode():
+            times = interleave(steps, [e.name for e in block], int(sp.get("warmup", 1)))
+        for enc in block:
+            t = np.asarray(times[enc.name])
+            ms = 1e3 * float(t.mean())
+            fl = flops_per_item(enc.hidden, enc.intermediate, enc.n_layers, tokens[enc.name], pooler=enc.pooler)
+            rows.append({"round": r, "model": enc.name, "base_model": enc.base or enc.name, "backend": enc.backend,
+                         "role": enc.role, "layers": enc.layers, "n_layers": enc.n_layers,
+                         "n_params": enc.n_params, "batch_size": bs, "threads": s["threads"],
+                         "device": device_name(s["device"]), "dtype": s["dtype"], "tokenization": tok,
+                         "ms_per_batch": ms, "batch_median_ms": 1e3 * float(np.median(t)), "n_runs": len(t),
+                         "call_ms": " ".join(f"{1e3 * x:.4f}" for x in t),
+                         "queries_per_s": 1e3 * bs / ms, "flops_per_item": fl,
+                         "flop_ratio": flop_ratio(de_flops, fl), "mean_tokens": tokens[enc.name],
+                         "max_length": max_length, "n_queries": len(items_for(enc, queries, docs, ce_n)) // bs * bs})
+        del steps
     for e in encoders:
         _move(e, "cpu", "fp32")
     torch.set_num_threads(os.cpu_count() or 1)
-    df = pd.DataFrame(rows)
-    keys = ["round", "batch_size", "threads", "device", "dtype", "tokenization", "backend"]
-    de_ms = df[df["role"] == "de"].set_index(keys)["median_ms"]
-    df["speedup_vs_de"] = [de_ms.get(k, np.nan) / v for k, v in zip(df[keys].itertuples(index=False), df["median_ms"])]
-    eager = df[(df["role"] == "de") & (df["backend"] == "torch")].set_index(keys[:-1])["median_ms"]
-    df["speedup_vs_eager_de"] = [eager.get(k, np.nan) / v
-                                 for k, v in zip(df[keys[:-1]].itertuples(index=False), df["median_ms"])]
+    return add_round_ratios(pd.DataFrame(rows))
+
+
+ROUND_KEYS = ["round", "batch_size", "threads", "device", "dtype", "tokenization"]
+
+
+def add_round_ratios(df: pd.DataFrame) -> pd.DataFrame:
+    """Per round (one interleaved pass): ``speedup_vs_de`` (the full DE of the same backend / the model),
+    ``speedup_vs_eager_de`` (the eager fp32 full DE / the model), and for eager models, when the
+    0-layer ``overhead`` model was timed: ``fixed_share`` (its time / the model's: the share of the
+    model's time that does not shrink with fewer layers) and ``expected_speedup``, the speed-up that
+    FLOPs plus that fixed cost predict: DE / (fixed + n_layers x (DE - fixed) / DE layers)."""
+    df = df.copy()
+    keys = ROUND_KEYS + ["backend"]
+    de_ms = df[df["role"] == "de"].set_index(keys)["ms_per_batch"]
+    df["speedup_vs_de"] = [de_ms.get(k, np.nan) / v for k, v in zip(df[keys].itertuples(index=False),
+                                                                     df["ms_per_batch"])]
+    eager_de = df[(df["role"] == "de") & (df["backend"] == "torch")].set_index(ROUND_KEYS)
+    df["speedup_vs_eager_de"] = [eager_de["ms_per_batch"].get(k, np.nan) / v
+                                 for k, v in zip(df[ROUND_KEYS].itertuples(index=False), df["ms_per_batch"])]
+    fixed = df[df["role"] == "overhead"].set_index(ROUND_KEYS)["ms_per_batch"]
+    share, expected = [], []
+    for k, ms, n, backend, role in zip(df[ROUND_KEYS].itertuples(index=False), df["ms_per_batch"], df["n_layers"],
+                                       df["backend"], df["role"]):
+        f = fixed.get(k, np.nan)
+        if backend != "torch" or role == "ce" or np.isnan(f) or k not in eager_de.index:
+            share.append(np.nan)
+            expected.append(np.nan)
+            continue
+        de = eager_de.loc[k]
+        per_layer = (de["ms_per_batch"] - f) / float(de["n_layers"])
+        share.append(f / ms)
+        expected.append(de["ms_per_batch"] / (f + float(n) * per_layer))
+    df["fixed_share"], df["expected_speedup"] = share, expected
     return df
 
 
 SETTING_KEYS = ["model", "batch_size", "threads", "device", "dtype", "tokenization"]
 
 
+def call_matrix(call_ms: pd.Series) -> np.ndarray:
+    """The ``call_ms`` strings of one model in one setting (one per round) as a rounds x calls array."""
+    calls = [np.asarray(str(x).split(), dtype=float) for x in call_ms]
+    if len({len(c) for c in calls}) != 1:
+        raise ValueError("call_ms: every round of one model and setting must hold the same number of calls.")
+    return np.vstack(calls)
+
+
+def robust_ms(call_ms: pd.Series) -> float:
+    """Time per batch, robust to bursts of load: for every call of the pass (the same batch in every
+    round) the median over rounds, then the mean over the pass. A burst that slowed a few calls of one
+    round leaves it unchanged; the mean keeps the pass's mix of short and long batches."""
+    return float(np.median(call_matrix(call_ms), axis=0).mean())
+
+
+def robust_log_se(call_ms: pd.Series, n_boot: int = 400, seed: int = 0) -> float:
+    """Bootstrap standard error of log(:func:`robust_ms`): the rounds resampled with replacement (seeded),
+    the estimator recomputed each time. The precision of the time actually reported, rather than of a
+    single pass (which ``iqr_ms`` describes)."""
+    m = call_matrix(call_ms)
+    if len(m) < 2:
+        return np.nan
+    rng = np.random.default_rng(seed)
+    boot = [np.log(np.median(m[rng.integers(0, len(m), len(m))], axis=0).mean()) for _ in range(int(n_boot))]
+    return float(np.std(boot, ddof=1))
+
+
 def summarize_rounds(rounds_df: pd.DataFrame) -> pd.DataFrame:
-    """One row per (model, setting): the median over rounds of each round's median time, the IQR
-    over rounds (``iqr_ms``), the number of rounds, and the median over rounds of the speed-up
-    over the full DE *measured in the same round* (a ratio from one run, never across runs)."""
+    """One row per (model, setting). ``median_ms``: with per-call times (``call_ms``, from :func:`run_speed`)
+    :func:`robust_ms`, else the median over rounds of ``ms_per_batch``; ``iqr_ms``: the IQR over rounds of
+    ``ms_per_batch`` (how much one pass varies); with per-call times also ``min_ms``, per call the fastest
+    of the rounds, then the mean over the pass: the cost undisturbed by other load (timeit's advice for a
+    shared machine), which :func:`architecture_spread` compares as well, and ``log_se``, the bootstrap
+    standard error of log(``median_ms``) (:func:`robust_log_se`). The speed-ups over the full DE, ``fixed_share`` and
+    ``expected_speedup`` (:func:`add_round_ratios`) come from these times of models timed in the same
+    interleaved passes; ``speedup_iqr`` is the IQR over rounds of the per-pass speed-up."""
     def q(x, p):
         return float(np.percentile(np.asarray(x, dtype=float), p))
 
+    def med(x):
+        x = np.asarray(x, dtype=float)
+        return float(np.median(x)) if np.isfinite(x).any() else np.nan
+
+    per_round = ("round", "ms_per_batch", "batch_median_ms", "call_ms", "n_runs", "queries_per_s", "speedup_vs_de",
+                 "speedup_vs_eager_de", "fixed_share", "expected_speedup")
+    robust = "call_ms" in rounds_df.columns
     out = []
     for key, g in rounds_df.groupby(SETTING_KEYS, sort=False):
         first = g.iloc[0].to_dict()
-        med = float(np.median(g["median_ms"]))
-        bs = int(first["batch_size"])
-        sp_de = float(np.median(g["speedup_vs_de"]))
-        extra = {}
-        if "speedup_vs_eager_de" in g:
-            extra["speedup_vs_eager_de"] = float(np.median(g["speedup_vs_eager_de"]))
-        if "flop_ratio" in g:
-            extra["flop_efficiency"] = sp_de / float(first["flop_ratio"]) if first["flop_ratio"] else np.nan
-        out.append({**{k: v for k, v in first.items() if k not in ("round", "median_ms", "iqr_ms", "n_runs",
-                                                                    "queries_per_s", "speedup_vs_de",
-                                                                    "speedup_vs_eager_de")},
-                    "median_ms": med, "iqr_ms": q(g["median_ms"], 75) - q(g["median_ms"], 25),
+        ms = robust_ms(g["call_ms"]) if robust else float(np.median(g["ms_per_batch"]))
+        extra = {c: med(g[c]) for c in ("speedup_vs_de", "speedup_vs_eager_de", "fixed_share", "expected_speedup")
+                 if c in g}
+        if robust:
+            extra["min_ms"] = float(call_matrix(g["call_ms"]).min(axis=0).mean())
+            extra["log_se"] = robust_log_se(g["call_ms"])
+        out.append({**{k: v for k, v in first.items() if k not in per_round},
+                    "median_ms": ms, "iqr_ms": q(g["ms_per_batch"], 75) - q(g["ms_per_batch"], 25),
                     "n_rounds": int(g["round"].nunique()), "n_runs": int(g["n_runs"].sum()),
-                    "queries_per_s": 1e3 * bs / med, "speedup_vs_de": sp_de,
+                    "queries_per_s": 1e3 * int(first["batch_size"]) / ms,
                     "speedup_iqr": q(g["speedup_vs_de"], 75) - q(g["speedup_vs_de"], 25), **extra})
     df = pd.DataFrame(out)
+    if robust:  # ratios of the robust times (the per-pass ratios' medians are in speed_rounds.csv)
+        ratios = add_round_ratios(df.assign(round=0, ms_per_batch=df["median_ms"]))
+        for c in ("speedup_vs_de", "speedup_vs_eager_de", "fixed_share", "expected_speedup"):
+            df[c] = ratios[c].to_numpy()
+    if "flop_ratio" in df.columns:
+        df["flop_efficiency"] = df["speedup_vs_de"] / df["flop_ratio"]
     return df[[c for c in SPEED_COLUMNS if c in df.columns] + [c for c in df.columns if c not in SPEED_COLUMNS]]
 
 
@@ -572,11 +684,15 @@ def architecture_spread(df: pd.DataFrame, z: float = 2.58, target: float = 1.05)
     compared. A spread well above 1 means the measurement, not the model, made the difference.
 
     With ``iqr_ms`` and ``n_rounds`` (a summary of interleaved rounds), also the measurement's own
-    precision: ``spread_se``, the standard error of log(spread) from the two medians (sigma ~ IQR /
-    1.349 of the rounds, the standard error of a median ~ 1.2533 sigma / sqrt(rounds)); ``limit`` =
+    precision: ``spread_se``, the standard error of log(spread) from the two medians' standard errors of
+    log time: their bootstrap ``log_se`` when the summary has it (per-call times), else from the IQR over
+    rounds (sigma ~ IQR / 1.349, the standard error of a median ~ 1.2533 sigma / sqrt(rounds)); ``limit`` =
     max(``target``, exp(z * spread_se)), the largest spread that the noise alone explains (z = 2.58:
-    two-sided 1%); ``within_target`` (spread <= target) and ``within_noise`` (spread <= limit)."""
-    d = df[df["role"] != "ce"].copy()
+    two-sided 1%); ``within_target`` (spread <= target) and ``within_noise`` (spread <= limit).
+
+    With ``min_ms`` (per-call times), also ``spread_min``: the same ratio of the undisturbed times, and
+    ``within_target_min`` (spread_min <= target)."""
+    d = df[~df["role"].isin(["ce", "overhead"])].copy()
     d["arch"] = d["n_layers"].astype(str) + "L"
     if "backend" not in d.columns:
         d["backend"] = "torch"
@@ -588,9 +704,15 @@ def architecture_spread(df: pd.DataFrame, z: float = 2.58, target: float = 1.05)
             continue
         row = {**dict(zip(keys, key)), "models": ", ".join(sorted(g["model"])),
                "spread": float(g["median_ms"].max() / g["median_ms"].min())}
+        if "min_ms" in g.columns and g["min_ms"].notna().all():
+            row["spread_min"] = float(g["min_ms"].max() / g["min_ms"].min())
+            row["within_target_min"] = row["spread_min"] <= target
         if noisy:
             ends = g.loc[[g["median_ms"].idxmax(), g["median_ms"].idxmin()]]
-            rel = 1.2533 * (ends["iqr_ms"] / 1.349) / ends["median_ms"] / np.sqrt(ends["n_rounds"].clip(lower=1))
+            if "log_se" in ends.columns and ends["log_se"].notna().all():
+                rel = ends["log_se"]
+            else:
+                rel = 1.2533 * (ends["iqr_ms"] / 1.349) / ends["median_ms"] / np.sqrt(ends["n_rounds"].clip(lower=1))
             se = float(np.sqrt((rel ** 2).sum()))
             row.update(spread_se=se, limit=max(target, float(np.exp(z * se))),
                        within_target=row["spread"] <= target)
@@ -605,7 +727,7 @@ def speed_section(cfg: dict) -> dict:
     sp = dict(section(cfg, "speed"))
     if sp.get("max_length") is None:
         sp["max_length"] = int((cfg.get("encode") or {}).get("max_length") or 128)
-    for key in ("n_queries", "batch_sizes", "min_run_time"):
+    for key in ("n_queries", "batch_sizes"):
         if sp.get(key) is None:
             raise ConfigError(f"speed.{key} is not set in profile {cfg.get('name')!r}.")
     return sp
@@ -650,3 +772,26 @@ def add_model_ids(df: pd.DataFrame, cfg: dict) -> pd.DataFrame:
             base = str(name).split(" [", 1)[0]
         aliases[name] = base if backend == "torch" else f"{base}@{backend}"
     return add(df, "speed.csv", aliases)
+
+
+def flop_goal_table(df: pd.DataFrame, goal: float = 0.9, threads: int = 1, batch_sizes: Sequence[int] | None = None
+                    ) -> pd.DataFrame:
+    """Every eager student (DE-k CE, query students) on the CPU at ``threads`` thread(s), at the smallest and
+    the largest batch size (or ``batch_sizes``), tokenisation included and excluded: the measured speed-up
+    over the full DE, the FLOP ratio, the speed-up as a share of it (``of_flop_ratio``; the goal: at least
+    ``goal``), and the speed-up that the FLOPs plus the measured fixed per-call cost predict
+    (``expected_speedup``, :func:`add_round_ratios`) with that cost's share of the model's time."""
+    eager = df["backend"] == "torch" if "backend" in df.columns else pd.Series(True, index=df.index)
+    d = df[eager & df["role"].isin(["de-k-ce", "query-student"]) & (df["device"] == "cpu")
+           & (df["threads"] == threads) & (df["dtype"] == "fp32")]
+    if d.empty:
+        return pd.DataFrame()
+    sizes = list(batch_sizes) if batch_sizes else sorted({int(d["batch_size"].min()), int(d["batch_size"].max())})
+    d = d[d["batch_size"].isin(sizes)]
+    cols = ["model", "n_layers", "batch_size", "tokenization", "flop_ratio", "speedup_vs_de"]
+    cols += [c for c in ("speedup_iqr", "expected_speedup", "fixed_share") if c in d.columns]
+    out = d[cols].copy()
+    out.insert(6, "of_flop_ratio", d["speedup_vs_de"] / d["flop_ratio"])
+    out["meets_goal"] = out["of_flop_ratio"] >= goal
+    return out.sort_values(["tokenization", "batch_size", "n_layers", "model"],
+                           ascending=[False, True, True, True]).reset_index(drop=True)

@@ -110,7 +110,7 @@ def test_make_all_on_synthetic_csvs(tmp_path):
     for name in NAMES:
         assert (tmp_path / "figs" / f"{name}.png").stat().st_size > 1000
         assert (tmp_path / "figs" / f"{name}.pdf").is_file()
-    for name in ("layer_probe", "de2ce", "pipeline", "query_distill", "speed", "pareto", "headline"):
+    for name in ("layer_probe", "de2ce", "pipeline", "query_distill", "speed", "speed_flop_goal", "pareto", "headline"):
         assert (res / "tables" / f"{name}.md").read_text().startswith("|")
         assert "\\begin{tabular}" in (res / "tables" / f"{name}.tex").read_text()
     assert set(manifest["figures/pareto"]["sources"]) == {"speed.csv", "de2ce.csv", "query_distill.csv", "pipeline.csv"}

@@ -43,31 +43,124 @@ def test_schedule_times_every_model_in_every_round():
     encs = [_Enc("DE-6 full", "de"), _Enc("DE-2 CE", "de-k-ce"), _Enc("qd", "query-student"), _Enc("CE (pair)", "ce")]
     sets = [{"device": "cpu", "dtype": "fp32", "threads": 1}]
     plan = speed.schedule(sets, encs, [1, 64], ["included"], rounds=5, seed=3, ce_max_batch_size=16)
-    assert len(plan) == 5 * (4 + 3)  # the CE is skipped above its batch-size cap
+    assert len(plan) == 5 * 2  # one block per round and batch size
     for r in range(5):
-        for bs, n in ((1, 4), (64, 3)):
-            names = [e.name for rr, _, b, _, e in plan if rr == r and b == bs]
-            assert len(names) == n and len(set(names)) == n  # each model once per round and setting
-    orders = {tuple(e.name for rr, _, b, _, e in plan if rr == r and b == 1) for r in range(5)}
-    assert len(orders) > 1  # the order changes between rounds
+        for bs, n in ((1, 4), (64, 3)):  # the CE is skipped above its batch-size cap
+            names = [[e.name for e in block] for rr, _, b, _, block in plan if rr == r and b == bs]
+            assert len(names) == 1 and len(names[0]) == n and len(set(names[0])) == n  # each model once per block
+    orders = {tuple(e.name for e in block) for rr, _, b, _, block in plan if b == 1}
+    assert len(orders) > 1  # the starting order changes between rounds
     rounds = [p[0] for p in plan]
     assert rounds == sorted(rounds)  # a round finishes before the next begins
 
 
-def test_summary_uses_per_round_ratios():
+def test_interleave_takes_turns_call_by_call():
+    """Batch i is encoded by every model before any model moves on; the order rotates per batch; a model
+    with fewer batches drops out after its last; warm-up calls are not timed."""
+    log = []
+    steps = {m: [lambda m=m, i=i: log.append((m, i)) for i in range(n)] for m, n in (("a", 3), ("b", 3), ("ce", 2))}
+    ticks = iter(range(1000))
+    times = speed.interleave(steps, ["a", "b", "ce"], warmup=1, clock=lambda: float(next(ticks)))
+    assert log[:3] == [("a", 0), ("b", 0), ("ce", 0)]  # warm-up: each model's first batch, untimed
+    timed = log[3:]
+    assert timed == [("a", 0), ("b", 0), ("ce", 0), ("b", 1), ("ce", 1), ("a", 1), ("a", 2), ("b", 2)]
+    assert {m: len(t) for m, t in times.items()} == {"a": 3, "b": 3, "ce": 2}
+    assert all(t == 1.0 for ts in times.values() for t in ts)  # one clock tick around each call only
+    with pytest.raises(ConfigError, match="order"):
+        speed.interleave(steps, ["a", "b"])
+
+
+def test_batch_steps_cover_the_sample_and_cycle_to_min_calls():
+    """Each model encodes every batch of the sample (so all models time the same batches); a sample of
+    one batch is cycled to ``min_calls`` calls; without tokenisation the features are prepared beforehand."""
+    prepared, seen = [], []
+
+    def prepare(b):
+        prepared.append(tuple(b))
+        return {"b": b}
+
+    enc = speed.Encoder(name="m", role="query-student", module=None, prepare=prepare,
+                        run=lambda f: seen.append(tuple(f["b"])), n_layers=1, n_params=1, hidden=4, intermediate=8)
+    items = [f"q{i}" for i in range(12)]
+    batches = [items[i:i + 4] for i in range(0, 12, 4)]
+    steps = speed.batch_steps(enc, batches, "cpu", tokenize=True, min_calls=2)
+    assert len(steps) == 3 and not prepared
+    for st in steps:
+        st()
+    assert [list(b) for b in seen] == batches and prepared == [tuple(b) for b in batches]
+    prepared.clear(), seen.clear()
+    steps = speed.batch_steps(enc, [items], "cpu", tokenize=False, min_calls=3)
+    assert len(steps) == 3 and prepared == [tuple(items)]  # tokenised once, outside the timed calls
+    for st in steps:
+        st()
+    assert seen == [tuple(items)] * 3 and len(prepared) == 1
+    with pytest.raises(ConfigError, match="no batch"):
+        speed.batch_steps(enc, [], "cpu", tokenize=True)
+
+
+def _round_rows(values):
     rows = []
-    for r, (de_ms, st_ms) in enumerate(((10.0, 5.0), (20.0, 10.0), (12.0, 4.0))):
-        for model, role, ms in (("DE-6 full", "de", de_ms), ("DE-2 CE", "de-k-ce", st_ms)):
-            rows.append(dict(round=r, model=model, role=role, n_layers=6 if role == "de" else 2, batch_size=1,
-                             threads=1, device="cpu", dtype="fp32", tokenization="included", median_ms=ms,
-                             iqr_ms=0.0, n_runs=3, queries_per_s=1e3 / ms, speedup_vs_de=de_ms / ms))
-    s = speed.summarize_rounds(pd.DataFrame(rows)).set_index("model")
+    for r, per_model in enumerate(values):
+        for model, role, layers, ms in per_model:
+            rows.append(dict(round=r, model=model, role=role, n_layers=layers, batch_size=1, threads=1, device="cpu",
+                             dtype="fp32", tokenization="included", backend="torch", ms_per_batch=ms,
+                             batch_median_ms=ms, n_runs=3, queries_per_s=1e3 / ms, flop_ratio=6.0 / max(layers, 1)))
+    return pd.DataFrame(rows)
+
+
+def test_summary_uses_per_round_ratios():
+    df = speed.add_round_ratios(_round_rows([[("DE-6 full", "de", 6, de), ("DE-2 CE", "de-k-ce", 2, st)]
+                                             for de, st in ((10.0, 5.0), (20.0, 10.0), (12.0, 4.0))]))
+    s = speed.summarize_rounds(df).set_index("model")
     assert s.loc["DE-2 CE", "median_ms"] == 5.0 and s.loc["DE-2 CE", "n_rounds"] == 3
     assert s.loc["DE-2 CE", "speedup_vs_de"] == 2.0  # median of 2, 2, 3 -- not 12 / 5
     assert s.loc["DE-2 CE", "iqr_ms"] == pytest.approx(np.percentile([5, 10, 4], 75) - np.percentile([5, 10, 4], 25))
-    spread = speed.architecture_spread(pd.DataFrame(rows).assign(model=lambda d: d["model"] + d["round"].astype(str),
-                                                                 n_layers=2).query("round < 2 and role != 'de'"))
+    assert np.isnan(s.loc["DE-2 CE", "fixed_share"])  # no overhead model timed
+    rows = df.assign(model=lambda d: d["model"] + d["round"].astype(str), n_layers=2)
+    spread = speed.architecture_spread(speed.summarize_rounds(rows.query("round < 2 and role != 'de'")))
     assert spread["spread"].iloc[0] == 2.0
+
+
+def test_robust_time_ignores_a_burst_in_one_round():
+    """With per-call times: per call the median over rounds, then the mean over the pass; a burst that
+    slowed one call of one round (30 ms instead of 3) changes nothing, a model's mix of short and long
+    batches is kept, and the speed-up is the ratio of those times."""
+    de = [[10.0, 20.0], [10.0, 20.0], [11.0, 21.0]]
+    st = [[3.0, 7.0], [30.0, 7.0], [3.0, 7.0]]  # round 1: a burst during the first call
+    rows = _round_rows([[("DE-6 full", "de", 6, float(np.mean(d))), ("DE-2 CE", "de-k-ce", 2, float(np.mean(m)))]
+                        for d, m in zip(de, st)])
+    rows["call_ms"] = [" ".join(str(x) for x in c) for pair in zip(de, st) for c in pair]
+    assert speed.robust_ms(rows[rows["model"] == "DE-2 CE"]["call_ms"]) == 5.0
+    s = speed.summarize_rounds(speed.add_round_ratios(rows)).set_index("model")
+    assert s.loc["DE-2 CE", "median_ms"] == 5.0 and s.loc["DE-6 full", "median_ms"] == 15.0
+    assert s.loc["DE-2 CE", "speedup_vs_de"] == 3.0 and s.loc["DE-2 CE", "flop_efficiency"] == 1.0
+    assert s.loc["DE-2 CE", "iqr_ms"] > 0  # the per-pass means still show the burst
+    assert s.loc["DE-2 CE", "min_ms"] == 5.0 and s.loc["DE-6 full", "min_ms"] == 15.0  # fastest per call: 3, 7 / 10, 20
+    twin = speed.summarize_rounds(speed.add_round_ratios(rows.assign(model=rows["model"].str.replace("DE-6 full", "L0_1"),
+                                                                      role="query-student", n_layers=2)))
+    spread = speed.architecture_spread(twin).iloc[0]
+    assert spread["spread_min"] == 3.0 and not spread["within_target_min"]
+    # the spread's noise comes from the bootstrap of the reported estimator, not from the pass means' IQR
+    assert s.loc["DE-2 CE", "log_se"] > 0
+    se = [speed.robust_log_se(rows[rows["model"] == m]["call_ms"]) for m in ("DE-6 full", "DE-2 CE")]
+    assert spread["spread_se"] == pytest.approx(np.hypot(*se))
+    assert np.isnan(speed.robust_log_se(pd.Series(["1 2"])))  # one round: no error bar
+    with pytest.raises(ValueError, match="same number of calls"):
+        speed.robust_ms(pd.Series(["1 2", "1 2 3"]))
+
+
+def test_fixed_cost_splits_time_into_fixed_and_per_layer_parts():
+    """With the 0-layer model timed in the same pass: fixed 1 ms, the 6-layer DE 13 ms -> 2 ms per layer;
+    a 2-layer model is expected at 13 / (1 + 2 x 2) = 2.6x, and its fixed share is 1 / its own time."""
+    df = speed.add_round_ratios(_round_rows([[("DE-6 full", "de", 6, 13.0), ("DE-0 (no layers)", "overhead", 0, 1.0),
+                                              ("L0_5", "query-student", 2, 5.2), ("L0", "query-student", 1, 3.25)]]))
+    r = df.set_index("model")
+    assert r.loc["L0_5", "expected_speedup"] == pytest.approx(2.6) and r.loc["L0_5", "speedup_vs_de"] == pytest.approx(2.5)
+    assert r.loc["L0", "expected_speedup"] == pytest.approx(13 / 3) and r.loc["L0", "fixed_share"] == pytest.approx(1 / 3.25)
+    assert r.loc["DE-6 full", "expected_speedup"] == pytest.approx(1.0)
+    goal = speed.flop_goal_table(speed.summarize_rounds(df)).set_index("model")
+    assert set(goal.index) == {"L0_5", "L0"}  # students only: not the DE, not the overhead model
+    assert goal.loc["L0_5", "of_flop_ratio"] == pytest.approx(2.5 / 3.0) and not goal.loc["L0_5", "meets_goal"]
 
 
 def test_architecture_spread_is_held_against_the_measurement_noise():
@@ -98,32 +191,6 @@ def test_settings_validate_threads_and_dtypes():
         speed.settings({"threads": [0]}, cuda_available=False)
 
 
-def test_measure_returns_positive_median():
-    m = speed.measure(lambda: sum(range(100)), threads=1, min_run_time=0.01, warmup=1)
-    assert m["median_ms"] > 0 and m["iqr_ms"] >= 0 and m["n_runs"] >= 1
-
-
-def test_every_measurement_is_a_whole_pass_over_the_sample():
-    """Each timed call encodes every batch once, so two models are always timed on the same batches
-    (a few calls would otherwise cover whichever short or long queries came first)."""
-    seen = []
-    enc = speed.Encoder(name="m", role="query-student", module=None, prepare=lambda b: {"b": b},
-                        run=lambda f: seen.append(tuple(f["b"])), n_layers=1, n_params=1, hidden=4, intermediate=8)
-    items = [f"q{i}" for i in range(12)]
-    batches = [items[i:i + 4] for i in range(0, 12, 4)]
-    fn = speed.batch_fn(enc, batches, "cpu", tokenize=True)
-    assert fn.n_batches == 3
-    fn.warm()
-    assert seen == [tuple(batches[0])]
-    seen.clear()
-    m = speed.measure(fn, threads=1, min_run_time=0.01, warmup=0)
-    assert len(seen) % 3 == 0 and len(seen) >= 3
-    assert [list(b) for b in seen[:3]] == batches  # one call = batches 0, 1, 2 in order
-    assert m["n_runs"] % 3 == 0  # batches encoded, whole passes only
-    with pytest.raises(ConfigError, match="no batch"):
-        speed.batch_fn(enc, [], "cpu", tokenize=True)
-
-
 def test_ce_items_are_cut_to_ce_n_queries():
     ce = speed.Encoder(name="CE (pair)", role="ce", module=None, prepare=None, run=None, n_layers=6, n_params=1,
                        hidden=4, intermediate=8, pair=True, extra={"ce_mode": "pair"})
@@ -150,10 +217,11 @@ def test_notebook_04_smoke(tmp_path, smoke_profile, smoke_cfg):
     df = pd.read_csv(Path(smoke_cfg["results_dir"]) / "speed.csv")
     missing = [c for c in speed.SPEED_COLUMNS + ["cpu", "torch", "transformers", "git_commit"] if c not in df.columns]
     assert not missing, missing
-    assert set(df["role"]) == {"de", "de-k-ce", "query-student", "ce"}
+    assert set(df["role"]) == {"de", "de-k-ce", "query-student", "ce", "overhead"}
     assert set(df["tokenization"]) == {"included", "excluded"}
     assert set(df["batch_size"]) == {1, 4} and set(df["threads"]) == {1}
-    eager = {"DE-6 full", "DE-2 CE", "query-student L0", "query-student L0_5", "CE (pair)", "CE (self-pair)"}
+    eager = {"DE-6 full", "DE-2 CE", "query-student L0", "query-student L0_5", "CE (pair)", "CE (self-pair)",
+             "DE-0 (no layers)"}
     onnx = {"DE-6 full [onnx-int8]", "query-student L0 [onnx-int8]", "query-student L0_5 [onnx-int8]"}
     assert set(df["model"]) == eager | onnx
     assert set(df[df["backend"] == "onnx-int8"]["model"]) == onnx
@@ -161,12 +229,16 @@ def test_notebook_04_smoke(tmp_path, smoke_profile, smoke_cfg):
     both = df.set_index(["model", "batch_size", "tokenization"])
     de_eager, de_onnx = both.loc[("DE-6 full", 1, "included")], both.loc[("DE-6 full [onnx-int8]", 1, "included")]
     assert de_onnx["speedup_vs_de"] == 1.0  # same backend's full DE
-    # the speed-up over the eager full DE is a ratio within each round (never across rounds), then the median
+    # times per batch are robust_ms of the committed per-call times; speed-ups are ratios of models timed in
+    # the same interleaved passes; the per-pass ratios are in speed_rounds.csv
     rounds = pd.read_csv(Path(smoke_cfg["results_dir"]) / "speed_rounds.csv")
-    r = rounds[(rounds["batch_size"] == 1) & (rounds["tokenization"] == "included")].pivot_table(
-        index="round", columns="model", values="median_ms")
-    assert len(r) == 2 and de_eager["median_ms"] == pytest.approx(r["DE-6 full"].median())
-    assert de_onnx["speedup_vs_eager_de"] == pytest.approx((r["DE-6 full"] / r["DE-6 full [onnx-int8]"]).median())
+    r = rounds[(rounds["batch_size"] == 1) & (rounds["tokenization"] == "included")]
+    robust = {m: speed.robust_ms(g.sort_values("round")["call_ms"]) for m, g in r.groupby("model")}
+    assert r["round"].nunique() == 2 and de_eager["median_ms"] == pytest.approx(robust["DE-6 full"])
+    assert de_onnx["speedup_vs_eager_de"] == pytest.approx(robust["DE-6 full"] / robust["DE-6 full [onnx-int8]"])
+    per_pass = r.pivot_table(index="round", columns="model", values="ms_per_batch")
+    assert (r[r["model"] == "DE-2 CE"].sort_values("round")["speedup_vs_de"].to_numpy()
+            == pytest.approx((per_pass["DE-6 full"] / per_pass["DE-2 CE"]).to_numpy()))
     df = df[df["backend"] == "torch"]
     assert (df["median_ms"] > 0).all() and (df["iqr_ms"] >= 0).all()
     assert (df["queries_per_s"] - 1e3 * df["batch_size"] / df["median_ms"]).abs().max() < 1e-6
@@ -177,8 +249,14 @@ def test_notebook_04_smoke(tmp_path, smoke_profile, smoke_cfg):
     assert by["query-student L0"] > by["DE-2 CE"] > 1 > by["CE (self-pair)"] > by["CE (pair)"]
     n = df.groupby("model")["n_layers"].first()
     assert n["DE-6 full"] == 6 and n["DE-2 CE"] == 2 and n["query-student L0"] == 1
-    assert len(df) == 6 * 2 * 2 and (df["n_rounds"] == 2).all()
+    assert len(df) == 7 * 2 * 2 and (df["n_rounds"] == 2).all()
     rounds = pd.read_csv(Path(smoke_cfg["results_dir"]) / "speed_rounds.csv")
     assert len(rounds) == 2 * (len(df) + 3 * 2 * 2) and set(rounds["round"]) == {0, 1}
-    assert rounds.groupby(["round", "batch_size", "tokenization"])["model"].nunique().eq(9).all()
+    assert rounds.groupby(["round", "batch_size", "tokenization"])["model"].nunique().eq(10).all()
+    # the fixed per-call cost splits every eager student's time; the students' expected speed-ups lie between 1
+    # and their FLOP ratio (the fixed cost only ever takes away)
+    st = df[df["role"].isin(["de-k-ce", "query-student"])]
+    assert st["fixed_share"].between(0, 1).all() and (st["expected_speedup"] > 1).all()
+    assert (st["expected_speedup"] <= st["flop_ratio"] + 1e-9).all()
+    assert df[df["role"] == "ce"]["fixed_share"].isna().all()
     assert not df["speedup_vs_de"].isna().any() and all(math.isfinite(x) for x in df["speedup_vs_de"])
