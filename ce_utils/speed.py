@@ -641,9 +641,9 @@ def summarize_rounds(rounds_df: pd.DataFrame) -> pd.DataFrame:
     ``ms_per_batch`` (how much one pass varies); with per-call times also ``min_ms``, per call the fastest
     of the rounds, then the mean over the pass: the cost undisturbed by other load (timeit's advice for a
     shared machine), which :func:`architecture_spread` compares as well, and ``log_se``, the bootstrap
-    standard error of log(``median_ms``) (:func:`robust_log_se`). The speed-ups over the full DE, ``fixed_share`` and
-    ``expected_speedup`` (:func:`add_round_ratios`) come from these times of models timed in the same
-    interleaved passes; ``speedup_iqr`` is the IQR over rounds of the per-pass speed-up."""
+    standard error of log(``median_ms``) (:func:`robust_log_se`). The speed-ups over the full DE,
+    ``fixed_share`` and ``expected_speedup`` (:func:`add_round_ratios`) come from these times of models
+    timed in the same interleaved passes; ``speedup_iqr`` is the IQR over rounds of the per-pass speed-up."""
     def q(x, p):
         return float(np.percentile(np.asarray(x, dtype=float), p))
 
