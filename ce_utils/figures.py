@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from ce_utils.config import repo_root
-from ce_utils.results import LATENCY_METRICS, LATENCY_MS, QUERIES_ONLY, atomic_write_text
+from ce_utils.results import LATENCY_METRICS, LATENCY_MS, QUERIES_ONLY, atomic_write_text, eager
 
 SCHEMAS = {
     "layer_probe.csv": ["model", "model_kind", "layer", "dataset", "metric", "value"],
@@ -632,11 +632,6 @@ def geometry_figure(plt, out: Output, tab: pd.DataFrame, agree: dict, metric: st
               f"the paper's (msmarco-bert-base-dot-v5); Spearman of the rankings {agree['spearman_same_sets']:.2f} on "
               f"the same sets, {agree['spearman_paper_mean']:.2f} against the paper's 15-set mean.", floatfmt=".1f")
     return agree
-
-
-def eager(df: pd.DataFrame) -> pd.DataFrame:
-    """Speed rows of eager PyTorch (rows without a backend column are eager)."""
-    return df[df["backend"] == "torch"] if "backend" in df.columns else df
 
 
 def speed_figure(plt, out: Output, df: pd.DataFrame) -> None:

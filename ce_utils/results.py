@@ -176,6 +176,13 @@ LATENCY_MS = "latency_ms"
 LATENCY_METRICS = {"total": LATENCY_MS, "encode": "latency_encode_ms", "search": "latency_search_ms",
                    "rerank": "latency_rerank_ms"}
 
+
+
+def eager(df: pd.DataFrame) -> pd.DataFrame:
+    """Speed rows of eager PyTorch (rows without a backend column are eager)."""
+    return df[df["backend"] == "torch"] if "backend" in df.columns else df
+
+
 CONSISTENCY_KEY = ["model_id", "dataset", "metric", "n_queries", "n_docs", "encode_dtype"]
 
 

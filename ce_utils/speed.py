@@ -544,9 +544,10 @@ def run_speed(cfg: dict, sp: dict, encoders: list[Encoder], queries: list[str], 
                 _move(e, s["device"], s["dtype"])
             current = (s["device"], s["dtype"])
         torch.set_num_threads(int(s["threads"]))
-        steps = {}
+        steps, n_items = {}, {}
         for enc in block:
             items = items_for(enc, queries, docs, ce_n)
+            n_items[enc.name] = len(items) // bs * bs
             steps[enc.name] = batch_steps(enc, [items[i:i + bs] for i in range(0, len(items) - bs + 1, bs)],
                                           s["device"], tok == "included", int(sp.get("min_calls") or 1))
         with torch.inference_mode():
@@ -559,11 +560,11 @@ def run_speed(cfg: dict, sp: dict, encoders: list[Encoder], queries: list[str], 
                          "role": enc.role, "layers": enc.layers, "n_layers": enc.n_layers,
                          "n_params": enc.n_params, "batch_size": bs, "threads": s["threads"],
                          "device": device_name(s["device"]), "dtype": s["dtype"], "tokenization": tok,
-                         "ms_per_batch": ms, "batch_median_ms": 1e3 * float(np.median(t)), "n_runs": len(t),
+                         "ms_per_batch": ms, "n_runs": len(t),
                          "call_ms": " ".join(f"{1e3 * x:.4f}" for x in t),
                          "queries_per_s": 1e3 * bs / ms, "flops_per_item": fl,
                          "flop_ratio": flop_ratio(de_flops, fl), "mean_tokens": tokens[enc.name],
-                         "max_length": max_length, "n_queries": len(items_for(enc, queries, docs, ce_n)) // bs * bs})
+                         "max_length": max_length, "n_queries": n_items[enc.name]})
         del steps
     for e in encoders:
         _move(e, "cpu", "fp32")
@@ -616,22 +617,22 @@ def call_matrix(call_ms: pd.Series) -> np.ndarray:
     return np.vstack(calls)
 
 
-def robust_ms(call_ms: pd.Series) -> float:
-    """Time per batch, robust to bursts of load: for every call of the pass (the same batch in every
-    round) the median over rounds, then the mean over the pass. A burst that slowed a few calls of one
-    round leaves it unchanged; the mean keeps the pass's mix of short and long batches."""
-    return float(np.median(call_matrix(call_ms), axis=0).mean())
+def robust_ms(calls: np.ndarray) -> float:
+    """Time per batch from a rounds x calls array (:func:`call_matrix`), robust to bursts of load: for every
+    call of the pass (the same batch in every round) the median over rounds, then the mean over the pass. A
+    burst that slowed a few calls of one round leaves it unchanged; the mean keeps the pass's mix of short
+    and long batches."""
+    return float(np.median(calls, axis=0).mean())
 
 
-def robust_log_se(call_ms: pd.Series, n_boot: int = 400, seed: int = 0) -> float:
-    """Bootstrap standard error of log(:func:`robust_ms`): the rounds resampled with replacement (seeded),
-    the estimator recomputed each time. The precision of the time actually reported, rather than of a
-    single pass (which ``iqr_ms`` describes)."""
-    m = call_matrix(call_ms)
-    if len(m) < 2:
+def robust_log_se(calls: np.ndarray, n_boot: int = 400, seed: int = 0) -> float:
+    """Bootstrap standard error of log(:func:`robust_ms`) of a rounds x calls array: the rounds resampled
+    with replacement (seeded), the estimator recomputed each time. The precision of the time actually
+    reported, rather than of a single pass (which ``iqr_ms`` describes)."""
+    if len(calls) < 2:
         return np.nan
     rng = np.random.default_rng(seed)
-    boot = [np.log(np.median(m[rng.integers(0, len(m), len(m))], axis=0).mean()) for _ in range(int(n_boot))]
+    boot = [np.log(robust_ms(calls[rng.integers(0, len(calls), len(calls))])) for _ in range(int(n_boot))]
     return float(np.std(boot, ddof=1))
 
 
@@ -651,18 +652,19 @@ def summarize_rounds(rounds_df: pd.DataFrame) -> pd.DataFrame:
         x = np.asarray(x, dtype=float)
         return float(np.median(x)) if np.isfinite(x).any() else np.nan
 
-    per_round = ("round", "ms_per_batch", "batch_median_ms", "call_ms", "n_runs", "queries_per_s", "speedup_vs_de",
+    per_round = ("round", "ms_per_batch", "call_ms", "n_runs", "queries_per_s", "speedup_vs_de",
                  "speedup_vs_eager_de", "fixed_share", "expected_speedup")
     robust = "call_ms" in rounds_df.columns
     out = []
     for key, g in rounds_df.groupby(SETTING_KEYS, sort=False):
         first = g.iloc[0].to_dict()
-        ms = robust_ms(g["call_ms"]) if robust else float(np.median(g["ms_per_batch"]))
+        calls = call_matrix(g["call_ms"]) if robust else None
+        ms = robust_ms(calls) if robust else float(np.median(g["ms_per_batch"]))
         extra = {c: med(g[c]) for c in ("speedup_vs_de", "speedup_vs_eager_de", "fixed_share", "expected_speedup")
                  if c in g}
         if robust:
-            extra["min_ms"] = float(call_matrix(g["call_ms"]).min(axis=0).mean())
-            extra["log_se"] = robust_log_se(g["call_ms"])
+            extra["min_ms"] = float(calls.min(axis=0).mean())
+            extra["log_se"] = robust_log_se(calls)
         out.append({**{k: v for k, v in first.items() if k not in per_round},
                     "median_ms": ms, "iqr_ms": q(g["ms_per_batch"], 75) - q(g["ms_per_batch"], 25),
                     "n_rounds": int(g["round"].nunique()), "n_runs": int(g["n_runs"].sum()),
@@ -781,9 +783,11 @@ def flop_goal_table(df: pd.DataFrame, goal: float = 0.9, threads: int = 1, batch
     over the full DE, the FLOP ratio, the speed-up as a share of it (``of_flop_ratio``; the goal: at least
     ``goal``), and the speed-up that the FLOPs plus the measured fixed per-call cost predict
     (``expected_speedup``, :func:`add_round_ratios`) with that cost's share of the model's time."""
-    eager = df["backend"] == "torch" if "backend" in df.columns else pd.Series(True, index=df.index)
-    d = df[eager & df["role"].isin(["de-k-ce", "query-student"]) & (df["device"] == "cpu")
-           & (df["threads"] == threads) & (df["dtype"] == "fp32")]
+    from ce_utils.results import eager
+
+    d = eager(df)
+    d = d[d["role"].isin(["de-k-ce", "query-student"]) & (d["device"] == "cpu") & (d["threads"] == threads)
+          & (d["dtype"] == "fp32")]
     if d.empty:
         return pd.DataFrame()
     sizes = list(batch_sizes) if batch_sizes else sorted({int(d["batch_size"].min()), int(d["batch_size"].max())})

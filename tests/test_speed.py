@@ -104,7 +104,7 @@ def _round_rows(values):
         for model, role, layers, ms in per_model:
             rows.append(dict(round=r, model=model, role=role, n_layers=layers, batch_size=1, threads=1, device="cpu",
                              dtype="fp32", tokenization="included", backend="torch", ms_per_batch=ms,
-                             batch_median_ms=ms, n_runs=3, queries_per_s=1e3 / ms, flop_ratio=6.0 / max(layers, 1)))
+                             n_runs=3, queries_per_s=1e3 / ms, flop_ratio=6.0 / max(layers, 1)))
     return pd.DataFrame(rows)
 
 
@@ -130,7 +130,7 @@ def test_robust_time_ignores_a_burst_in_one_round():
     rows = _round_rows([[("DE-6 full", "de", 6, float(np.mean(d))), ("DE-2 CE", "de-k-ce", 2, float(np.mean(m)))]
                         for d, m in zip(de, st)])
     rows["call_ms"] = [" ".join(str(x) for x in c) for pair in zip(de, st) for c in pair]
-    assert speed.robust_ms(rows[rows["model"] == "DE-2 CE"]["call_ms"]) == 5.0
+    assert speed.robust_ms(speed.call_matrix(rows[rows["model"] == "DE-2 CE"]["call_ms"])) == 5.0
     s = speed.summarize_rounds(speed.add_round_ratios(rows)).set_index("model")
     assert s.loc["DE-2 CE", "median_ms"] == 5.0 and s.loc["DE-6 full", "median_ms"] == 15.0
     assert s.loc["DE-2 CE", "speedup_vs_de"] == 3.0 and s.loc["DE-2 CE", "flop_efficiency"] == 1.0
@@ -142,11 +142,11 @@ def test_robust_time_ignores_a_burst_in_one_round():
     assert spread["spread_min"] == 3.0 and not spread["within_target_min"]
     # the spread's noise comes from the bootstrap of the reported estimator, not from the pass means' IQR
     assert s.loc["DE-2 CE", "log_se"] > 0
-    se = [speed.robust_log_se(rows[rows["model"] == m]["call_ms"]) for m in ("DE-6 full", "DE-2 CE")]
+    se = [speed.robust_log_se(speed.call_matrix(rows[rows["model"] == m]["call_ms"])) for m in ("DE-6 full", "DE-2 CE")]
     assert spread["spread_se"] == pytest.approx(np.hypot(*se))
-    assert np.isnan(speed.robust_log_se(pd.Series(["1 2"])))  # one round: no error bar
+    assert np.isnan(speed.robust_log_se(speed.call_matrix(pd.Series(["1 2"]))))  # one round: no error bar
     with pytest.raises(ValueError, match="same number of calls"):
-        speed.robust_ms(pd.Series(["1 2", "1 2 3"]))
+        speed.call_matrix(pd.Series(["1 2", "1 2 3"]))
 
 
 def test_fixed_cost_splits_time_into_fixed_and_per_layer_parts():
@@ -233,7 +233,7 @@ def test_notebook_04_smoke(tmp_path, smoke_profile, smoke_cfg):
     # the same interleaved passes; the per-pass ratios are in speed_rounds.csv
     rounds = pd.read_csv(Path(smoke_cfg["results_dir"]) / "speed_rounds.csv")
     r = rounds[(rounds["batch_size"] == 1) & (rounds["tokenization"] == "included")]
-    robust = {m: speed.robust_ms(g.sort_values("round")["call_ms"]) for m, g in r.groupby("model")}
+    robust = {m: speed.robust_ms(speed.call_matrix(g.sort_values("round")["call_ms"])) for m, g in r.groupby("model")}
     assert r["round"].nunique() == 2 and de_eager["median_ms"] == pytest.approx(robust["DE-6 full"])
     assert de_onnx["speedup_vs_eager_de"] == pytest.approx(robust["DE-6 full"] / robust["DE-6 full [onnx-int8]"])
     per_pass = r.pivot_table(index="round", columns="model", values="ms_per_batch")
