@@ -7,7 +7,7 @@ ONLY    ?=
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: env data reproduce notebooks figures test lab clean-cache peer-check probe-other-ce query-curve paper2-geometry
+.PHONY: env data reproduce notebooks figures test lab clean-cache peer-check probe-other-ce query-curve paper2-geometry budgets
 
 env: .venv/.installed
 
@@ -71,3 +71,9 @@ lab: env
 
 clean-cache:
 	rm -rf cache/$(PROFILE)
+
+# The budget sweep (ce_utils.budgets): independent runs per budget, learning-rate grid, seeds; resumable, each
+# finished run appended to results/<profile>/budgets.csv. BUDGET_ARGS, e.g. --student subset:0,5 --max-runs 2.
+BUDGET_ARGS ?=
+budgets: env
+	$(PYTHON) -m ce_utils.budgets --profile $(PROFILE) $(BUDGET_ARGS)

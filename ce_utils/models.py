@@ -146,7 +146,9 @@ def trainer_kwargs(tc: dict, output_dir: str | os.PathLike, seed: int, device: s
     """Keyword arguments for sentence-transformers' ``*TrainingArguments`` (SentenceTransformer and
     CrossEncoder alike) from a profile's training section: ``epochs``, ``max_steps`` (-1 = by
     epochs), ``batch_size``, ``learning_rate``, ``warmup_ratio``, ``weight_decay``,
-    ``logging_steps``, ``warmup_steps`` (a number of steps; wins over ``warmup_ratio``) and
+    ``logging_steps``, ``lr_scheduler_type`` (transformers' name, default ``linear``: decays to zero at
+    the last step; ``constant_with_warmup`` for a checkpointed budget sweep), ``warmup_steps`` (a number
+    of steps; wins over ``warmup_ratio``) and
     ``mixed_precision`` (``fp16`` / ``bf16``, applied on a GPU only) and ``cpu_mixed_precision``
     (``bf16`` only, applied on a CPU that computes bf16 natively; otherwise CPU training stays fp32); the
     keyword arguments are the section's defaults. Seeded, no checkpoints, no reporting; ``extra`` is
@@ -178,6 +180,7 @@ def trainer_kwargs(tc: dict, output_dir: str | os.PathLike, seed: int, device: s
         max_steps=int(tc.get("max_steps") or max_steps),
         per_device_train_batch_size=int(tc.get("batch_size", batch_size)),
         learning_rate=float(tc.get("learning_rate", learning_rate)),
+        lr_scheduler_type=str(tc.get("lr_scheduler_type") or "linear"),
         warmup_steps=warmup,
         weight_decay=float(tc.get("weight_decay", 0.0)),
         seed=seed,

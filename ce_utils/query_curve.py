@@ -75,17 +75,18 @@ def dev_scores(model, dev: dict, doc_emb: dict, score_function: str, metric: str
         model.train(was_training)
 
 
-def curve_callback(record):
-    """A transformers ``TrainerCallback`` calling ``record(step)`` every ``args.eval_steps``-th step
-    (``eval_steps`` is taken from the callback's own attribute)."""
+def curve_callback(record, eval_every: int = 1, eval_at=None):
+    """A transformers ``TrainerCallback`` calling ``record(step)`` every ``eval_every``-th step, or at the
+    steps of ``eval_at`` when given, and at the last step."""
     from transformers import TrainerCallback
 
-    class _Curve(TrainerCallback):
-        eval_every = 1
+    at = set(int(s) for s in eval_at) if eval_at else None
 
+    class _Curve(TrainerCallback):
         def on_step_end(self, args, state, control, **kwargs):
-            if state.global_step % self.eval_every == 0 or state.global_step == state.max_steps:
-                record(state.global_step)
+            step = state.global_step
+            if (step in at if at is not None else step % eval_every == 0) or step == state.max_steps:
+                record(step)
             return control
 
     return _Curve()
@@ -130,9 +131,18 @@ class CurveRecorder:
 
 
 def run_curve(cfg: dict, strategy_spec: str, max_steps: int, eval_steps: int, dev: dict[str, str] | None = None,
-              device: str | None = None, test: bool = False, metric: str = "NDCG@10", progress: bool = True):
+              device: str | None = None, test: bool = False, metric: str = "NDCG@10", progress: bool = True, *,
+              learning_rate: float | None = None, schedule: str | None = None, seed: int | None = None,
+              pool: int | str | None = None, eval_at=None, score_start: bool = True):
     """Train one student for ``max_steps`` (batch and learning rate of ``query_distill``), scoring it on
-    the dev collections at step 0 and every ``eval_steps``. Returns (rows, student, info)."""
+    the dev collections at step 0 and every ``eval_steps`` (or at the steps of ``eval_at``).
+
+    ``learning_rate`` and ``schedule`` (a transformers scheduler name) override the profile's; ``seed``
+    seeds the student's initialisation and the training order (the training text is sampled with the
+    profile's seed, so every seed of one budget trains on the same text and shares the teacher's
+    targets); ``pool``: the training queries, ``None`` = a sample of ``max_steps`` x batch (one epoch),
+    ``"all"`` = every training query (cycled over epochs when the budget needs more), an int = a sample
+    of that many. Returns (rows, student, info)."""
     from ce_utils.embeddings import dataset_embeddings
     from ce_utils.models import load_sentence_transformer
     from ce_utils.query_distill import (build_student, parse_strategy, score_function_of, teacher_query_embeddings,
@@ -147,9 +157,11 @@ def run_curve(cfg: dict, strategy_spec: str, max_steps: int, eval_steps: int, de
     n_teacher = num_layers(teacher)
     strategy = parse_strategy(strategy_spec, n_teacher)
     batch = int(qd.get("batch_size", 128))
+    seed = int(cfg.get("seed", 42) if seed is None else seed)
     run_cfg = copy.deepcopy(cfg)
     run_cfg["query_distill"] = {**qd, "max_steps": int(max_steps), "epochs": 1,
-                                "max_train_queries": int(max_steps) * batch}
+                                "max_train_queries": None if pool == "all" else int(pool or int(max_steps) * batch),
+                                **overrides(learning_rate, schedule)}
     datasets = list(qd.get("datasets") or cfg.get("datasets") or [])
     queries = training_queries(run_cfg, datasets)
     texts = list(queries.values())
@@ -162,16 +174,16 @@ def run_curve(cfg: dict, strategy_spec: str, max_steps: int, eval_steps: int, de
     dev_sets = dev_collections(cfg, dev or DEFAULT_DEV)
     doc_emb = {n: dataset_embeddings(cfg, teacher, ds, queries=False, progress=progress)[1] for n, ds in dev_sets.items()}
     teacher_dev = dev_scores(teacher, dev_sets, doc_emb, sf, metric)
-    student = build_student(strategy, teacher, cfg, seed=int(cfg.get("seed", 42)))
+    student = build_student(strategy, teacher, cfg, seed=seed)
     base = {"student": strategy.name, "strategy": strategy.spec, "layers": strategy.layers_str,
             "n_layers": strategy.n_layers}
     rec = CurveRecorder(base, batch, dev_sets, teacher_dev, lambda: dev_scores(student, dev_sets, doc_emb, sf, metric),
                         metric, progress)
-    rec(0)
-    cb = curve_callback(rec)
-    cb.eval_every = int(eval_steps)
-    info = train_student(student, texts, targets, run_cfg, seed=int(cfg.get("seed", 42)), device=device,
-                         callbacks=[cb])
+    if score_start:
+        rec(0)
+    cb = curve_callback(rec, int(eval_steps), eval_at)
+    info = train_student(student, texts, targets, run_cfg, seed=seed, device=device, callbacks=[cb])
+    info["train_texts"] = len(texts)
     if rec.last_step != info["train_steps"]:
         rec(info["train_steps"])
     info["train_minutes"] = rec.minutes
@@ -219,6 +231,16 @@ def cached_de_scores(cfg: dict, de, sets: dict, metric: str = "NDCG@10") -> dict
     return out
 
 
+def overrides(learning_rate: float | None = None, schedule: str | None = None) -> dict:
+    """A training section's learning rate and scheduler, where given."""
+    out = {}
+    if learning_rate is not None:
+        out["learning_rate"] = float(learning_rate)
+    if schedule is not None:
+        out["lr_scheduler_type"] = str(schedule)
+    return out
+
+
 TEXT_KINDS = ("n_queries", "n_passages", "n_sentences")
 
 
@@ -237,11 +259,15 @@ def scaled_text_counts(tc: dict, n_texts: int) -> dict[str, int]:
 
 
 def run_de2ce_curve(cfg: dict, init: str, k: int, max_steps: int, eval_steps: int, dev: dict[str, str] | None = None,
-                    device: str | None = None, test: bool = False, metric: str = "NDCG@10", progress: bool = True):
+                    device: str | None = None, test: bool = False, metric: str = "NDCG@10", progress: bool = True, *,
+                    learning_rate: float | None = None, schedule: str | None = None, seed: int | None = None,
+                    pool: int | None = None, eval_at=None, score_start: bool = True):
     """Paper 1's DE-k CE students (notebook 02's recipe: ``init`` ce / ce-top / de / random, ``k`` copied layers + one
     random layer; MSE toward the full DE's embeddings of unlabelled queries and corpus passages) trained for
-    ``max_steps``, with the training text scaled to one epoch of that many steps, scored on the dev collections
-    at step 0 and every ``eval_steps``, symmetric (the student encodes queries and documents). Returns rows."""
+    ``max_steps``, with the training text scaled to one epoch of that many steps (or to ``pool`` texts, in
+    notebook 02's mix, cycled over epochs when the budget needs more), scored on the dev collections at step
+    0 and every ``eval_steps`` (or at ``eval_at``), symmetric (the student encodes queries and documents).
+    ``learning_rate``, ``schedule`` and ``seed`` as in :func:`run_curve`. Returns (rows, student, info)."""
     from ce_utils import de2ce
     from ce_utils.cross_encoder import load_or_train_cross_encoder
     from ce_utils.embeddings import encode_settings
@@ -249,17 +275,19 @@ def run_de2ce_curve(cfg: dict, init: str, k: int, max_steps: int, eval_steps: in
 
     if max_steps < 1 or eval_steps < 1:
         raise ConfigError("max_steps and eval_steps must be >= 1.")
-    seed = int(cfg.get("seed", 42))
+    text_seed = int(cfg.get("seed", 42))
+    seed = text_seed if seed is None else int(seed)
     dc = de2ce.settings(cfg)
     tc = dict(dc["train"])
     batch = int(tc.get("batch_size", 32))
-    dc["train"] = {**tc, "max_steps": int(max_steps), **scaled_text_counts(tc, max_steps * batch)}
+    dc["train"] = {**tc, "max_steps": int(max_steps), **scaled_text_counts(tc, int(pool or max_steps * batch)),
+                   **overrides(learning_rate, schedule)}
     de = load_sentence_transformer(cfg["models"]["de"], cfg, device=device, max_length=(cfg.get("encode") or {}).get("max_length"))
     ce = load_or_train_cross_encoder(cfg, device=device)[0] if init in de2ce.CE_INITS else None
     student = de2ce.build_student(de, ce, init, k, seed=seed)
     name = de2ce.student_name(init, k + 1, "mse")
     dtype = encode_settings(cfg)["dtype"]  # the dtype of the full DE's cached embeddings it is compared with
-    data = de2ce.prepare_distillation(cfg, dc, de, list(dc["datasets"]), seed)
+    data = de2ce.prepare_distillation(cfg, dc, de, list(dc["datasets"]), text_seed)
     dev_sets = dev_collections(cfg, dev or DEFAULT_DEV)
     de_dev = cached_de_scores(cfg, de, dev_sets, metric)
     base = {"student": name, "strategy": f"de2ce:{init}:{k}", "layers": "", "n_layers": k + 1}
@@ -275,9 +303,9 @@ def run_de2ce_curve(cfg: dict, init: str, k: int, max_steps: int, eval_steps: in
 
     rec = CurveRecorder(base, batch, dev_sets, de_dev, score, metric, progress, what="% of the full DE:")
     student.max_seq_length = train_length
-    rec(0)
-    cb = curve_callback(rec)
-    cb.eval_every = int(eval_steps)
+    if score_start:
+        rec(0)
+    cb = curve_callback(rec, int(eval_steps), eval_at)
     work = Path(cfg.get("cache_dir") or ".") / f"curve-{de2ce.slug(name)}"
     info = de2ce.train_student(student, "mse", dc["train"], seed, device or "cpu", work, texts=data["texts"],
                                labels=data["labels"], callbacks=[cb])
@@ -286,6 +314,7 @@ def run_de2ce_curve(cfg: dict, init: str, k: int, max_steps: int, eval_steps: in
     student.max_seq_length = eval_length
     info["train_minutes"] = rec.minutes
     info["train_loss"] = info.get("training_loss")
+    info["train_texts"] = sum(len(v) for v in data["texts"].values())
     if test:
         for dname in dc["datasets"]:
             ds = de2ce.eval_dataset(cfg, dc, dname)

@@ -1,0 +1,297 @@
+"""Budget sweep: how many steps (and which learning rate) each kind of student needs, measured by
+independent runs on dev splits carved from training data.
+
+Every point is its own run with its own complete learning-rate schedule (warm-up, then linear decay to
+zero at *that run's* last step), never a checkpoint of a longer run whose rate had not yet decayed. For
+each student of ``budgets.students`` the sweep runs, in this order:
+
+1. ``budget``: the budgets ``base_steps x multipliers`` at the recipe's learning rate, seed
+   ``seeds[0]``; doubling stops early once two doublings in a row gain less than ``flat`` (1 point
+   of retention);
+2. ``lr``: the ``learning_rates`` grid at ``lr_budget_steps``, then ``extra_steps`` (e.g. paper 2's
+   own ~3,900 steps) at the recipe's rate;
+3. ``seed``: the chosen budget (the smallest within ``flat`` of the best measured) at the chosen
+   learning rate (the best of the grid) with every seed of ``seeds``.
+
+Scoring is as in :mod:`ce_utils.query_curve`: a query student against the teacher's document
+embeddings, a DE-k CE student symmetric; retention = student / teacher (full DE) on the same dev
+queries. Each finished run is appended to ``results/<profile>/budgets.csv`` at once (temp file, then
+rename), and a run already there is skipped: a killed sweep resumes where it stopped.
+
+    python -m ce_utils.budgets --profile default --dry-run     # the plan, with what is done
+    python -m ce_utils.budgets --profile default               # run what is missing
+"""
+
+from __future__ import annotations
+
+import fcntl
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import pandas as pd
+
+from ce_utils.config import ConfigError
+
+BUDGETS_CSV = "budgets.csv"
+KEY = ["spec", "budget_steps", "seed", "learning_rate", "schedule"]
+COLUMNS = ["student", "spec", "kind", "sweep", "budget_steps", "step", "seed", "learning_rate", "schedule",
+           "epochs_of_text", "train_texts", "minutes", "steps_per_s", "texts_per_s", "phase", "dataset", "split",
+           "metric", "value", "teacher_value", "retention", "n_queries", "n_docs"]
+SWEEPS = ("budget", "lr", "seed")
+
+
+@dataclass(frozen=True)
+class Run:
+    spec: str                 # "subset:0,5" (query student) or "de2ce:de:1" (DE-k CE student)
+    budget_steps: int
+    learning_rate: float
+    seed: int
+    sweep: str                # budget | lr | seed
+    schedule: str = "linear"
+
+    @property
+    def kind(self) -> str:
+        return "de-k-ce" if self.spec.startswith("de2ce:") else "query-student"
+
+    def key(self) -> tuple:
+        return (self.spec, int(self.budget_steps), int(self.seed), float(self.learning_rate), self.schedule)
+
+
+def recipe_learning_rate(cfg: dict, spec: str) -> float:
+    """The learning rate of the notebook whose recipe ``spec`` follows (02 for DE-k CE, 03 for query students)."""
+    if spec.startswith("de2ce:"):
+        return float(((cfg.get("de2ce") or {}).get("train") or {}).get("learning_rate", 1e-4))
+    return float((cfg.get("query_distill") or {}).get("learning_rate", 1e-4))
+
+
+def student_settings(cfg: dict) -> dict[str, dict]:
+    """``{spec: settings}`` of ``budgets.students`` with their defaults filled in, checked."""
+    b = cfg.get("budgets") or {}
+    students = b.get("students") or {}
+    if not students:
+        raise ConfigError("the profile has no budgets.students: name at least one student, e.g. "
+                          "'subset:0,5': {base_steps: 80}.")
+    out = {}
+    for spec, s in students.items():
+        s = dict(s or {})
+        if spec.startswith("de2ce:"):
+            init, _, k = spec[len("de2ce:"):].partition(":")
+            if init not in ("ce", "ce-top", "de", "random") or not k.isdigit() or int(k) < 1:
+                raise ConfigError(f"budgets.students: {spec!r} is no DE-k CE student; write de2ce:INIT:K with INIT "
+                                  "ce, ce-top, de or random and K >= 1 (e.g. de2ce:de:1).")
+        elif not spec.startswith("subset:") and not spec.startswith("first:"):
+            raise ConfigError(f"budgets.students: {spec!r}: write a query student (subset:0,5 / first:2) or a DE-k "
+                              "CE student (de2ce:de:1).")
+        if int(s.get("base_steps") or 0) < 1:
+            raise ConfigError(f"budgets.students.{spec}.base_steps must be a whole number >= 1.")
+        base = int(s["base_steps"])
+        lr = recipe_learning_rate(cfg, spec)
+        mult = [int(m) for m in s.get("multipliers", b.get("multipliers", [1, 2, 4, 8, 16]))]
+        out[spec] = {
+            "base_steps": base,
+            "budgets": sorted({base * m for m in mult}),
+            "extra_steps": sorted(int(x) for x in s.get("extra_steps") or []),
+            "learning_rate": lr,
+            "learning_rates": sorted({float(x) for x in s.get("learning_rates") or [lr]} | {lr}),
+            "lr_budget_steps": int(s.get("lr_budget_steps") or base * 4),
+            "seeds": [int(x) for x in s.get("seeds", b.get("seeds", [42, 43, 44]))],
+            "pool": s.get("pool", b.get("pool")),
+            "flat": float(s.get("flat", b.get("flat", 0.01))),
+        }
+    return out
+
+
+def mean_retention(done: pd.DataFrame, spec: str, lr: float | None = None, seed: int | None = None) -> pd.Series:
+    """``{budget_steps: mean dev retention over the dev collections}`` of one student's finished runs
+    (the runs' last step), optionally at one learning rate and seed; mean over seeds otherwise."""
+    if done is None or done.empty:
+        return pd.Series(dtype=float)
+    d = done[(done["spec"] == spec) & (done["phase"] == "dev") & (done["step"] == done["budget_steps"])
+             & (done["schedule"] == "linear")]
+    if lr is not None:
+        d = d[(d["learning_rate"] - lr).abs() < 1e-12]
+    if seed is not None:
+        d = d[d["seed"] == seed]
+    if d.empty:
+        return pd.Series(dtype=float)
+    per_run = d.groupby(["budget_steps", "seed", "learning_rate"])["retention"].mean()
+    return per_run.groupby(level="budget_steps").mean().sort_index()
+
+
+def converged_budget(curve: pd.Series, flat: float = 0.01) -> int | None:
+    """The smallest budget whose retention is within ``flat`` of the best measured."""
+    if curve.empty:
+        return None
+    return int(curve.index[curve >= curve.max() - flat][0])
+
+
+def flattened(curve: pd.Series, flat: float = 0.01) -> bool:
+    """True when the last two doublings (the last three budgets, each twice the one before) gained less
+    than ``flat`` together: more steps of this recipe stop paying."""
+    c = curve.sort_index()
+    if len(c) < 3:
+        return False
+    b = list(c.index[-3:])
+    return b[1] == 2 * b[0] and b[2] == 2 * b[1] and c.iloc[-1] - c.iloc[-3] < flat
+
+
+def plan(cfg: dict, done: pd.DataFrame | None = None) -> list[Run]:
+    """Every run of the sweep that the finished runs ``done`` call for, in order (finished ones included)."""
+    runs: list[Run] = []
+    for spec, s in student_settings(cfg).items():
+        lr0, seed0 = s["learning_rate"], s["seeds"][0]
+        curve = mean_retention(done, spec, lr0, seed0)
+        for steps in s["budgets"]:
+            if flattened(curve[curve.index < steps], s["flat"]):
+                break  # two doublings gained less than `flat`: no larger budget
+            runs.append(Run(spec, steps, lr0, seed0, "budget"))
+            if steps not in curve.index:
+                break  # the next doubling waits for this one's result
+        runs += [Run(spec, s["lr_budget_steps"], lr, seed0, "lr") for lr in s["learning_rates"]]
+        runs += [Run(spec, steps, lr0, seed0, "budget") for steps in s["extra_steps"]]
+        grid = {lr: mean_retention(done, spec, lr, seed0).get(s["lr_budget_steps"]) for lr in s["learning_rates"]}
+        if any(v is None or pd.isna(v) for v in grid.values()):
+            continue  # the seeds wait for the learning-rate grid
+        best_lr = max(grid, key=grid.get)
+        chosen = converged_budget(mean_retention(done, spec, lr0, seed0), s["flat"])
+        runs += [Run(spec, chosen, best_lr, seed, "seed") for seed in s["seeds"]]
+    seen, out = set(), []
+    for r in runs:  # one run per key: the first sweep that asks for it names it
+        if r.key() not in seen:
+            seen.add(r.key())
+            out.append(r)
+    return out
+
+
+def row_keys(df: pd.DataFrame) -> list[tuple]:
+    """Each row's run key (:meth:`Run.key`)."""
+    return [(str(a), int(b), int(c), float(d), str(e)) for a, b, c, d, e in df[KEY].itertuples(index=False)]
+
+
+def done_keys(done: pd.DataFrame | None) -> set[tuple]:
+    return set() if done is None or done.empty else set(row_keys(done))
+
+
+def pending(cfg: dict, done: pd.DataFrame | None) -> list[Run]:
+    keys = done_keys(done)
+    return [r for r in plan(cfg, done) if r.key() not in keys]
+
+
+def run_one(cfg: dict, run: Run, device: str | None = None, progress: bool = True) -> pd.DataFrame:
+    """Train and score one run of the sweep; its dev rows at its last step."""
+    from ce_utils.query_curve import DEFAULT_DEV, run_curve, run_de2ce_curve
+
+    s = student_settings(cfg)[run.spec]
+    dev = (cfg.get("budgets") or {}).get("dev") or DEFAULT_DEV
+    common = dict(dev=dev, device=device, progress=progress, learning_rate=run.learning_rate, schedule=run.schedule,
+                  seed=run.seed, pool=s["pool"], eval_at=[run.budget_steps], score_start=False)
+    if run.kind == "de-k-ce":
+        init, _, k = run.spec[len("de2ce:"):].partition(":")
+        rows, _, info = run_de2ce_curve(cfg, init, int(k), run.budget_steps, run.budget_steps, **common)
+        batch = int(((cfg.get("de2ce") or {}).get("train") or {}).get("batch_size", 32))
+    else:
+        rows, _, info = run_curve(cfg, run.spec, run.budget_steps, run.budget_steps, **common)
+        batch = int((cfg.get("query_distill") or {}).get("batch_size", 128))
+    df = pd.DataFrame(rows)
+    df = df[df["step"] == info["train_steps"]].copy()
+    seconds = max(float(df["minutes"].max()) * 60, 1e-9)
+    df = df.assign(spec=run.spec, kind=run.kind, sweep=run.sweep, budget_steps=run.budget_steps, seed=run.seed,
+                   learning_rate=run.learning_rate, schedule=run.schedule, train_texts=info["train_texts"],
+                   epochs_of_text=df["step"] * batch / info["train_texts"],
+                   steps_per_s=df["step"] / seconds, texts_per_s=df["step"] * batch / seconds)
+    return df
+
+
+def append_run(path: Path, rows: pd.DataFrame) -> pd.DataFrame:
+    """``path``'s rows with this run's replacing any earlier rows of the same key, written atomically."""
+    from ce_utils.results import write_csv_atomic
+
+    keys = done_keys(rows)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(f".{path.name}.lock"), "w") as lock:  # sweeps of other students may append too
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        old = pd.read_csv(path) if path.is_file() else rows.iloc[:0]
+        if not old.empty:
+            old = old[[k not in keys for k in row_keys(old)]]
+        out = pd.concat([old, rows], ignore_index=True) if not old.empty else rows.reset_index(drop=True)
+        first = [c for c in COLUMNS if c in out.columns]
+        out = out[first + [c for c in out.columns if c not in first]]
+        write_csv_atomic(out, path)
+    return out
+
+
+def summary(done: pd.DataFrame, cfg: dict) -> list[str]:
+    """One line per student: mean dev retention per budget, where it flattens, the chosen budget and rate."""
+    lines = []
+    for spec, s in student_settings(cfg).items():
+        curve = mean_retention(done, spec, s["learning_rate"], s["seeds"][0])
+        if curve.empty:
+            lines.append(f"{spec}: no finished run yet.")
+            continue
+        pts = ", ".join(f"{b} {100 * v:.1f}%" for b, v in curve.items())
+        state = "flat (two doublings < {:.0f} pt)".format(100 * s["flat"]) if flattened(curve, s["flat"]) \
+            else "still rising" if len(curve) >= 2 and curve.iloc[-1] > curve.iloc[-2] else "not flat yet"
+        lines.append(f"{spec} (lr {s['learning_rate']:g}): dev retention by budget {pts}; {state}; "
+                     f"smallest budget within {100 * s['flat']:.0f} pt of the best: {converged_budget(curve, s['flat'])}.")
+    return lines
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import argparse
+
+    from ce_utils.config import load_profile, output_dir
+    from ce_utils.models import default_device
+    from ce_utils.results import run_metadata
+
+    ap = argparse.ArgumentParser(prog="python -m ce_utils.budgets", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--profile", default="default")
+    ap.add_argument("--student", action="append", default=[], help="only these specs of budgets.students (repeatable)")
+    ap.add_argument("--max-runs", type=int, default=None, help="stop after this many runs")
+    ap.add_argument("--dry-run", action="store_true", help="print the plan and what is done, train nothing")
+    ap.add_argument("--results-dir", default=None)
+    args = ap.parse_args(argv)
+    try:
+        cfg = load_profile(args.profile, {"results_dir": args.results_dir})
+        if args.student:
+            known = cfg.get("budgets", {}).get("students") or {}
+            unknown = [s for s in args.student if s not in known]
+            if unknown:
+                raise ConfigError(f"--student {unknown[0]!r} is not in budgets.students (known: {sorted(known)}).")
+            cfg["budgets"] = {**cfg["budgets"], "students": {s: known[s] for s in args.student}}
+        student_settings(cfg)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    path = output_dir(cfg, "results_dir") / BUDGETS_CSV
+    device = default_device()
+    n = 0
+    while True:
+        done = pd.read_csv(path) if path.is_file() else None
+        todo = pending(cfg, done)
+        if args.dry_run:
+            keys = done_keys(done)
+            for r in plan(cfg, done):
+                print(f"{'done' if r.key() in keys else 'todo'}  {r.sweep:<6} {r.spec:<14} {r.budget_steps:>6} steps  "
+                      f"lr {r.learning_rate:g}  seed {r.seed}")
+            break
+        if not todo or (args.max_runs is not None and n >= args.max_runs):
+            break
+        run = todo[0]
+        print(f"run {run.sweep}: {run.spec} {run.budget_steps} steps, lr {run.learning_rate:g}, seed {run.seed}",
+              flush=True)
+        rows = run_one(cfg, run, device)
+        for key, value in run_metadata(cfg, run.seed, device).items():
+            if key not in rows.columns:
+                rows[key] = value
+        append_run(path, rows)
+        n += 1
+    done = pd.read_csv(path) if path.is_file() else pd.DataFrame(columns=COLUMNS)
+    for line in summary(done, cfg):
+        print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
