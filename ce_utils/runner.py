@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from ce_utils.config import ConfigError, load_profile, repo_root
+from ce_utils.core.config import ConfigError, load_profile, repo_root
 
 
 def notebook_paths() -> list[Path]:
@@ -80,7 +80,7 @@ def scrub_paths(notebook: str | Path, replacements: dict[str, str] | None = None
     """Rewrite an executed notebook without this machine's absolute paths (papermill's
     input/output paths, warnings that name site-packages, printed data folders), so that the
     committed copy reads the same on every machine. Longest paths are replaced first."""
-    from ce_utils.results import atomic_write_text
+    from ce_utils.core.io import atomic_write_text
 
     notebook = Path(notebook)
     text = notebook.read_text(encoding="utf-8")
@@ -136,7 +136,7 @@ def preflight(cfg: dict, books: list[Path]) -> None:
     """Everything the selected notebooks read, checked before any kernel starts: the data
     directory and every dataset folder, query file and STS file the profile names (BEIR sets may
     be missing when the profile downloads them). Notebook 05 reads CSVs only and needs none."""
-    from ce_utils.config import data_dir
+    from ce_utils.core.config import data_dir
 
     if all(b.name.startswith("05") for b in books):
         return
@@ -207,8 +207,8 @@ def record_time(results_dir: Path, notebook: str, seconds: float, cfg: dict | No
     import pandas as pd
     import torch
 
-    from ce_utils.embeddings import encode_settings, native_bf16
-    from ce_utils.results import cpu_model, write_csv_atomic
+    from ce_utils.core.encode import encode_settings, native_bf16
+    from ce_utils.core.io import cpu_model, write_csv_atomic
 
     path = results_dir / "run_times.csv"
     rows = pd.read_csv(path).to_dict("records") if path.is_file() else []

@@ -98,7 +98,7 @@ def write_data_dir(root: Path, seed: int = 0) -> Path:
 def write_sick(path: Path, rng: random.Random) -> Path:
     """A SICK file laid out as SemEval-2014 released it: train (4,500), trial (500) and test (4,927) pairs
     concatenated, each part by increasing pair_ID; sentence_A holds the split's name, for the tests."""
-    from ce_utils.data import SICK_SPLITS
+    from ce_utils.core.data import SICK_SPLITS
 
     ids = rng.sample(range(1, 10001), sum(SICK_SPLITS.values()))
     rows, start = [], 0
@@ -199,6 +199,6 @@ def smoke_profile(tmp_path_factory, tiny_data_dir, tiny_bert_dir) -> Path:
 
 @pytest.fixture(scope="session")
 def smoke_cfg(smoke_profile):
-    from ce_utils.config import load_profile
+    from ce_utils.core.config import load_profile
 
     return load_profile(smoke_profile)

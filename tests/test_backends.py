@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from ce_utils import backends
-from ce_utils.config import ConfigError
+from ce_utils.experiments import backends
+from ce_utils.core.config import ConfigError
 
 TEXTS = ["a short query", "a somewhat longer query about cells and proteins", "x"]
 
@@ -42,8 +42,8 @@ def test_unknown_backend_names_the_fix():
 def test_quality_rows_compare_each_backend_with_eager_fp32(teacher, smoke_cfg, tmp_path):
     import pandas as pd
 
-    from ce_utils.config import load_profile
-    from ce_utils.query_distill import build_student, parse_strategy
+    from ce_utils.core.config import load_profile
+    from ce_utils.experiments.query_distill import build_student, parse_strategy
 
     cfg = load_profile(smoke_cfg["profile_path"], {"cache_dir": str(tmp_path / "cache")})
     student = build_student(parse_strategy("subset:0,5", 6), teacher)

@@ -8,10 +8,10 @@ import pandas as pd
 import pytest
 import torch
 
-from ce_utils import de2ce
-from ce_utils.config import ConfigError
-from ce_utils.data import load_beir_dataset
-from ce_utils.students import backbone, num_layers, same_weights
+from ce_utils.experiments import de2ce
+from ce_utils.core.config import ConfigError
+from ce_utils.core.data import load_beir_dataset
+from ce_utils.core.students import backbone, num_layers, same_weights
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parent.parent
 
@@ -111,7 +111,7 @@ def test_evaluation_queries_are_excluded(smoke_cfg):
 
 
 def test_sentence_text_comes_from_training_splits_only(smoke_cfg, tmp_path):
-    from ce_utils.data import load_sts, read_sts_file
+    from ce_utils.core.data import load_sts, read_sts_file
 
     train = load_sts(smoke_cfg, "sick-train")
     assert len(train) == 4500 and all(a.startswith("train ") for a, _, _ in train)
@@ -227,7 +227,7 @@ def test_settings_cap_depths_and_check_datasets(smoke_cfg):
 
 @pytest.mark.slow
 def test_notebook_smoke(smoke_profile, tmp_path):
-    from ce_utils.config import load_profile
+    from ce_utils.core.config import load_profile
     from ce_utils.runner import run_notebook
 
     run_notebook(ROOT / "notebooks" / "02_de2ce.ipynb", tmp_path / "out.ipynb",

@@ -1,4 +1,4 @@
-"""`make data` (ce_utils.download) against a tiny fixture mirror served from a local HTTP server:
+"""`make data` (ce_utils.core.download) against a tiny fixture mirror served from a local HTTP server:
 download + checksum + unpack, corrupted files, resumed downloads, an unreachable host, skipping
 what is present. Also the real data-sources file against the repository's profiles (no network)."""
 
@@ -23,9 +23,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ce_utils import download
-from ce_utils.config import load_profile
-from ce_utils.data import load_beir_folder, load_query_file, read_sts_file
+from ce_utils.core import download
+from ce_utils.core.config import load_profile
+from ce_utils.core.data import load_beir_folder, load_query_file, read_sts_file
 
 ROOT = Path(__file__).resolve().parent.parent
 BEIR = "https://public.ukp.informatik.tu-darmstadt.de/thakur/BEIR/datasets"
@@ -366,7 +366,7 @@ def test_unreachable_host_names_ce_data_dir_and_exits_2(setup, capsys):
 def test_cli_exit_code_when_offline(tmp_path, mirror):
     sources = write_sources(tmp_path / "sources.yaml", mirror.files)
     profile = write_profile(tmp_path / "tiny.yaml")
-    proc = subprocess.run([sys.executable, "-m", "ce_utils.download", "--profile", str(profile), "--sources",
+    proc = subprocess.run([sys.executable, "-m", "ce_utils.core.download", "--profile", str(profile), "--sources",
                            str(sources), "--dest", str(tmp_path / "data"), "--only", "vaswani"],
                           cwd=ROOT, capture_output=True, text=True, timeout=120,
                           env={**os.environ, "CE_DATA_MIRROR": closed_port_url()})

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from ce_utils.embeddings import dataset_embeddings, weights_fingerprint
+from ce_utils.core.encode import dataset_embeddings, weights_fingerprint
 
 
 def test_fingerprint_is_stable_for_unchanged_weights(teacher):
@@ -34,8 +34,8 @@ def test_an_optimizer_step_changes_the_fingerprint(teacher):
 
 
 def test_a_layer_subset_student_does_not_reuse_the_teachers_embeddings(smoke_cfg, teacher, tmp_path):
-    from ce_utils.config import load_profile
-    from ce_utils.query_distill import build_student, eval_datasets, parse_strategy
+    from ce_utils.core.config import load_profile
+    from ce_utils.experiments.query_distill import build_student, eval_datasets, parse_strategy
 
     cfg = load_profile(smoke_cfg["profile_path"], {"cache_dir": str(tmp_path / "cache")})
     ds = next(iter(eval_datasets(cfg, ["tiny-a"]).values()))
@@ -47,10 +47,10 @@ def test_a_layer_subset_student_does_not_reuse_the_teachers_embeddings(smoke_cfg
 
 
 def test_large_collections_are_encoded_on_disk_and_searched_in_chunks(smoke_cfg, teacher, tmp_path, monkeypatch):
-    import ce_utils.embeddings as E
-    from ce_utils.config import load_profile
-    from ce_utils.query_distill import eval_datasets
-    from ce_utils.retrieval import evaluate, exact_search
+    import ce_utils.core.encode as E
+    from ce_utils.core.config import load_profile
+    from ce_utils.experiments.query_distill import eval_datasets
+    from ce_utils.core.retrieval import evaluate, exact_search
 
     cfg = load_profile(smoke_cfg["profile_path"], {"cache_dir": str(tmp_path / "cache")})
     ds = next(iter(eval_datasets(cfg, ["tiny-a"]).values()))
@@ -68,8 +68,8 @@ def test_large_collections_are_encoded_on_disk_and_searched_in_chunks(smoke_cfg,
 
 
 def test_probing_every_layer_of_a_huge_collection_is_refused(teacher, monkeypatch):
-    import ce_utils.embeddings as E
-    from ce_utils.config import ConfigError
+    import ce_utils.core.encode as E
+    from ce_utils.core.config import ConfigError
 
     monkeypatch.setattr(E, "ON_DISK_ABOVE", 2)
     with pytest.raises(ConfigError, match="probing.datasets"):
@@ -79,9 +79,9 @@ def test_probing_every_layer_of_a_huge_collection_is_refused(teacher, monkeypatc
 def test_on_disk_encoding_with_a_multi_process_pool(smoke_cfg, teacher, tmp_path, monkeypatch):
     """encode.devices with several entries encodes through sentence-transformers' multi-process pool
     (here two CPU workers standing in for several GPUs): same embeddings."""
-    import ce_utils.embeddings as E
-    from ce_utils.config import load_profile
-    from ce_utils.query_distill import eval_datasets
+    import ce_utils.core.encode as E
+    from ce_utils.core.config import load_profile
+    from ce_utils.experiments.query_distill import eval_datasets
 
     cfg = load_profile(smoke_cfg["profile_path"], {"cache_dir": str(tmp_path / "cache"), "encode.dtype": "fp32"})
     ds = next(iter(eval_datasets(cfg, ["tiny-a"]).values()))

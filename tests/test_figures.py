@@ -1,4 +1,4 @@
-"""ce_utils.figures and notebook 05: figures from CSVs alone, schema checks, determinism, manifest."""
+"""ce_utils.report.figures and notebook 05: figures from CSVs alone, schema checks, determinism, manifest."""
 
 import json
 import os
@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ce_utils import figures as F
-from ce_utils.results import add_model_ids
+from ce_utils.report import figures as F
+from ce_utils.core.io import add_model_ids
 
 ROOT = Path(__file__).resolve().parent.parent
 META = {"profile": "synthetic", "seed": 1, "device": "cpu", "cpu": "x", "threads": 2, "python": "3",
@@ -235,7 +235,7 @@ def test_figures_from_committed_csvs(tmp_path):
 def test_bad_figure_option_writes_nothing(tmp_path):
     import shutil
 
-    from ce_utils.config import ConfigError
+    from ce_utils.core.config import ConfigError
 
     res = tmp_path / "results"
     shutil.copytree(ROOT / "results" / "default", res, ignore=shutil.ignore_patterns("notebooks", "tables"))
@@ -301,7 +301,7 @@ def test_other_ce_probe_gets_its_figure_next_to_the_profiles_models(tmp_path):
 
 
 def test_other_ce_summary_speaks_of_that_ce():
-    from ce_utils.probing import other_ce_summary
+    from ce_utils.experiments.probing import other_ce_summary
 
     rows = []
     for kind, vals in (("ce", [0.3, 0.35, 0.2, 0.1]), ("de", [0.3, 0.4, 0.5, 0.6]), ("judge", [0.2, 0.3, 0.1, 0.05])):

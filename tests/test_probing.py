@@ -9,12 +9,12 @@ import pandas as pd
 import pytest
 import torch
 
-from ce_utils.config import ConfigError, load_profile
-from ce_utils.probing import (CE_QUALITY_COLUMNS, PROBE_COLUMNS, check_probe_layers, encode_layers, linear_cka,
+from ce_utils.core.config import ConfigError, load_profile
+from ce_utils.experiments.probing import (CE_QUALITY_COLUMNS, PROBE_COLUMNS, check_probe_layers, encode_layers, linear_cka,
                               load_probe_model, pooling_mask, probe_dataset, probe_sample, probe_settings,
                               self_pair_batch, similarity_by_layer, sts_by_layer, sts_texts)
-from ce_utils.results import META_COLUMNS
-from ce_utils.students import backbone
+from ce_utils.core.io import META_COLUMNS
+from ce_utils.core.students import backbone
 
 ROOT = Path(__file__).resolve().parent.parent
 TEXTS = ["cell protein gene expression", "heart", "brain neuron memory cortex signal learning sleep"]
@@ -144,7 +144,7 @@ def test_settings_and_errors(smoke_cfg):
 
 
 def test_retrieval_rows_share_the_embedding_cache(smoke_cfg, tmp_path):
-    from ce_utils.embeddings import dataset_embeddings
+    from ce_utils.core.encode import dataset_embeddings
 
     cfg = load_profile(smoke_cfg["profile_path"], {"cache_dir": str(tmp_path / "cache"),
                                                     "models_dir": str(tmp_path / "models")})
@@ -177,9 +177,9 @@ def test_retrieval_rows_share_the_embedding_cache(smoke_cfg, tmp_path):
 def test_guard_trips_on_a_cross_encoder_that_scores_at_random(smoke_cfg):
     import random
 
-    from ce_utils.cross_encoder import CrossEncoderNotWorkingError, check_reranks
-    from ce_utils.data import load_beir_dataset
-    from ce_utils.retrieval import evaluate, rerank
+    from ce_utils.experiments.cross_encoder import CrossEncoderNotWorkingError, check_reranks
+    from ce_utils.core.data import load_beir_dataset
+    from ce_utils.core.retrieval import evaluate, rerank
 
     ds = load_beir_dataset(smoke_cfg, "tiny-a")
     rng = random.Random(0)
@@ -195,7 +195,7 @@ def test_guard_trips_on_a_cross_encoder_that_scores_at_random(smoke_cfg):
 
 
 def test_probe_summary_states_the_fall_off():
-    from ce_utils.probing import probe_summary
+    from ce_utils.experiments.probing import probe_summary
 
     rows = []
     for kind, values in {"ce": [0.5, 0.6, 0.55, 0.2, 0.1], "de": [0.5, 0.55, 0.6, 0.65, 0.7]}.items():

@@ -7,9 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ce_utils import query_distill as qd
-from ce_utils.config import ConfigError, load_profile
-from ce_utils.students import backbone, num_layers, same_weights
+from ce_utils.experiments import query_distill as qd
+from ce_utils.core.config import ConfigError, load_profile
+from ce_utils.core.students import backbone, num_layers, same_weights
 
 ROOT = qd.Path(__file__).resolve().parent.parent
 
@@ -50,7 +50,7 @@ def test_subset_student_has_exactly_the_chosen_teacher_layers(teacher):
 
 
 def test_evaluator_uses_teacher_document_embeddings(teacher, smoke_cfg, monkeypatch):
-    import ce_utils.probing
+    import ce_utils.experiments.probing
 
     ds = qd.eval_datasets(smoke_cfg, ["tiny-a"])
     ev = qd.AsymmetricEvaluator(teacher=teacher, datasets=ds, teacher_spec="tiny")
@@ -61,13 +61,13 @@ def test_evaluator_uses_teacher_document_embeddings(teacher, smoke_cfg, monkeypa
 
     student = qd.build_student(qd.parse_strategy("subset:0", 6), teacher)
     seen = {}
-    real = ce_utils.probing.encode_layers
+    real = ce_utils.experiments.probing.encode_layers
 
     def spy(model, texts, *a, **kw):
         seen.setdefault(id(model), []).extend(texts)
         return real(model, texts, *a, **kw)
 
-    monkeypatch.setattr(ce_utils.probing, "encode_layers", spy)
+    monkeypatch.setattr(ce_utils.experiments.probing, "encode_layers", spy)
     before = ev.doc_emb["tiny-a"].copy()
     scores = ev.evaluate(student)
     assert set(seen) == {id(student)}  # only the student encoded anything, and

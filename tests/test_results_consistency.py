@@ -8,8 +8,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from ce_utils.published import PUBLISHED, failures
-from ce_utils.results import add_model_ids, inconsistencies, quality_index
+from ce_utils.experiments.peer_check import PUBLISHED, failures
+from ce_utils.core.io import add_model_ids, inconsistencies, quality_index
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "results" / "default"
@@ -94,7 +94,7 @@ def test_identical_architectures_time_alike():
     the fastest of the rounds) within 5% of each other, and their medians no further apart than the
     measurement's own noise explains (``limit``; README: Speed says how far the medians are from 5%). The
     first committed run, timed once per model in sequence, had DE-2 CE and L0_5 1.43x apart: that fails here."""
-    from ce_utils.speed import architecture_spread
+    from ce_utils.experiments.speed import architecture_spread
 
     sp = pd.read_csv(RESULTS / "speed.csv")
     assert (sp["n_rounds"] >= 5).all()

@@ -2,7 +2,7 @@ import os
 
 import pytest
 
-from ce_utils.config import ConfigError
+from ce_utils.core.config import ConfigError
 from ce_utils import runner
 from ce_utils.runner import notebook_paths, parse_value, select
 

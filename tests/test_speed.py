@@ -1,4 +1,4 @@
-"""ce_utils.speed: analytic FLOPs, the timing helpers, and a papermill smoke run of notebook 04."""
+"""ce_utils.experiments.speed: analytic FLOPs, the timing helpers, and a papermill smoke run of notebook 04."""
 
 import math
 
@@ -8,8 +8,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from ce_utils.config import ConfigError
-from ce_utils import speed
+from ce_utils.core.config import ConfigError
+from ce_utils.experiments import speed
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from ce_utils.config import ConfigError
-from ce_utils.students import RANDOM, backbone, compose_student, layer_subset_student, num_layers, same_weights
+from ce_utils.core.config import ConfigError
+from ce_utils.core.students import RANDOM, backbone, compose_student, layer_subset_student, num_layers, same_weights
 
 
 def test_subset_student_copies_exactly_the_chosen_layers(teacher):
@@ -53,8 +53,8 @@ def test_composed_student_returns_its_own_hidden_states(teacher):
 
     import numpy as np
 
-    from ce_utils.probing import encode_layers
-    from ce_utils.students import RANDOM, compose_student
+    from ce_utils.experiments.probing import encode_layers
+    from ce_utils.core.students import RANDOM, compose_student
 
     texts = ["cell protein gene", "heart blood pressure artery"]
     template = copy.deepcopy(teacher)

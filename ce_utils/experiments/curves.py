@@ -16,7 +16,7 @@ the full DE's embeddings of unlabelled queries and corpus passages, its batch an
 training text scaled to one epoch of ``max_steps``) and scored *symmetrically*: it encodes the dev
 queries and the whole corpus itself; its "retention" is its NDCG@10 over the full DE's.
 
-    python -m ce_utils.query_curve --profile default --strategy subset:0,5 --de2ce ce:1 --max-steps 300 --test
+    python -m ce_utils.experiments.curves --profile default --strategy subset:0,5 --de2ce ce:1 --max-steps 300 --test
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from ce_utils.config import ConfigError
-from ce_utils.retrieval import evaluate, exact_search
+from ce_utils.core.config import ConfigError
+from ce_utils.core.retrieval import evaluate, exact_search
 
 CURVE_CSV = "query_distill_curve.csv"
 CURVE_COLUMNS = ["student", "strategy", "layers", "n_layers", "phase", "step", "train_queries_seen", "minutes",
@@ -42,7 +42,7 @@ DEFAULT_DEV = {"scifact": "train", "nfcorpus-preprocessed": "dev"}
 def dev_collections(cfg: dict, dev: dict[str, str]) -> dict:
     """``{name: BeirDataset}`` of each collection's dev split (whole corpus, every query of the split);
     a test split is refused: budgets are never chosen on test queries."""
-    from ce_utils.data import load_beir_dataset
+    from ce_utils.core.data import load_beir_dataset
 
     out = {}
     for name, split in dev.items():
@@ -60,7 +60,7 @@ def dev_scores(model, dev: dict, doc_emb: dict, score_function: str, metric: str
                batch_size: int = 128) -> dict[str, float]:
     """``{collection: metric}`` of ``model`` as a query encoder against fixed document embeddings;
     queries are encoded afresh (a model in training has no stable cache identity)."""
-    from ce_utils.query_distill import encode
+    from ce_utils.experiments.query_distill import encode
 
     was_training = model.training
     model.eval()
@@ -143,11 +143,11 @@ def run_curve(cfg: dict, strategy_spec: str, max_steps: int, eval_steps: int, de
     targets); ``pool``: the training queries, ``None`` = a sample of ``max_steps`` x batch (one epoch),
     ``"all"`` = every training query (cycled over epochs when the budget needs more), an int = a sample
     of that many. Returns (rows, student, info)."""
-    from ce_utils.embeddings import dataset_embeddings
-    from ce_utils.models import load_sentence_transformer
-    from ce_utils.query_distill import (build_student, parse_strategy, score_function_of, teacher_query_embeddings,
+    from ce_utils.core.encode import dataset_embeddings
+    from ce_utils.core.models import load_sentence_transformer
+    from ce_utils.experiments.query_distill import (build_student, parse_strategy, score_function_of, teacher_query_embeddings,
                                         training_queries, train_student, AsymmetricEvaluator, eval_datasets)
-    from ce_utils.students import num_layers
+    from ce_utils.core.students import num_layers
 
     if max_steps < 1 or eval_steps < 1:
         raise ConfigError("max_steps and eval_steps must be >= 1.")
@@ -201,8 +201,8 @@ def symmetric_dev_scores(model, dev: dict, metric: str = "NDCG@10", batch_size: 
                          dtype: str | None = None) -> dict[str, float]:
     """``{collection: metric}`` of ``model`` encoding both the queries and the whole corpus (a DE-k CE
     student is a full dual encoder); encoded afresh, as a model in training has no cache identity."""
-    from ce_utils.embeddings import autocast
-    from ce_utils.query_distill import encode
+    from ce_utils.core.encode import autocast
+    from ce_utils.experiments.query_distill import encode
 
     was_training = model.training
     model.eval()
@@ -222,7 +222,7 @@ def symmetric_dev_scores(model, dev: dict, metric: str = "NDCG@10", batch_size: 
 def cached_de_scores(cfg: dict, de, sets: dict, metric: str = "NDCG@10") -> dict[str, float]:
     """``{collection: metric}`` of the full DE (a fixed model) through the shared embedding cache: the
     corpus arrays every notebook uses."""
-    from ce_utils.embeddings import dataset_embeddings
+    from ce_utils.core.encode import dataset_embeddings
 
     out = {}
     for name, ds in sets.items():
@@ -268,10 +268,10 @@ def run_de2ce_curve(cfg: dict, init: str, k: int, max_steps: int, eval_steps: in
     notebook 02's mix, cycled over epochs when the budget needs more), scored on the dev collections at step
     0 and every ``eval_steps`` (or at ``eval_at``), symmetric (the student encodes queries and documents).
     ``learning_rate``, ``schedule`` and ``seed`` as in :func:`run_curve`. Returns (rows, student, info)."""
-    from ce_utils import de2ce
-    from ce_utils.cross_encoder import load_or_train_cross_encoder
-    from ce_utils.embeddings import encode_settings
-    from ce_utils.models import load_sentence_transformer
+    from ce_utils.experiments import de2ce
+    from ce_utils.experiments.cross_encoder import load_or_train_cross_encoder
+    from ce_utils.core.encode import encode_settings
+    from ce_utils.core.models import load_sentence_transformer
 
     if max_steps < 1 or eval_steps < 1:
         raise ConfigError("max_steps and eval_steps must be >= 1.")
@@ -352,11 +352,11 @@ def summary(curve: pd.DataFrame, target: float = 0.925, flat: float = 0.005) -> 
 def main(argv: Sequence[str] | None = None) -> int:
     import argparse
 
-    from ce_utils.config import load_profile, output_dir
-    from ce_utils.models import default_device
-    from ce_utils.results import merge_rows, run_metadata, write_csv_atomic
+    from ce_utils.core.config import load_profile, output_dir
+    from ce_utils.core.models import default_device
+    from ce_utils.core.io import merge_rows, run_metadata, write_csv_atomic
 
-    ap = argparse.ArgumentParser(prog="python -m ce_utils.query_curve", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m ce_utils.experiments.curves", description=__doc__.split("\n\n")[0])
     ap.add_argument("--profile", default="default")
     ap.add_argument("--strategy", action="append", default=[], help="a query student, e.g. subset:0,5 (repeatable)")
     ap.add_argument("--de2ce", action="append", default=[], metavar="INIT:K",

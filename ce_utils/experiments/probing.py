@@ -26,9 +26,9 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ce_utils.config import ConfigError
-from ce_utils.retrieval import DEFAULT_METRICS, evaluate, exact_search, rerank
-from ce_utils.students import backbone
+from ce_utils.core.config import ConfigError
+from ce_utils.core.retrieval import DEFAULT_METRICS, evaluate, exact_search, rerank
+from ce_utils.core.students import backbone
 
 POOLINGS = ("first_segment", "both_segments", "with_cls")
 KINDS = ("ce", "de")
@@ -262,7 +262,7 @@ def encode_layers(model, texts: Sequence[str], kind: str, max_length: int, batch
 
 
 def ids_fingerprint(ids: Sequence[str]) -> str:
-    from ce_utils.embeddings import ids_fingerprint as fp
+    from ce_utils.core.encode import ids_fingerprint as fp
 
     return fp(ids)
 
@@ -334,7 +334,7 @@ def sts_texts(pairs: Sequence[tuple[str, str, float]]) -> tuple[list[str], np.nd
 
 def de_final_is_sentence_embedding(st) -> bool:
     """True when a SentenceTransformer's embedding is the mean of its last hidden state."""
-    from ce_utils.embeddings import is_mean_pooling
+    from ce_utils.core.encode import is_mean_pooling
 
     return is_mean_pooling(st)
 
@@ -342,10 +342,10 @@ def de_final_is_sentence_embedding(st) -> bool:
 # --------------------------------------------------------------------------- orchestration
 def load_probe_model(cfg: dict, kind: str, spec: str, device: str | None = None, retrain: bool = False):
     """(model, info). The profile's own CE comes from
-    :func:`ce_utils.cross_encoder.load_or_train_cross_encoder`, its DE control (``models.de_control``)
-    from :func:`ce_utils.cross_encoder.load_or_train_de_control` (both trained on first use)."""
-    from ce_utils.cross_encoder import load_or_train_cross_encoder, load_or_train_de_control
-    from ce_utils.models import load_cross_encoder, load_sentence_transformer
+    :func:`ce_utils.experiments.cross_encoder.load_or_train_cross_encoder`, its DE control (``models.de_control``)
+    from :func:`ce_utils.experiments.cross_encoder.load_or_train_de_control` (both trained on first use)."""
+    from ce_utils.experiments.cross_encoder import load_or_train_cross_encoder, load_or_train_de_control
+    from ce_utils.core.models import load_cross_encoder, load_sentence_transformer
 
     if kind == "ce":
         if spec == cfg["models"].get("ce"):
@@ -359,7 +359,7 @@ def load_probe_model(cfg: dict, kind: str, spec: str, device: str | None = None,
 def probe_sample(cfg: dict, s: ProbeSettings, name: str):
     """The test collection ``name`` as every notebook evaluates it (``load_eval_dataset``: the whole
     corpus and every test query), cut only when ``max_queries`` / ``max_docs`` are passed (smoke runs)."""
-    from ce_utils.data import load_eval_dataset, subsample
+    from ce_utils.core.data import load_eval_dataset, subsample
 
     ds = load_eval_dataset(cfg, name)
     per = s.sizes.get(name) or {}
@@ -373,7 +373,7 @@ def probe_sample(cfg: dict, s: ProbeSettings, name: str):
 def probe_layers(cfg: dict, s: ProbeSettings, m: dict, texts, ids, what: str, device: str | None = None,
                  progress: bool = True) -> np.ndarray:
     """Every hidden state of one probed model over ``texts``, through the shared embedding cache."""
-    from ce_utils.embeddings import layer_embeddings
+    from ce_utils.core.encode import layer_embeddings
 
     return layer_embeddings(cfg, m["model"], m["kind"], texts, ids, what, probe_length(s, m), s.pooling, device,
                             progress)
@@ -385,7 +385,7 @@ CE_COPY_LENGTH = 256  # tokens of each copy of a CE self-pair when no max_length
 def probe_length(s: ProbeSettings, m: dict) -> int:
     """Tokens per text: ``max_length``, else a DE's own max_seq_length; for a CE, each copy of the
     self-pair gets ``max_length`` (default 256) tokens, so the pair spans twice that."""
-    from ce_utils.embeddings import model_max_length
+    from ce_utils.core.encode import model_max_length
 
     if s.max_length:
         return int(s.max_length)
@@ -419,7 +419,7 @@ def kind_of(label: str, m: dict) -> str:
 
 def probe_sts(cfg: dict, s: ProbeSettings, models: dict, device: str | None = None, progress: bool = True):
     """Rows of per-layer STS Spearman correlation (metric ``Spearman``, dataset = the STS set)."""
-    from ce_utils.data import load_sts
+    from ce_utils.core.data import load_sts
 
     pairs = load_sts(cfg, s.sts)
     if s.sts_max_pairs is not None and s.sts_max_pairs < len(pairs):
@@ -473,8 +473,8 @@ def ce_rerank_rows(cfg: dict, s: ProbeSettings, ds, models: dict, progress: bool
     The first stage is the DE's last hidden state, mean-pooled: exactly its sentence embedding
     (the shared cache's array) when the DE is a mean-pooling SentenceTransformer. ``first_stage_cfg``:
     another profile dict for the DE's embeddings (e.g. another encode dtype); rows say each part's dtype."""
-    from ce_utils.de2ce import ce_scorer, pipeline_queries
-    from ce_utils.embeddings import dataset_embeddings, model_max_length
+    from ce_utils.experiments.de2ce import ce_scorer, pipeline_queries
+    from ce_utils.core.encode import dataset_embeddings, model_max_length
 
     ce = next((l for l, m in models.items() if m["kind"] == "ce"), None)
     de = "de" if "de" in models else next((l for l, m in models.items() if m["kind"] == "de"), None)
@@ -498,7 +498,7 @@ def ce_rerank_rows(cfg: dict, s: ProbeSettings, ds, models: dict, progress: bool
     rows += [{"model": model_label(models[ce]["spec"]), "stage": "ce_rerank", "metric": k, "value": v,
               "max_length": cross.max_length, **common} for k, v in evaluate(qrels, reranked, s.metrics).items()]
     if first_stage_cfg is not None:
-        from ce_utils.results import _encode_dtype
+        from ce_utils.core.io import _encode_dtype
 
         for r in rows:
             r["encode_dtype"] = _encode_dtype(fs_cfg if r["stage"] == "first_stage" else cfg)
@@ -562,7 +562,7 @@ def probe_other_ce(cfg: dict, label: str, spec: str, device: str | None = None, 
     each marked with the CE's verdict. The DE's own per-layer rows live in ``layer_probe.csv``.
     ``first_stage_dtype``: the DE first stage's encode dtype when it differs from the profile's (so that
     its rows are the very numbers other CSVs hold for it)."""
-    from ce_utils.cross_encoder import check_reranks
+    from ce_utils.experiments.cross_encoder import check_reranks
 
     if not label or label in KINDS or "-vs-" in label:
         raise ConfigError(f"label {label!r}: name the other CE with a label of its own (e.g. 'judge'), not "
@@ -616,7 +616,7 @@ def other_ce_summary(probe_df, extra_df, label: str, metric: str = "NDCG@10"):
 
 
 def main(argv=None) -> int:
-    """``python -m ce_utils.probing --profile default --label judge --ce SPEC``: paper 1's probe of
+    """``python -m ce_utils.experiments.probing --profile default --label judge --ce SPEC``: paper 1's probe of
     another cross encoder, merged into ``results/<profile>/layer_probe_extra.csv`` and
     ``ce_quality_extra.csv`` (its rows replace its earlier ones)."""
     import argparse
@@ -624,14 +624,14 @@ def main(argv=None) -> int:
 
     import pandas as pd
 
-    from ce_utils.config import load_profile, output_dir
-    from ce_utils.models import default_device
-    from ce_utils.results import add_model_ids, merge_rows, run_metadata, write_csv_atomic
+    from ce_utils.core.config import load_profile, output_dir
+    from ce_utils.core.models import default_device
+    from ce_utils.core.io import add_model_ids, merge_rows, run_metadata, write_csv_atomic
 
-    ap = argparse.ArgumentParser(prog="python -m ce_utils.probing", description=main.__doc__)
+    ap = argparse.ArgumentParser(prog="python -m ce_utils.experiments.probing", description=main.__doc__)
     ap.add_argument("--profile", default="default")
     ap.add_argument("--label", required=True, help="model_kind of its rows, e.g. judge")
-    ap.add_argument("--ce", required=True, help="cross-encoder spec (ce_utils.models)")
+    ap.add_argument("--ce", required=True, help="cross-encoder spec (ce_utils.core.models)")
     ap.add_argument("--dtype", default=None, help="the CE's encode dtype (fp32 | bf16 | auto; default: the profile's)")
     ap.add_argument("--first-stage-dtype", default=None, help="the DE first stage's encode dtype (default: --dtype)")
     ap.add_argument("--results-dir", default=None)

@@ -24,11 +24,11 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from ce_utils.config import ConfigError, get_dotted, repo_root, section
-from ce_utils.data import BeirDataset
-from ce_utils.models import trainer_kwargs
-from ce_utils.retrieval import DEFAULT_METRICS, cached_array, evaluate, exact_search
-from ce_utils.students import backbone, layer_subset_student, num_layers, reset_output_hooks
+from ce_utils.core.config import ConfigError, get_dotted, repo_root, section
+from ce_utils.core.data import BeirDataset
+from ce_utils.core.models import trainer_kwargs
+from ce_utils.core.retrieval import DEFAULT_METRICS, cached_array, evaluate, exact_search
+from ce_utils.core.students import backbone, layer_subset_student, num_layers, reset_output_hooks
 
 log = logging.getLogger(__name__)
 
@@ -235,7 +235,7 @@ def onnx_student(teacher, onnx_path: str | os.PathLike):
 
 def onnx_model_path(cfg: dict) -> Path:
     """The .onnx file of ``query_distill.onnx_model`` (default: ``models.onnx_l3``)."""
-    from ce_utils.models import resolve_model
+    from ce_utils.core.models import resolve_model
 
     spec = get_dotted(cfg, "query_distill.onnx_model") or get_dotted(cfg, "models.onnx_l3")
     if not spec:
@@ -280,7 +280,7 @@ def training_queries(cfg: dict, datasets: Sequence[str], seed: int | None = None
     """Unlabelled training queries: the profile's query files (``query_distill.query_files``,
     default all) minus the evaluated datasets' own queries, capped by a seeded sample of
     ``query_distill.max_train_queries``; exact duplicate texts are dropped."""
-    from ce_utils.data import load_query_files
+    from ce_utils.core.data import load_query_files
 
     qd = section(cfg, "query_distill")
     exclude = excluded_query_files(cfg, datasets)
@@ -365,7 +365,7 @@ class AsymmetricEvaluator:
     """Student queries against the TEACHER's document embeddings.
 
     Document embeddings are computed once per dataset with the teacher, through the embedding
-    cache every notebook shares (:mod:`ce_utils.embeddings`: the teacher's corpus embeddings are
+    cache every notebook shares (:mod:`ce_utils.core.encode`: the teacher's corpus embeddings are
     the very arrays notebooks 01 and 02 use); ``evaluate(query_encoder)`` only ever encodes query
     text. Without a profile (``cfg=None``) nothing is cached."""
 
@@ -379,14 +379,14 @@ class AsymmetricEvaluator:
     doc_emb: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        from ce_utils.embeddings import dataset_embeddings
+        from ce_utils.core.encode import dataset_embeddings
 
         self.score_function = score_function_of(self.teacher, self.score_function)
         for name, ds in self.datasets.items():
             self.doc_emb[name] = dataset_embeddings(self.cfg or {}, self.teacher, ds, queries=False)[1]
 
     def search(self, query_encoder, name: str) -> dict:
-        from ce_utils.embeddings import dataset_embeddings
+        from ce_utils.core.encode import dataset_embeddings
 
         ds: BeirDataset = self.datasets[name]
         q = dataset_embeddings(self.cfg or {}, query_encoder, ds, docs=False)[0]
@@ -455,7 +455,7 @@ def reference_dir(cfg: dict | None = None) -> Path | None:
         return p
     raise ConfigError(f"Reference directory {p} holds no {REFERENCE_FILE} (nor {REFERENCE_SUBDIR}/{REFERENCE_FILE}). "
                       f"Point query_distill.reference_dir or {REFERENCE_ENV} at the published result tables, "
-                      "or leave both unset to use the numbers transcribed in ce_utils.query_distill.")
+                      "or leave both unset to use the numbers transcribed in ce_utils.experiments.query_distill.")
 
 
 def paper_layers(query_encoder: str) -> str | None:
@@ -503,7 +503,7 @@ def paper_retention_table(cfg: dict | None = None) -> tuple[pd.DataFrame, str]:
     rows = [{"layers": layers, "n_layers": len(layers.split(",")), "dataset": ds, "retention": v,
              "value": np.nan, "teacher_value": PAPER_TEACHER_NDCG10.get(ds, np.nan)}
             for layers, per in PAPER_RETENTION.items() for ds, v in per.items()]
-    return pd.DataFrame(rows), "transcribed (ce_utils.query_distill.PAPER_RETENTION)"
+    return pd.DataFrame(rows), "transcribed (ce_utils.experiments.query_distill.PAPER_RETENTION)"
 
 
 def map_to_paper_layers(layers: Sequence[int], n_teacher_layers: int,
@@ -607,7 +607,7 @@ def eval_datasets(cfg: dict, names: Sequence[str]) -> dict:
     """The evaluation collections as every notebook evaluates them (``load_eval_dataset``: whole
     corpus, every test query), cut only by ``query_distill.max_queries`` / ``max_docs`` when a
     smoke run sets them (seeded by the profile seed as everywhere)."""
-    from ce_utils.data import load_eval_dataset, subsample
+    from ce_utils.core.data import load_eval_dataset, subsample
 
     qd = cfg.get("query_distill") or {}
     out = {}

@@ -18,7 +18,7 @@ from typing import Sequence, Union
 import torch
 from torch import nn
 
-from ce_utils.config import ConfigError
+from ce_utils.core.config import ConfigError
 
 RANDOM = "random"
 LayerSpec = Union[str, tuple]  # RANDOM, or (source_model, layer_index)

@@ -29,13 +29,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ce_utils.config import ConfigError, section
-from ce_utils.data import BeirDataset, load_beir_dataset
-from ce_utils.embeddings import autocast, check_dtype, dataset_embeddings, encode_settings, forget_fingerprint
-from ce_utils.models import (default_device, load_cross_encoder, load_sentence_transformer, resolve_model,
+from ce_utils.core.config import ConfigError, section
+from ce_utils.core.data import BeirDataset, load_beir_dataset
+from ce_utils.core.encode import autocast, check_dtype, dataset_embeddings, encode_settings, forget_fingerprint
+from ce_utils.core.models import (default_device, load_cross_encoder, load_sentence_transformer, resolve_model,
                              trainer_kwargs)
-from ce_utils.results import atomic_write_text, run_metadata
-from ce_utils.retrieval import evaluate, exact_search, rerank
+from ce_utils.core.io import atomic_write_text, run_metadata
+from ce_utils.core.retrieval import evaluate, exact_search, rerank
 
 log = logging.getLogger(__name__)
 INFO_FILE = "training_info.json"
@@ -133,13 +133,13 @@ def relevance_from_logits(logits: np.ndarray, label: int) -> np.ndarray:
 def ce_scores(ce, pairs: list[tuple[str, str]], batch_size: int = 32, dtype: str | None = None,
               progress: bool = False) -> list[float]:
     """One relevance score per (query, passage) pair. A one-logit CE gives its logit; a pair
-    classifier with several labels (``ce.relevance_label`` set by ``ce_utils.models.load_cross_encoder``)
+    classifier with several labels (``ce.relevance_label`` set by ``ce_utils.core.models.load_cross_encoder``)
     the log-odds of that label, its pairs turned to (passage, query) when ``ce.passage_first``."""
     label = getattr(ce, "relevance_label", None)
     n_labels = int(getattr(getattr(ce, "model", None), "config", None) and ce.model.config.num_labels or 1)
     if n_labels > 1 and label is None:
         raise ConfigError(f"This cross encoder has {n_labels} labels and no relevance label: load it with "
-                          "ce_utils.models.load_cross_encoder (NLI-style: its entailment label is read).")
+                          "ce_utils.core.models.load_cross_encoder (NLI-style: its entailment label is read).")
     if getattr(ce, "passage_first", False):
         pairs = [(b, a) for a, b in pairs]
     kw = {}
@@ -166,7 +166,7 @@ def de_scores(de, pairs: list[tuple[str, str]], batch_size: int = 32, dtype: str
 
 def score_pairs_fn(ce, queries: dict[str, str], docs: dict[str, str], batch_size: int = 32,
                    show_progress_bar: bool = True, dtype: str | None = None, kind: str = "ce"):
-    """A ``score_pairs`` callable for :func:`ce_utils.retrieval.rerank`: (query id, doc id) pairs
+    """A ``score_pairs`` callable for :func:`ce_utils.core.retrieval.rerank`: (query id, doc id) pairs
     scored by a cross encoder (``kind="ce"``) or by a DE's cosine (``kind="de"``)."""
 
     def score(pairs: list[tuple[str, str]]) -> list[float]:

@@ -22,13 +22,13 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ce_utils.config import ConfigError
-from ce_utils.retrieval import cached_array
+from ce_utils.core.config import ConfigError
+from ce_utils.core.retrieval import cached_array
 
 DTYPES = ("fp32", "bf16", "fp16")
 SUBDIR = "embeddings"
 # Collections above this many texts (BEIR's MS MARCO, FEVER, ... : millions of documents) are encoded in
-# chunks into an on-disk float16 array (resumable) and searched chunk by chunk (ce_utils.search).
+# chunks into an on-disk float16 array (resumable) and searched chunk by chunk (ce_utils.core.search).
 ON_DISK_ABOVE = 200_000
 
 
@@ -148,9 +148,9 @@ def layer_embeddings(cfg: dict, model, kind: str, texts: Sequence[str], ids: Seq
     """Every hidden state of ``model`` over ``texts``, mean-pooled, ``[L + 1, n, dim]`` float32.
 
     ``kind="de"``: a SentenceTransformer, each text alone. ``kind="ce"``: a CrossEncoder, each text
-    paired with itself and pooled over ``pooling`` (see :mod:`ce_utils.probing`). ``what`` names the
+    paired with itself and pooled over ``pooling`` (see :mod:`ce_utils.experiments.probing`). ``what`` names the
     collection (e.g. ``scifact-test-docs``); ``ids`` identify its texts in order."""
-    from ce_utils.probing import encode_layers
+    from ce_utils.experiments.probing import encode_layers
 
     if len(texts) > ON_DISK_ABOVE:
         raise ConfigError(f"Probing every layer of {what} ({len(texts):,} texts) would hold (layers + 1) x "
@@ -197,7 +197,7 @@ def sentence_embeddings(cfg: dict, model, texts: Sequence[str], ids: Sequence[st
 
     Collections larger than ``ON_DISK_ABOVE`` texts come back as a read-only float16 memory map,
     written chunk by chunk (and resumed after an interruption) by
-    :func:`ce_utils.search.encode_to_memmap`; :func:`ce_utils.retrieval.exact_search` streams it."""
+    :func:`ce_utils.core.search.encode_to_memmap`; :func:`ce_utils.core.retrieval.exact_search` streams it."""
     cache = cfg.get("cache_dir")
     if len(texts) > ON_DISK_ABOVE and cache is not None:
         return _on_disk_embeddings(cfg, model, texts, ids, what, max_length, device, progress)
@@ -242,8 +242,8 @@ def _start_pool(model, devices: list[str], work: "Path"):
 def _on_disk_embeddings(cfg: dict, model, texts, ids, what, max_length, device, progress):
     from pathlib import Path
 
-    from ce_utils.retrieval import fingerprint
-    from ce_utils.search import encode_to_memmap
+    from ce_utils.core.retrieval import fingerprint
+    from ce_utils.core.search import encode_to_memmap
 
     es = encode_settings(cfg)
     ml = model_max_length(model, max_length or es["max_length"])
@@ -275,7 +275,7 @@ def _on_disk_embeddings(cfg: dict, model, texts, ids, what, max_length, device, 
 
 def dataset_embeddings(cfg: dict, model, ds, max_length: int | None = None, device: str | None = None,
                        progress: bool = True, queries: bool = True, docs: bool = True):
-    """(query embeddings, document embeddings) of a whole :class:`~ce_utils.data.BeirDataset`
+    """(query embeddings, document embeddings) of a whole :class:`~ce_utils.core.data.BeirDataset`
     (``None`` for a part not asked for)."""
     tag = f"{ds.name}-{ds.split}"
     q = sentence_embeddings(cfg, model, ds.query_texts(), ds.query_ids, f"{tag}-queries", max_length, device,

@@ -18,7 +18,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from ce_utils.results import atomic_write_text
+from ce_utils.core.io import atomic_write_text
 
 
 def _progress_path(path: Path) -> Path:

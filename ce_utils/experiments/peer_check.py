@@ -69,15 +69,15 @@ MODELS_CSV = "peer_check_models.csv"   # beside notebook 01's peer_check.csv (th
 
 def run_peer_check(cfg: dict, model_spec: str, datasets=None, device: str | None = None,
                    progress: bool = True) -> pd.DataFrame:
-    """Evaluate ``model_spec`` (any spec of :func:`ce_utils.models.load_sentence_transformer`) on
+    """Evaluate ``model_spec`` (any spec of :func:`ce_utils.core.models.load_sentence_transformer`) on
     every full test collection of the profile that has a published score for it, with the shared
     evaluator and corpus-embedding cache, at the model's own max_seq_length. One row per metric."""
-    from ce_utils.config import ConfigError
-    from ce_utils.data import load_eval_dataset
-    from ce_utils.embeddings import dataset_embeddings, model_max_length
-    from ce_utils.models import load_sentence_transformer
-    from ce_utils.probing import model_label
-    from ce_utils.retrieval import evaluate, exact_search
+    from ce_utils.core.config import ConfigError
+    from ce_utils.core.data import load_eval_dataset
+    from ce_utils.core.encode import dataset_embeddings, model_max_length
+    from ce_utils.core.models import load_sentence_transformer
+    from ce_utils.experiments.probing import model_label
+    from ce_utils.core.retrieval import evaluate, exact_search
 
     label = model_label(model_spec)
     names = list(datasets) if datasets else [d for d in cfg.get("datasets") or {} if published_for(label, [d])]
@@ -89,7 +89,7 @@ def run_peer_check(cfg: dict, model_spec: str, datasets=None, device: str | None
     if not names:
         known = sorted({p["model"] for p in PUBLISHED})
         raise ConfigError(f"peer check: no published score for {label!r} on the profile's datasets; models with "
-                          f"published scores (ce_utils.published.PUBLISHED): {known}.")
+                          f"published scores (ce_utils.experiments.peer_check.PUBLISHED): {known}.")
     model = load_sentence_transformer(model_spec, cfg, device=device)
     model.eval()
     metrics = sorted({p["metric"] for p in PUBLISHED if p["model"] == label})
@@ -104,22 +104,22 @@ def run_peer_check(cfg: dict, model_spec: str, datasets=None, device: str | None
 
 def merge_peer_rows(path, new: pd.DataFrame) -> pd.DataFrame:
     """``path``'s rows of other models, then ``new`` (a model's rows replace its earlier ones)."""
-    from ce_utils.results import merge_rows
+    from ce_utils.core.io import merge_rows
 
     return merge_rows(path, new, "model")
 
 
 def main(argv=None) -> int:
-    """``python -m ce_utils.published --profile default --model SPEC [--model SPEC ...]``: the peer
+    """``python -m ce_utils.experiments.peer_check --profile default --model SPEC [--model SPEC ...]``: the peer
     check of models other than the profile's DE, merged into ``results/<profile>/peer_check_models.csv``."""
     import argparse
     import sys
 
-    from ce_utils.config import ConfigError, load_profile, output_dir
-    from ce_utils.models import default_device
-    from ce_utils.results import add_model_ids, run_metadata, write_csv_atomic
+    from ce_utils.core.config import ConfigError, load_profile, output_dir
+    from ce_utils.core.models import default_device
+    from ce_utils.core.io import add_model_ids, run_metadata, write_csv_atomic
 
-    ap = argparse.ArgumentParser(prog="python -m ce_utils.published", description=main.__doc__)
+    ap = argparse.ArgumentParser(prog="python -m ce_utils.experiments.peer_check", description=main.__doc__)
     ap.add_argument("--profile", default="default")
     ap.add_argument("--model", action="append", required=True, help="model spec (repeatable)")
     ap.add_argument("--datasets", nargs="*", default=None)

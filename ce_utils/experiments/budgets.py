@@ -13,13 +13,13 @@ each student of ``budgets.students`` the sweep runs, in this order:
 3. ``seed``: the chosen budget (the smallest within ``flat`` of the best measured) at the chosen
    learning rate (the best of the grid) with every seed of ``seeds``.
 
-Scoring is as in :mod:`ce_utils.query_curve`: a query student against the teacher's document
+Scoring is as in :mod:`ce_utils.experiments.curves`: a query student against the teacher's document
 embeddings, a DE-k CE student symmetric; retention = student / teacher (full DE) on the same dev
 queries. Each finished run is appended to ``results/<profile>/budgets.csv`` at once (temp file, then
 rename), and a run already there is skipped: a killed sweep resumes where it stopped.
 
-    python -m ce_utils.budgets --profile default --dry-run     # the plan, with what is done
-    python -m ce_utils.budgets --profile default               # run what is missing
+    python -m ce_utils.experiments.budgets --profile default --dry-run     # the plan, with what is done
+    python -m ce_utils.experiments.budgets --profile default               # run what is missing
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from typing import Sequence
 
 import pandas as pd
 
-from ce_utils.config import ConfigError
+from ce_utils.core.config import ConfigError
 
 BUDGETS_CSV = "budgets.csv"
 KEY = ["spec", "budget_steps", "seed", "learning_rate", "schedule"]
@@ -181,7 +181,7 @@ def pending(cfg: dict, done: pd.DataFrame | None) -> list[Run]:
 
 def run_one(cfg: dict, run: Run, device: str | None = None, progress: bool = True) -> pd.DataFrame:
     """Train and score one run of the sweep; its dev rows at its last step."""
-    from ce_utils.query_curve import DEFAULT_DEV, run_curve, run_de2ce_curve
+    from ce_utils.experiments.curves import DEFAULT_DEV, run_curve, run_de2ce_curve
 
     s = student_settings(cfg)[run.spec]
     dev = (cfg.get("budgets") or {}).get("dev") or DEFAULT_DEV
@@ -206,7 +206,7 @@ def run_one(cfg: dict, run: Run, device: str | None = None, progress: bool = Tru
 
 def append_run(path: Path, rows: pd.DataFrame) -> pd.DataFrame:
     """``path``'s rows with this run's replacing any earlier rows of the same key, written atomically."""
-    from ce_utils.results import write_csv_atomic
+    from ce_utils.core.io import write_csv_atomic
 
     keys = done_keys(rows)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -241,11 +241,11 @@ def summary(done: pd.DataFrame, cfg: dict) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     import argparse
 
-    from ce_utils.config import load_profile, output_dir
-    from ce_utils.models import default_device
-    from ce_utils.results import run_metadata
+    from ce_utils.core.config import load_profile, output_dir
+    from ce_utils.core.models import default_device
+    from ce_utils.core.io import run_metadata
 
-    ap = argparse.ArgumentParser(prog="python -m ce_utils.budgets", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m ce_utils.experiments.budgets", description=__doc__.split("\n\n")[0])
     ap.add_argument("--profile", default="default")
     ap.add_argument("--student", action="append", default=[], help="only these specs of budgets.students (repeatable)")
     ap.add_argument("--max-runs", type=int, default=None, help="stop after this many runs")

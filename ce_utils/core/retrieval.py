@@ -11,26 +11,26 @@ from typing import Callable, Iterable
 import numpy as np
 import torch
 
-from ce_utils.results import atomic_write_text
+from ce_utils.core.io import atomic_write_text
 
 log = logging.getLogger(__name__)
 
 # canonical metric names used in every result CSV
 DEFAULT_METRICS = ("NDCG@10", "Recall@100", "MAP@10", "MRR@10", "Hits@10")
-CHUNKED_ABOVE = 200_000    # documents; larger corpora are searched chunk by chunk (ce_utils.search)
+CHUNKED_ABOVE = 200_000    # documents; larger corpora are searched chunk by chunk (ce_utils.core.search)
 
 
 def exact_search(query_emb, doc_emb, query_ids: list[str], doc_ids: list[str], top_k: int = 100,
                  score_function: str = "cos_sim", chunk_size: int = 1024) -> dict[str, dict[str, float]]:
     """Brute-force top-k by cosine (``cos_sim``) or inner product (``dot``).
 
-    A corpus on disk (a memory map from :func:`ce_utils.search.encode_to_memmap`) or larger than
+    A corpus on disk (a memory map from :func:`ce_utils.core.search.encode_to_memmap`) or larger than
     ``CHUNKED_ABOVE`` documents is searched chunk by chunk with bounded memory
-    (:func:`ce_utils.search.chunked_search`, same top-k)."""
+    (:func:`ce_utils.core.search.chunked_search`, same top-k)."""
     if score_function not in ("cos_sim", "dot"):
         raise ValueError(f"score_function must be 'cos_sim' or 'dot', not {score_function!r}")
     if isinstance(doc_emb, np.memmap) or len(doc_ids) > CHUNKED_ABOVE:
-        from ce_utils.search import chunked_search
+        from ce_utils.core.search import chunked_search
 
         return chunked_search(query_emb, doc_emb, query_ids, doc_ids, top_k=top_k, score_function=score_function,
                               query_chunk=chunk_size)

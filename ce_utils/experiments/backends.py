@@ -24,7 +24,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ce_utils.config import ConfigError
+from ce_utils.core.config import ConfigError
 
 BACKENDS = {
     "torch": "eager PyTorch fp32",
@@ -156,7 +156,7 @@ def torch_int8(model):
 def build(model, backend: str, name: str, work_dir: str | Path | None = None) -> BackendModel:
     """``model`` (a SentenceTransformer) in ``backend``; ONNX files go to ``work_dir`` (named by the
     model's weights fingerprint, so a model is exported once)."""
-    from ce_utils.embeddings import weights_fingerprint
+    from ce_utils.core.encode import weights_fingerprint
 
     check_backends([backend])
     model = model.eval()
@@ -181,8 +181,8 @@ def quality_rows(cfg: dict, models: Sequence[tuple[str, str, object]], names: Se
     row's ``model_id`` is ``<model_id>@<backend>``."""
     from tqdm.auto import tqdm
 
-    from ce_utils.query_distill import AsymmetricEvaluator, eval_datasets
-    from ce_utils.retrieval import evaluate, exact_search
+    from ce_utils.experiments.query_distill import AsymmetricEvaluator, eval_datasets
+    from ce_utils.core.retrieval import evaluate, exact_search
 
     names = check_backends(names)
     if "torch" not in names:

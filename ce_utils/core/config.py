@@ -26,7 +26,7 @@ def repo_root() -> Path:
     env = os.environ.get("CE_REPO_ROOT")
     if env:
         return Path(env).resolve()
-    return Path(__file__).resolve().parent.parent
+    return Path(__file__).resolve().parents[2]
 
 
 def available_profiles() -> list[str]:

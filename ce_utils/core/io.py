@@ -12,7 +12,7 @@ from typing import Iterable
 
 import pandas as pd
 
-from ce_utils.config import repo_root
+from ce_utils.core.config import repo_root
 
 META_COLUMNS = ["profile", "seed", "device", "cpu", "threads", "python", "torch", "transformers",
                 "sentence_transformers", "beir", "git_commit", "timestamp"]
@@ -48,7 +48,7 @@ def git_commit() -> str:
 
 def _encode_dtype(cfg: dict | None) -> str:
     """The dtype corpora and queries are encoded in (``encode.dtype``, ``auto`` resolved)."""
-    from ce_utils.embeddings import encode_settings
+    from ce_utils.core.encode import encode_settings
 
     try:
         return encode_settings(cfg or {})["dtype"]

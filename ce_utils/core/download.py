@@ -1,8 +1,8 @@
 """Download what a profile needs from the official sources into a data directory (``make data``).
 
-    python -m ce_utils.download --profile default --dest data       # = make data
-    python -m ce_utils.download --profile paper --only scifact msmarco-dev
-    python -m ce_utils.download --profile paper --dry-run            # what would be fetched
+    python -m ce_utils.core.download --profile default --dest data       # = make data
+    python -m ce_utils.core.download --profile paper --only scifact msmarco-dev
+    python -m ce_utils.core.download --profile paper --dry-run            # what would be fetched
 
 URLs, checksums and what each download becomes come only from ``configs/data_sources.yaml``
 (``--sources`` for another file); ``--mirror URL`` (or ``$CE_DATA_MIRROR``) replaces the scheme and
@@ -44,7 +44,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from ce_utils.config import DATA_ENV, ConfigError, load_profile, repo_root
+from ce_utils.core.config import DATA_ENV, ConfigError, load_profile, repo_root
 
 MIRROR_ENV = "CE_DATA_MIRROR"
 DOWNLOADS = ".downloads"
@@ -241,7 +241,7 @@ def file_digest(path: Path, algo: str) -> str:
 
 
 def _open(url: str, start: int) -> object:
-    req = urllib.request.Request(url, headers={"User-Agent": "ce_utils.download"})
+    req = urllib.request.Request(url, headers={"User-Agent": "ce_utils.core.download"})
     if start:
         req.add_header("Range", f"bytes={start}-")
     try:
@@ -589,7 +589,7 @@ def fetch_reference(name: str, ref: dict, dest: Path, mirror: str | None = None,
     """Paper 2's published tables into ``<dest>/<unpacks_to>`` (what CE_REFERENCE_DIR names; the notebooks
     find ``data/reference`` by themselves). Optional: every file sha256-checked against the copy this
     project was tested with; on any failure (offline, changed upstream, corrupted) nothing is kept, a
-    warning says so, and the notebooks use the numbers transcribed in ce_utils.query_distill."""
+    warning says so, and the notebooks use the numbers transcribed in ce_utils.experiments.query_distill."""
     note = " ".join(str(ref.get("note") or "").split())
     base, files, target = ref.get("base_url"), dict(ref.get("files") or {}), ref.get("unpacks_to")
     if not (base and files and target):

@@ -12,7 +12,7 @@ A CSV that is absent skips its figures with a printed note; a CSV that exists wi
 schema raises :class:`SchemaError`.
 
 Joining quality with speed (Pareto plot): by the explicit ``model_id`` every result CSV carries
-(``ce_utils.results.add_model_ids``): a quality point takes the speed.csv row with the same id, and
+(``ce_utils.core.io.add_model_ids``): a quality point takes the speed.csv row with the same id, and
 a model without a timed row is left out (no guess by name or architecture). The full DE has one
 point, whichever CSV it comes from. Pipelines (first stage + CE re-ranking of the top ``depth``)
 cost one query encoding plus ``depth`` CE pair scorings per query.
@@ -31,8 +31,8 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from ce_utils.config import repo_root
-from ce_utils.results import LATENCY_METRICS, LATENCY_MS, QUERIES_ONLY, atomic_write_text, eager
+from ce_utils.core.config import repo_root
+from ce_utils.core.io import LATENCY_METRICS, LATENCY_MS, QUERIES_ONLY, atomic_write_text, eager
 
 SCHEMAS = {
     "layer_probe.csv": ["model", "model_kind", "layer", "dataset", "metric", "value"],
@@ -76,7 +76,7 @@ def read_result(results_dir: str | Path, name: str, log: Callable = print) -> pd
     missing = [c for c in need if c not in df.columns]
     if missing:
         raise SchemaError(f"{path} lacks column(s) {missing}; expected at least {need}. Rerun the notebook "
-                          "that writes it, or update ce_utils.figures.SCHEMAS if its schema changed.")
+                          "that writes it, or update ce_utils.report.figures.SCHEMAS if its schema changed.")
     if df.empty:
         raise SchemaError(f"{path} holds no rows.")
     for col in need:
@@ -505,9 +505,9 @@ def query_curve_figure(plt, out: Output, df: pd.DataFrame, name: str = "query_di
 
 
 def _paper_side_by_side(qd: pd.DataFrame, cfg: dict | None) -> pd.DataFrame | None:
-    """Our retention next to the paper's (``ce_utils.query_distill``); ``None`` when unavailable."""
+    """Our retention next to the paper's (``ce_utils.experiments.query_distill``); ``None`` when unavailable."""
     try:
-        from ce_utils import query_distill as q
+        from ce_utils.experiments import query_distill as q
     except Exception as exc:  # noqa: BLE001
         print(f"note: no paper overlay ({type(exc).__name__}: {exc}).")
         return None
@@ -559,7 +559,7 @@ def query_distill_figure(plt, out: Output, df: pd.DataFrame, metric: str, cfg: d
 def geometry_table(df: pd.DataFrame, metric: str = "NDCG@10", cfg: dict | None = None) -> tuple[pd.DataFrame, dict]:
     """A 12-layer teacher's query_distill.csv as paper 2's table (``query_distill.subset_table``) and the
     rank agreement with it; an empty table when the CSV has no teacher rows or none of the paper's subsets."""
-    from ce_utils import query_distill as q
+    from ce_utils.experiments import query_distill as q
 
     teacher = df[df["student"] == "teacher"]
     if teacher.empty:
@@ -593,8 +593,8 @@ def geometry_summary(cfg: dict | None, metric: str = "NDCG@10") -> list[str]:
     lines.append(f"Spearman of the {agree['n_subsets']} subsets' retention: {agree['spearman_same_sets']:.2f} against "
                  f"the paper's on the same sets, {agree['spearman_paper_mean']:.2f} against its 15-set mean")
     curve = path.parent / "query_distill_curve.csv"
-    if curve.is_file():   # a longer run of one subset on dev splits (python -m ce_utils.query_curve --profile mpnet)
-        from ce_utils.query_curve import summary as curve_summary
+    if curve.is_file():   # a longer run of one subset on dev splits (python -m ce_utils.experiments.curves --profile mpnet)
+        from ce_utils.experiments.curves import summary as curve_summary
 
         lines += curve_summary(pd.read_csv(curve))
     return lines
@@ -635,7 +635,7 @@ def geometry_figure(plt, out: Output, tab: pd.DataFrame, agree: dict, metric: st
 
 
 def speed_figure(plt, out: Output, df: pd.DataFrame) -> None:
-    from ce_utils.speed import flop_goal_table
+    from ce_utils.experiments.speed import flop_goal_table
 
     df = eager(df)
     goal = flop_goal_table(df)
@@ -675,7 +675,7 @@ def speed_figure(plt, out: Output, df: pd.DataFrame) -> None:
 def backends_figure(plt, out: Output, sp: pd.DataFrame, bq: pd.DataFrame | None, metric: str) -> pd.DataFrame:
     """Per inference backend: speed-up over the eager full DE (CPU, 1 thread, batch 1 and the largest
     batch) against mean quality, for the full DE and each query student; table ``backends``."""
-    from ce_utils.backends import backend_table
+    from ce_utils.experiments.backends import backend_table
 
     if "backend" not in sp.columns or sp["backend"].nunique() < 2:
         return pd.DataFrame()
@@ -860,7 +860,7 @@ def pareto_figure(plt, out: Output, results: dict, opts: dict) -> pd.DataFrame |
     qps = j.groupby(["source", "model"])["queries_per_s"].first()
     tab.insert(3, "queries_per_s", [qps.get((s, m), np.nan) for s, m in zip(tab["source"], tab["model"])])
     out.table(tab, "pareto", sources, f"{opts['metric']} and measured queries/s of every model (join: see "
-              "ce_utils.figures).", floatfmt=".3f")
+              "ce_utils.report.figures).", floatfmt=".3f")
     return j
 
 
@@ -968,7 +968,7 @@ def headline_table(results: dict, cfg: dict | None, metric: str = "NDCG@10",
 def check_options(results: dict[str, pd.DataFrame], opts: dict) -> None:
     """Every figure option must name something the CSVs hold: a metric no quality CSV has (or an
     STS metric the probe lacks) would otherwise write near-empty figures over the committed ones."""
-    from ce_utils.config import ConfigError
+    from ce_utils.core.config import ConfigError
 
     quality = [n for n in ("layer_probe.csv", "ce_quality.csv", "de2ce.csv", "pipeline.csv", "query_distill.csv")
                if n in results]

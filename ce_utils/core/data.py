@@ -9,12 +9,12 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ce_utils.config import ConfigError, data_dir
+from ce_utils.core.config import ConfigError, data_dir
 
 log = logging.getLogger(__name__)
 
 BEIR_URL = "https://public.ukp.informatik.tu-darmstadt.de/thakur/BEIR/datasets/{name}.zip"
-MIRROR_ENV = "CE_DATA_MIRROR"  # as `make data --mirror` (ce_utils.download): a base URL replacing scheme and host
+MIRROR_ENV = "CE_DATA_MIRROR"  # as `make data --mirror` (ce_utils.core.download): a base URL replacing scheme and host
 
 
 @dataclass
@@ -200,7 +200,7 @@ def load_sts(cfg: dict, name: str = "stsb-test") -> list[tuple[str, str, float]]
     return read_sts_file(data_dir(cfg) / spec["path"], spec.get("format", "stsb"), split=spec.get("split"))
 
 
-# SICK as released for SemEval-2014 Task 1 and as `ce_utils.download` assembles it: the train, trial and
+# SICK as released for SemEval-2014 Task 1 and as `ce_utils.core.download` assembles it: the train, trial and
 # test files concatenated in that order, one header; each part lists its pairs by increasing pair_ID.
 SICK_SPLITS = {"train": 4500, "trial": 500, "test": 4927}
 

@@ -30,15 +30,15 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from ce_utils.config import ConfigError, output_dir, section
-from ce_utils.cross_encoder import ce_scores, score_pairs_fn
-from ce_utils.embeddings import autocast, check_dtype, dataset_embeddings, model_max_length, weights_fingerprint
-from ce_utils.data import (BeirDataset, doc_text, load_beir_dataset, load_eval_dataset, load_query_files, load_sts,
+from ce_utils.core.config import ConfigError, output_dir, section
+from ce_utils.experiments.cross_encoder import ce_scores, score_pairs_fn
+from ce_utils.core.encode import autocast, check_dtype, dataset_embeddings, model_max_length, weights_fingerprint
+from ce_utils.core.data import (BeirDataset, doc_text, load_beir_dataset, load_eval_dataset, load_query_files, load_sts,
                            subsample)
-from ce_utils.models import trainer_kwargs
-from ce_utils.results import LATENCY_METRICS, QUERIES_ONLY, atomic_write_text, run_metadata
-from ce_utils.retrieval import cached_array, evaluate, exact_search, fingerprint
-from ce_utils.students import RANDOM, backbone, check_layers, compose_student, num_layers
+from ce_utils.core.models import trainer_kwargs
+from ce_utils.core.io import LATENCY_METRICS, QUERIES_ONLY, atomic_write_text, run_metadata
+from ce_utils.core.retrieval import cached_array, evaluate, exact_search, fingerprint
+from ce_utils.core.students import RANDOM, backbone, check_layers, compose_student, num_layers
 
 log = logging.getLogger(__name__)
 
@@ -390,7 +390,7 @@ def ce_tag(ce, dtype: str | None = None) -> str:
 
 def ce_scorer(ce, ds: BeirDataset, cfg: dict) -> CachedCEScorer:
     """The profile's cached CE scorer for ``ds`` (shared by notebooks 01 and 02)."""
-    from ce_utils.embeddings import encode_settings
+    from ce_utils.core.encode import encode_settings
 
     es = encode_settings(cfg)
     return CachedCEScorer(ce, ds, cfg.get("cache_dir"), ce_tag(ce, es["dtype"]), es["batch_size"], es["dtype"])
@@ -579,7 +579,7 @@ def run_pipeline(first_stages: dict[str, dict], ds: BeirDataset, scorer: Callabl
         for m, v in evaluate(qrels, run, metrics).items():
             rows.append({**base, "first_stage": name, "reranker": "none", "depth": 0, "metric": m, "value": v})
         for depth in depths:
-            from ce_utils.retrieval import rerank
+            from ce_utils.core.retrieval import rerank
 
             rr = rerank(run, scorer, depth)
             for m, v in evaluate(qrels, rr, metrics).items():
@@ -687,7 +687,7 @@ def measure_pipeline_latency(cfg: dict, dc: dict, stages: dict[str, tuple], ds: 
     """:func:`pipeline_latency` of the first stages ``stages`` (name -> (query encoder, document encoder), as
     :func:`stage_models` gives them; the document embeddings from the shared cache) on ``de2ce.latency_queries``
     seeded test queries of ``ds``, at the profile's encoding dtype."""
-    from ce_utils.embeddings import encode_settings
+    from ce_utils.core.encode import encode_settings
 
     stages = {n: (q, dataset_embeddings(cfg, d, ds, queries=False, progress=False)[1]) for n, (q, d) in stages.items()}
     qids = latency_queries(ds.query_ids, dc.get("latency_queries"), seed)
@@ -733,10 +733,10 @@ def check_ce(cfg: dict, ce, de, allow: bool = False) -> dict:
     """The guard of notebook 02, the same check as notebook 01's: the CE re-ranks the DE's top
     ``eval.rerank_depth`` for every test query of ``probing.rerank_dataset`` (CE scores and DE
     embeddings come from the shared caches, so after notebook 01 this costs nothing). Raises
-    :class:`~ce_utils.cross_encoder.CrossEncoderNotWorkingError` when the CE does not beat its
+    :class:`~ce_utils.experiments.cross_encoder.CrossEncoderNotWorkingError` when the CE does not beat its
     first stage, unless ``allow``."""
-    from ce_utils.cross_encoder import check_reranks
-    from ce_utils.probing import ce_rerank_rows, probe_sample, probe_settings
+    from ce_utils.experiments.cross_encoder import check_reranks
+    from ce_utils.experiments.probing import ce_rerank_rows, probe_sample, probe_settings
 
     s = probe_settings(cfg)
     models = {"ce": {"kind": "ce", "spec": cfg["models"]["ce"], "model": ce},

@@ -23,7 +23,7 @@ their own warm-up calls around every measurement and cannot alternate models cal
 
 Speed does not depend on the weights, so a student whose trained weights are not in the
 profile's ``models_dir`` is timed as a freshly composed architecture
-(:func:`ce_utils.students.compose_student` / :func:`~ce_utils.students.layer_subset_student`).
+(:func:`ce_utils.core.students.compose_student` / :func:`~ce_utils.core.students.layer_subset_student`).
 
 Next to every measured speed-up over the full DE (same device, threads, dtype, batch size and
 tokenisation setting, same run) the analytic FLOP ratio is recorded: FLOPs per item of the full
@@ -44,9 +44,9 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from ce_utils.backends import BACKENDS as BACKEND_LABELS
-from ce_utils.config import ConfigError, section
-from ce_utils.students import RANDOM, backbone, compose_student, layer_subset_student, num_layers
+from ce_utils.experiments.backends import BACKENDS as BACKEND_LABELS
+from ce_utils.core.config import ConfigError, section
+from ce_utils.core.students import RANDOM, backbone, compose_student, layer_subset_student, num_layers
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ class Encoder:
     pair: bool = False          # items are (query, text) pairs
     pooler: bool = False
     extra: dict = field(default_factory=dict)
-    backend: str = "torch"      # ce_utils.backends: torch | torch-int8 | onnx | onnx-int8
+    backend: str = "torch"      # ce_utils.experiments.backends: torch | torch-int8 | onnx | onnx-int8
     base: str = ""              # the model's name without the backend suffix
 
 
@@ -194,8 +194,8 @@ def backend_name(name: str, backend: str) -> str:
 
 def backend_encoder(enc: Encoder, backend: str, work_dir: str | Path | None) -> Encoder:
     """``enc`` (a DE or query student, eager PyTorch) converted to an inference backend
-    (:mod:`ce_utils.backends`); same tokenizer, same architecture columns, CPU only."""
-    from ce_utils import backends
+    (:mod:`ce_utils.experiments.backends`); same tokenizer, same architecture columns, CPU only."""
+    from ce_utils.experiments import backends
 
     bm = backends.build(enc.module, backend, enc.name, work_dir=work_dir)
     return Encoder(backend_name(enc.name, backend), enc.role, bm.model, bm.features, bm.run, enc.n_layers,
@@ -207,7 +207,7 @@ def backend_encoder(enc: Encoder, backend: str, work_dir: str | Path | None) -> 
 def de_k_ce_name(k: int) -> str:
     """Notebook 02's name for the student with ``k`` copied CE layers + 1 random layer."""
     try:
-        from ce_utils.de2ce import student_name
+        from ce_utils.experiments.de2ce import student_name
         return student_name("ce", k + 1, "mse")
     except Exception:  # notebook 02's module absent: same convention
         return f"DE-{k + 1} CE"
@@ -215,7 +215,7 @@ def de_k_ce_name(k: int) -> str:
 
 def full_de_name(n_layers: int) -> str:
     try:
-        from ce_utils.de2ce import student_name
+        from ce_utils.experiments.de2ce import student_name
         return student_name("full", n_layers, "none")
     except Exception:
         return f"DE-{n_layers} full"
@@ -231,7 +231,7 @@ def _trained_student(cfg: dict, name: str, device: str):
     if not models_dir:
         return None
     try:
-        from ce_utils.de2ce import slug
+        from ce_utils.experiments.de2ce import slug
     except Exception:
         return None
     path = Path(models_dir) / slug(name)
@@ -245,7 +245,7 @@ def _trained_student(cfg: dict, name: str, device: str):
 def _trained_query_student(cfg: dict, layers: Sequence[int], device: str):
     """Notebook 03's trained student with these teacher layers (``models_dir/query-students``), else ``None``."""
     try:
-        from ce_utils.query_distill import query_student_dir
+        from ce_utils.experiments.query_distill import query_student_dir
     except Exception:  # pragma: no cover
         return None
     path = query_student_dir(cfg, "L" + "_".join(str(l) for l in layers))
@@ -261,7 +261,7 @@ def build_cross_encoder(cfg: dict, de, de_path: str, device: str, max_length: in
     the DE's transformer with a one-logit head (what notebook 01 trains). Returns (ce, source)."""
     from sentence_transformers import CrossEncoder
 
-    from ce_utils.models import ModelNotFoundError, resolve_model
+    from ce_utils.core.models import ModelNotFoundError, resolve_model
 
     spec = (cfg.get("models") or {}).get("ce")
     if spec:
@@ -276,7 +276,7 @@ def build_cross_encoder(cfg: dict, de, de_path: str, device: str, max_length: in
 
 def build_encoders(cfg: dict, sp: dict, device: str = "cpu") -> tuple[list[Encoder], dict]:
     """Every model of the ``speed`` section, in display order, and a dict saying where each came from."""
-    from ce_utils.models import load_sentence_transformer, resolve_model
+    from ce_utils.core.models import load_sentence_transformer, resolve_model
 
     seed = int(cfg.get("seed", 42))
     max_length = int(sp["max_length"])
@@ -329,7 +329,7 @@ def build_encoders(cfg: dict, sp: dict, device: str = "cpu") -> tuple[list[Encod
         encoders.append(overhead_encoder(de))
         sources[OVERHEAD_NAME] = f"{de_spec} without its transformer layers"
 
-    from ce_utils.backends import check_backends
+    from ce_utils.experiments.backends import check_backends
 
     for backend in check_backends(sp.get("backends")):
         if backend == "torch":
@@ -350,7 +350,7 @@ def build_encoders(cfg: dict, sp: dict, device: str = "cpu") -> tuple[list[Encod
 # --------------------------------------------------------------------------- inputs
 def query_sample(cfg: dict, sp: dict) -> list[str]:
     """A seeded sample of ``speed.n_queries`` unlabelled queries (``speed.query_files``)."""
-    from ce_utils.data import load_query_files
+    from ce_utils.core.data import load_query_files
 
     queries = load_query_files(cfg, sp.get("query_files"))
     ids = sorted(queries)
@@ -363,7 +363,7 @@ def query_sample(cfg: dict, sp: dict) -> list[str]:
 
 def document_sample(cfg: dict, sp: dict, n: int) -> list[str]:
     """``n`` seeded documents of ``speed.doc_dataset`` (the CE's pair partner)."""
-    from ce_utils.data import doc_text, load_beir_dataset
+    from ce_utils.core.data import doc_text, load_beir_dataset
 
     name = sp.get("doc_dataset")
     if not name:
@@ -509,7 +509,7 @@ def run_speed(cfg: dict, sp: dict, encoders: list[Encoder], queries: list[str], 
     import torch
     from tqdm.auto import tqdm
 
-    from ce_utils.results import device_name
+    from ce_utils.core.io import device_name
 
     if cuda_available is None:
         cuda_available = torch.cuda.is_available()
@@ -754,8 +754,8 @@ def add_model_ids(df: pd.DataFrame, cfg: dict) -> pd.DataFrame:
     """``model_id`` of every timed model, named as in the quality CSVs (the full DE by its profile
     label, DE-k CE students by notebook 02's names, query students ``qd:L<layers>`` as notebook 03,
     the CE ``<CE label> (pair)`` / ``(self-pair)``): the key the Pareto figure joins on."""
-    from ce_utils.probing import model_label
-    from ce_utils.results import add_model_ids as add
+    from ce_utils.experiments.probing import model_label
+    from ce_utils.core.io import add_model_ids as add
 
     de, ce = model_label(cfg["models"]["de"]), model_label(cfg["models"].get("ce") or "ce")
     aliases = {}
@@ -783,7 +783,7 @@ def flop_goal_table(df: pd.DataFrame, goal: float = 0.9, threads: int = 1, batch
     over the full DE, the FLOP ratio, the speed-up as a share of it (``of_flop_ratio``; the goal: at least
     ``goal``), and the speed-up that the FLOPs plus the measured fixed per-call cost predict
     (``expected_speedup``, :func:`add_round_ratios`) with that cost's share of the model's time."""
-    from ce_utils.results import eager
+    from ce_utils.core.io import eager
 
     d = eager(df)
     d = d[d["role"].isin(["de-k-ce", "query-student"]) & (d["device"] == "cpu") & (d["threads"] == threads)
