@@ -1,4 +1,4 @@
-"""ce_utils.report.figures and notebook 05: figures from CSVs alone, schema checks, determinism, manifest."""
+"""ce_utils.report and notebook 05: figures from CSVs alone, schema checks, determinism, manifest."""
 
 import json
 import os
@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ce_utils.report import figures as F
+from ce_utils import report as F
 from ce_utils.core.io import add_model_ids
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -291,7 +291,7 @@ def test_other_ce_probe_gets_its_figure_next_to_the_profiles_models(tmp_path):
     manifest = F.make_all(res, tmp_path / "figs")
     assert set(manifest["figures/layer_probe_other_ce"]["sources"]) == {"layer_probe.csv", "layer_probe_extra.csv"}
     assert (tmp_path / "figs" / "layer_probe_other_ce.png").stat().st_size > 1000
-    lines = F._probe_lines(pd.concat([probe, judge]), ("ce", "judge"))
+    lines = F.probe_lines(pd.concat([probe, judge]), ("ce", "judge"))
     assert set(lines[lines.model_kind == "judge"]["line"]) == {"JUDGE [non-working CE]"}
     table = (res / "tables" / "ce_quality_other.md").read_text()
     assert "onnx-bert:judge" in table and "0.320" in table
@@ -301,8 +301,7 @@ def test_other_ce_probe_gets_its_figure_next_to_the_profiles_models(tmp_path):
 
 
 def test_other_ce_summary_speaks_of_that_ce():
-    from ce_utils.experiments.probing import other_ce_summary
-
+    other_ce_summary = F.other_ce_summary
     rows = []
     for kind, vals in (("ce", [0.3, 0.35, 0.2, 0.1]), ("de", [0.3, 0.4, 0.5, 0.6]), ("judge", [0.2, 0.3, 0.1, 0.05])):
         for layer, v in enumerate(vals):

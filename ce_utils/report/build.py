@@ -1,0 +1,104 @@
+"""Every figure and table the result CSVs allow, in one call (notebook 05, `make figures`)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from ce_utils.core.config import ConfigError
+from ce_utils.report.de2ce import de2ce_figure, pipeline_figure
+from ce_utils.report.headline import headline_table
+from ce_utils.report.paper1 import ce_quality_table, layer_probe_figure, learning_curve_figure, other_ce_figure
+from ce_utils.report.paper2 import (geometry_figure, geometry_results, geometry_table, query_curve_figure,
+                                    query_distill_figure)
+from ce_utils.report.pareto import pareto_figure
+from ce_utils.report.speed import backends_figure, speed_figure
+from ce_utils.report.style import setup_matplotlib
+from ce_utils.report.tables import DEFAULTS, Output, read_result, read_results
+
+
+def check_options(results: dict[str, pd.DataFrame], opts: dict) -> None:
+    """Every figure option must name something the CSVs hold: a metric no quality CSV has (or an
+    STS metric the probe lacks) would otherwise write near-empty figures over the committed ones."""
+    quality = [n for n in ("layer_probe.csv", "ce_quality.csv", "de2ce.csv", "pipeline.csv", "query_distill.csv")
+               if n in results]
+    have = sorted({m for n in quality for m in results[n]["metric"].astype(str).unique()})
+    if quality and opts["metric"] not in have:
+        raise ConfigError(f"figures.metric {opts['metric']!r} is in none of {', '.join(quality)}; available: "
+                          f"{', '.join(m for m in have if not m.startswith('retention_'))}.")
+    if "layer_probe.csv" in results and opts["sts_metric"] not in set(results["layer_probe.csv"]["metric"]):
+        raise ConfigError(f"figures.sts_metric {opts['sts_metric']!r} is not in layer_probe.csv.")
+    ds = opts.get("pareto_datasets")
+    known = {d for n in quality for d in results[n]["dataset"].astype(str).unique()}
+    if ds and not set(ds) <= known:
+        raise ConfigError(f"figures.pareto_datasets {sorted(set(ds) - known)} are in no result CSV; have "
+                          f"{', '.join(sorted(known))}.")
+
+
+def figure_options(cfg: dict | None, options: dict | None = None) -> dict:
+    """:data:`DEFAULTS`, then the profile's ``figures`` section, then ``options``; ``None`` keeps the default."""
+    opts = {**DEFAULTS, **((cfg or {}).get("figures") or {}), **(options or {})}
+    return {k: (DEFAULTS.get(k) if v is None and k in DEFAULTS and k != "pareto_datasets" else v)
+            for k, v in opts.items()}
+
+
+def make_all(results_dir: str | Path, figures_dir: str | Path, cfg: dict | None = None,
+             options: dict | None = None) -> dict:
+    """Every figure and table the CSVs under ``results_dir`` allow; returns the manifest."""
+    opts = figure_options(cfg, options)
+    results_dir = Path(results_dir)
+    results = read_results(results_dir)
+    check_options(results, opts)  # before anything is written: a bad option replaces no committed file
+    plt = setup_matplotlib()
+    out = Output(Path(figures_dir), results_dir / "tables", results_dir, dpi=int(opts["dpi"]))
+    metric = opts["metric"]
+    if "layer_probe.csv" in results:
+        layer_probe_figure(plt, out, results["layer_probe.csv"], metric, opts["sts_metric"])
+    if "ce_quality.csv" in results:
+        ce_quality_table(out, results["ce_quality.csv"], metric)
+    if "ce_training.csv" in results:
+        learning_curve_figure(plt, out, results["ce_training.csv"])
+    if "layer_probe_extra.csv" in results and "layer_probe.csv" in results:
+        other_ce_figure(plt, out, results["layer_probe.csv"], results["layer_probe_extra.csv"],
+                        results.get("ce_quality_extra.csv"), metric, opts["sts_metric"])
+    peer_table(out, results)
+    if "de2ce.csv" in results:
+        de2ce_figure(plt, out, results["de2ce.csv"], metric)
+    if "pipeline.csv" in results:
+        pipeline_figure(plt, out, results["pipeline.csv"], metric)
+    if "query_distill.csv" in results:
+        query_distill_figure(plt, out, results["query_distill.csv"], metric, cfg)
+    if "query_distill_curve.csv" in results:
+        query_curve_figure(plt, out, results["query_distill_curve.csv"])
+    geometry, geo = geometry_results(opts), None
+    if geometry is not None:
+        gdf = read_result(geometry.parent, geometry.name)
+        if gdf is not None:
+            geo = geometry_table(gdf, metric, cfg)
+            geometry_figure(plt, out, *geo, metric, os.path.relpath(geometry, results_dir))
+        curve = geometry.parent / "query_distill_curve.csv"
+        if curve.is_file():
+            query_curve_figure(plt, out, read_result(curve.parent, curve.name), "query_distill_geometry_curve",
+                               os.path.relpath(curve, results_dir))
+    if "speed.csv" in results:
+        speed_figure(plt, out, results["speed.csv"])
+        backends_figure(plt, out, results["speed.csv"], results.get("backend_quality.csv"), metric)
+    pareto_figure(plt, out, results, opts)
+    head = headline_table(results, cfg, metric, geometry=geo)
+    if not head.empty:
+        srcs = [s for s in ("peer_check.csv", "ce_quality.csv", "de2ce.csv", "speed.csv", "pipeline.csv", "query_distill.csv")
+                if s in results] + ([os.path.relpath(geometry, results_dir)] if geo is not None else [])
+        out.table(head, "headline", srcs, "Headline claims: the papers vs this reproduction.")
+    out.write_manifest()
+    return out.manifest
+
+
+def peer_table(out: Output, results: dict[str, pd.DataFrame]) -> None:
+    """Our evaluator next to published scores (``peer_check.csv``, ``peer_check_models.csv``)."""
+    peer_srcs = [n for n in ("peer_check.csv", "peer_check_models.csv") if n in results]
+    if peer_srcs:
+        pc = pd.concat([results[n] for n in peer_srcs], ignore_index=True)
+        out.table(pc[["model", "dataset", "metric", "value", "published", "delta", "tolerance", "source"]],
+                  "peer_check", peer_srcs, "Our evaluation next to published scores.", floatfmt=".4f")

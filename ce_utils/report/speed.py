@@ -1,0 +1,154 @@
+"""Query-encoding speed (notebook 04): throughput per setting, measured speed-up against the FLOP ratio, and
+inference backends (eager PyTorch, int8, ONNX Runtime) against their quality."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import pandas as pd
+
+from ce_utils.core.io import eager
+from ce_utils.report.style import grid
+from ce_utils.report.tables import Output
+
+# inference backends in the order the backend table lists them (ce_utils.experiments.backends.BACKENDS)
+BACKENDS = ("torch", "torch-int8", "onnx", "onnx-int8")
+
+
+def flop_goal_table(df: pd.DataFrame, goal: float = 0.9, threads: int = 1, batch_sizes: Sequence[int] | None = None
+                    ) -> pd.DataFrame:
+    """Every eager student (DE-k CE, query students) on the CPU at ``threads`` thread(s), at the smallest and
+    the largest batch size (or ``batch_sizes``), tokenisation included and excluded: the measured speed-up
+    over the full DE, the FLOP ratio, the speed-up as a share of it (``of_flop_ratio``; the goal: at least
+    ``goal``), and the speed-up that the FLOPs plus the measured fixed per-call cost predict
+    (``expected_speedup``, ``ce_utils.experiments.speed.add_round_ratios``) with that cost's share of the model's time."""
+    d = eager(df)
+    d = d[d["role"].isin(["de-k-ce", "query-student"]) & (d["device"] == "cpu") & (d["threads"] == threads)
+          & (d["dtype"] == "fp32")]
+    if d.empty:
+        return pd.DataFrame()
+    sizes = list(batch_sizes) if batch_sizes else sorted({int(d["batch_size"].min()), int(d["batch_size"].max())})
+    d = d[d["batch_size"].isin(sizes)]
+    cols = ["model", "n_layers", "batch_size", "tokenization", "flop_ratio", "speedup_vs_de"]
+    cols += [c for c in ("speedup_iqr", "expected_speedup", "fixed_share") if c in d.columns]
+    out = d[cols].copy()
+    out.insert(6, "of_flop_ratio", d["speedup_vs_de"] / d["flop_ratio"])
+    out["meets_goal"] = out["of_flop_ratio"] >= goal
+    return out.sort_values(["tokenization", "batch_size", "n_layers", "model"],
+                           ascending=[False, True, True, True]).reset_index(drop=True)
+
+
+def backend_table(speed_df, quality_df, metric: str = "NDCG@10", threads: int = 1,
+                  batch_sizes: Sequence[int] = (1, 128), tokenization: str = "included"):
+    """One row per (model, backend): measured speed-up over the eager-fp32 full DE and over the full
+    DE in the same backend (CPU, ``threads`` thread(s), per batch size), the FLOP ratio, and the mean
+    ``metric`` over datasets with its delta from the same model in eager fp32."""
+    sp = speed_df[(speed_df["device"] == "cpu") & (speed_df["threads"] == threads)
+                  & (speed_df["tokenization"] == tokenization) & speed_df["role"].isin(["de", "query-student"])]
+    sizes = [b for b in batch_sizes if b in set(sp["batch_size"])]
+    rows = []
+    for (base, backend), g in sp.groupby(["base_model", "backend"], sort=False):
+        r = {"model": base, "backend": backend, "n_layers": int(g["n_layers"].iloc[0]),
+             "flop_ratio": float(g["flop_ratio"].iloc[0])}
+        for b in sizes:
+            gb = g[g["batch_size"] == b]
+            if not gb.empty:
+                r[f"ms/batch bs{b}"] = float(gb["median_ms"].iloc[0])
+                r[f"vs eager DE bs{b}"] = float(gb["speedup_vs_eager_de"].iloc[0])
+                r[f"vs DE same backend bs{b}"] = float(gb["speedup_vs_de"].iloc[0])
+        rows.append(r)
+    tab = pd.DataFrame(rows)
+    if quality_df is not None and not quality_df.empty and not tab.empty:
+        q = quality_df[quality_df["metric"] == metric].groupby(["model", "backend"])[
+            ["value", "delta_vs_torch_fp32"]].mean().reset_index()
+        q = q.rename(columns={"model": "quality_model", "value": f"mean {metric}",
+                              "delta_vs_torch_fp32": f"{metric} delta vs fp32"})
+        tab["quality_model"] = [quality_name(m) for m in tab["model"]]
+        tab = tab.merge(q, on=["quality_model", "backend"], how="left").drop(columns="quality_model")
+    if not tab.empty:  # largest model first; per model, backends in BACKENDS order
+        order = {b: i for i, b in enumerate(BACKENDS)}
+        tab = (tab.assign(_b=tab["backend"].map(order).fillna(len(order)))
+               .sort_values(["n_layers", "model", "_b"], ascending=[False, True, True], kind="stable")
+               .drop(columns="_b").reset_index(drop=True))
+    return tab
+
+
+def quality_name(speed_name: str) -> str:
+    """Notebook 04's speed name -> the name used in backend_quality.csv (``full DE``, ``L0_5``)."""
+    s = str(speed_name)
+    if s.startswith("query-student "):
+        return s.split(" ", 1)[1]
+    return "full DE" if s.startswith("DE-") and s.endswith(" full") else s
+
+
+def speed_figure(plt, out: Output, df: pd.DataFrame) -> None:
+    df = eager(df)
+    goal = flop_goal_table(df)
+    if not goal.empty:
+        out.table(goal, "speed_flop_goal", ["speed.csv"], "Every eager student (CPU, 1 thread) at batch 1 and the "
+                  "largest batch: measured speed-up over the full DE, as a share of the FLOP ratio (goal: 0.9), next "
+                  "to the speed-up that FLOPs plus the measured fixed per-call cost predict.", floatfmt=".3f")
+    if "role" in df.columns:
+        df = df[df["role"] != "overhead"]  # the full DE without layers: in the goal table's fixed cost only
+    d = df[df["tokenization"] == "included"]
+    if d.empty:
+        d = df
+    settings = d[["device", "dtype", "threads"]].drop_duplicates().sort_values(["device", "dtype", "threads"])
+    fig, axes = grid(plt, len(settings), width=4.0, height=3.2)
+    for ax, s in zip(axes, settings.itertuples(index=False)):
+        g = d[(d["device"] == s.device) & (d["dtype"] == s.dtype) & (d["threads"] == s.threads)]
+        for name, gm in g.groupby("model", sort=False):
+            gm = gm.sort_values("batch_size")
+            ax.plot(gm["batch_size"], gm["queries_per_s"], marker="o", ms=3, label=name)
+        ax.set(xscale="log", yscale="log", xlabel="batch size", ylabel="queries / s",
+               title=f"{str(s.device).replace('cuda:', '')} {s.dtype}, {int(s.threads)} thread(s)")
+    axes[-1].legend(fontsize=6)
+    fig.suptitle("Query-encoding throughput (tokenisation included)")
+    fig.tight_layout()
+    out.figure(fig, "speed_throughput", ["speed.csv"])
+    big = int(d["batch_size"].max())
+    t = d[d["batch_size"].isin([1, big])].copy()
+    t["setting"] = (t["device"].astype(str).str.replace("cuda:", "", regex=False) + " " + t["dtype"] + " "
+                    + t["threads"].astype(int).astype(str) + "t bs" + t["batch_size"].astype(int).astype(str))
+    tab = t.pivot_table(index=["model", "n_layers", "flop_ratio"], columns="setting", values="speedup_vs_de",
+                        sort=False).reset_index()
+    tab = tab.sort_values(["n_layers", "model"], ascending=[False, True], kind="stable").reset_index(drop=True)
+    out.table(tab, "speed", ["speed.csv"], "Measured speed-up over the full DE (tokenisation included) next to the "
+              "FLOP ratio.", floatfmt=".2f")
+
+
+def backends_figure(plt, out: Output, sp: pd.DataFrame, bq: pd.DataFrame | None, metric: str) -> pd.DataFrame:
+    """Per inference backend: speed-up over the eager full DE (CPU, 1 thread, batch 1 and the largest
+    batch) against mean quality, for the full DE and each query student; table ``backends``."""
+    if "backend" not in sp.columns or sp["backend"].nunique() < 2:
+        return pd.DataFrame()
+    big = int(sp["batch_size"].max())
+    tab = backend_table(sp, bq, metric=metric, threads=1, batch_sizes=(1, big))
+    if tab.empty:
+        return tab
+    qcol = f"mean {metric}"
+    fig, axes = plt.subplots(1, 2, figsize=(9.5, 3.6), sharey=qcol in tab)
+    markers = {"torch": "o", "torch-int8": "s", "onnx": "^", "onnx-int8": "D"}
+    for ax, bs in zip(axes, (1, big)):
+        col = f"vs eager DE bs{bs}"
+        if col not in tab:
+            continue
+        for i, (model, g) in enumerate(tab.groupby("model", sort=False)):
+            for _, r in g.iterrows():
+                y = r[qcol] if qcol in tab and pd.notna(r.get(qcol)) else float(r["n_layers"])
+                ax.scatter(r[col], y, marker=markers.get(r["backend"], "x"), color=f"C{i}",
+                           label=f"{model}" if r["backend"] == "torch" else None)
+        ax.set(xscale="log", xlabel=f"speed-up over eager fp32 full DE (batch {bs}, 1 thread)",
+               ylabel=f"mean {metric}" if qcol in tab else "layers", title=f"batch size {bs}")
+    handles = [plt.Line2D([], [], marker=m, ls="", color="k", label=b) for b, m in markers.items()
+               if b in set(tab["backend"])]
+    axes[0].legend(fontsize=6, loc="lower right")
+    axes[1].legend(handles=handles, fontsize=6, loc="lower right", title="backend", title_fontsize=6)
+    fig.suptitle("Query encoders per inference backend (CPU)")
+    fig.tight_layout()
+    srcs = ["speed.csv"] + (["backend_quality.csv"] if bq is not None else [])
+    out.figure(fig, "backends", srcs)
+    out.table(tab, "backends", srcs, f"Query encoders per inference backend: speed-up (CPU, 1 thread) and mean "
+              f"{metric} with its delta from the same model in eager fp32.", floatfmt=".3f")
+    return tab
+
