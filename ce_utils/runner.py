@@ -8,9 +8,11 @@ Executed copies are written to ``<results_dir>/notebooks/`` (override with --out
 
 Before any kernel starts, the runner checks the profile, the data directory and every dataset,
 query file and STS file the profile names, and every ``-p`` parameter against the notebooks'
-``parameters`` cells: a problem stops it with one line and exit code 2. A run with parameters other
-than the profile's writes its CSVs and notebooks to ``runs/<profile>-<time>/`` (gitignored), never
-over ``results/<profile>/``; an executed notebook replaces the previous copy only when it succeeded.
+``parameters`` cells; then it converts (once) every packaged model the profile names in a form that
+needs it (``ce_utils.convert``: ``package-parts:``, ``onnx-bert:``). A problem stops it with one line
+and exit code 2. A run with parameters other than the profile's writes its CSVs and notebooks to
+``runs/<profile>-<time>/`` (gitignored), never over ``results/<profile>/``; an executed notebook
+replaces the previous copy only when it succeeded.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import sys
 import time
 from pathlib import Path
 
+from ce_utils.convert import convert_profile
 from ce_utils.core.config import ConfigError, load_profile, repo_root
 
 
@@ -135,7 +138,9 @@ def check_parameters(books: list[Path], params: dict) -> dict[Path, dict]:
 def preflight(cfg: dict, books: list[Path]) -> None:
     """Everything the selected notebooks read, checked before any kernel starts: the data
     directory and every dataset folder, query file and STS file the profile names (BEIR sets may
-    be missing when the profile downloads them). Notebook 05 reads CSVs only and needs none."""
+    be missing when the profile downloads them); then the profile's packaged models are converted
+    where they need it (``ce_utils.convert.convert_profile``). Notebook 05 reads CSVs only and needs
+    none of them."""
     from ce_utils.core.config import data_dir
 
     if all(b.name.startswith("05") for b in books):
@@ -156,6 +161,7 @@ def preflight(cfg: dict, books: list[Path]) -> None:
     if missing:
         raise ConfigError(f"Missing in the data directory {root}: {'; '.join(missing)}. Point CE_DATA_DIR (or "
                           "-p data_dir) at the folder that holds beir/, queries/ and sts/.")
+    convert_profile(cfg)
 
 
 def run_folder(cfg: dict, params: dict) -> Path | None:
@@ -182,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     params = {"profile": args.profile, **{k: parse_value(v) for k, v in args.parameter}}
     books = select(args.only)
     per_book = check_parameters(books, params)
-    preflight(load_profile(args.profile, {k: v for k, v in params.items() if k == "data_dir"}), books)
+    preflight(load_profile(args.profile, {k: v for k, v in params.items() if k in ("data_dir", "cache_dir")}), books)
     run_dir = run_folder(cfg, params)
     if run_dir is not None:
         params["results_dir"] = str(run_dir / "results")
