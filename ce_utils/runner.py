@@ -23,9 +23,15 @@ import os
 import sys
 import time
 from pathlib import Path
-
+import datetime as dt
+import pandas as pd
+import papermill as pm
+import torch
 from ce_utils.convert import convert_profile
-from ce_utils.core.config import ConfigError, load_profile, repo_root
+from ce_utils.core.config import ConfigError, data_dir, load_profile, repo_root
+from ce_utils.core.encode import encode_settings, native_bf16
+from ce_utils.core.io import atomic_write_text, write_csv_atomic
+from ce_utils.core.runinfo import cpu_model
 
 
 def notebook_paths() -> list[Path]:
@@ -83,7 +89,6 @@ def scrub_paths(notebook: str | Path, replacements: dict[str, str] | None = None
     """Rewrite an executed notebook without this machine's absolute paths (papermill's
     input/output paths, warnings that name site-packages, printed data folders), so that the
     committed copy reads the same on every machine. Longest paths are replaced first."""
-    from ce_utils.core.io import atomic_write_text
 
     notebook = Path(notebook)
     text = notebook.read_text(encoding="utf-8")
@@ -97,7 +102,6 @@ def run_notebook(path: str | Path, output: str | Path, parameters: dict, cwd: st
     """Execute ``path`` with papermill into ``output``. The executed copy is written beside it
     first and renamed over ``output`` only when every cell ran; a failed run leaves the previous
     ``output`` untouched and its own copy as ``<name>.failed.ipynb`` (both without machine paths)."""
-    import papermill as pm
 
     absolutize_env()
     output = Path(output)
@@ -118,7 +122,6 @@ def run_notebook(path: str | Path, output: str | Path, parameters: dict, cwd: st
 
 def notebook_parameters(book: str | Path) -> set[str]:
     """The names a notebook's ``parameters`` cell defines (papermill's own inspection)."""
-    import papermill as pm
 
     return set(pm.inspect_notebook(str(book)))
 
@@ -141,7 +144,6 @@ def preflight(cfg: dict, books: list[Path]) -> None:
     be missing when the profile downloads them); then the profile's packaged models are converted
     where they need it (``ce_utils.convert.convert_profile``). Notebook 05 reads CSVs only and needs
     none of them."""
-    from ce_utils.core.config import data_dir
 
     if all(b.name.startswith("05") for b in books):
         return
@@ -167,7 +169,6 @@ def preflight(cfg: dict, books: list[Path]) -> None:
 def run_folder(cfg: dict, params: dict) -> Path | None:
     """Where a run with parameters other than the profile's writes (``runs/<profile>-<time>/``);
     ``None`` for a plain profile run, or when ``results_dir`` is given explicitly."""
-    import datetime as dt
 
     extra = {k for k in params if k not in ("profile", "results_dir")}
     if not extra or params.get("results_dir"):
@@ -208,13 +209,7 @@ def main(argv: list[str] | None = None) -> int:
 def record_time(results_dir: Path, notebook: str, seconds: float, cfg: dict | None = None) -> Path:
     """Wall time of a successful notebook run, in ``<results_dir>/run_times.csv`` (one row per
     notebook, replaced by its latest run), with the machine it ran on."""
-    import datetime as dt
 
-    import pandas as pd
-    import torch
-
-    from ce_utils.core.encode import encode_settings, native_bf16
-    from ce_utils.core.io import cpu_model, write_csv_atomic
 
     path = results_dir / "run_times.csv"
     rows = pd.read_csv(path).to_dict("records") if path.is_file() else []

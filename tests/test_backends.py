@@ -43,7 +43,8 @@ def test_quality_rows_compare_each_backend_with_eager_fp32(teacher, smoke_cfg, t
     import pandas as pd
 
     from ce_utils.core.config import load_profile
-    from ce_utils.experiments.query_distill import build_student, parse_strategy
+    from ce_utils.experiments.query_distill import build_student
+    from ce_utils.core.students import parse_strategy
 
     cfg = load_profile(smoke_cfg["profile_path"], {"cache_dir": str(tmp_path / "cache")})
     student = build_student(parse_strategy("subset:0,5", 6), teacher)

@@ -12,6 +12,9 @@ from ce_utils.experiments import de2ce
 from ce_utils.core.config import ConfigError
 from ce_utils.core.data import load_beir_dataset
 from ce_utils.core.students import backbone, num_layers, same_weights
+from ce_utils.core.scoring import CachedCEScorer
+from ce_utils.core.students import build_de2ce, slug
+from ce_utils.core.texts import distillation_texts, excluded_query_files
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parent.parent
 
@@ -35,7 +38,7 @@ def ce(de):
 
 @pytest.mark.parametrize("k", [1, 2, 3])
 def test_de_k_ce_copies_ce_embeddings_and_first_k_layers(de, ce, k):
-    student = de2ce.build_student(de, ce, "ce", k, seed=3)
+    student = build_de2ce(de, ce, "ce", k, seed=3)
     s, c, d = backbone(student), backbone(ce), backbone(de)
     assert num_layers(student) == k + 1 and s.config.num_hidden_layers == k + 1
     assert same_weights(s.embeddings, c.embeddings) and not same_weights(s.embeddings, d.embeddings)
@@ -48,22 +51,22 @@ def test_de_k_ce_copies_ce_embeddings_and_first_k_layers(de, ce, k):
 
 
 def test_controls(de, ce):
-    dec = de2ce.build_student(de, ce, "de", 1, seed=3)
+    dec = build_de2ce(de, ce, "de", 1, seed=3)
     s, d, c = backbone(dec), backbone(de), backbone(ce)
     assert num_layers(dec) == 2
     assert same_weights(s.embeddings, d.embeddings)
     assert same_weights(s.encoder.layer[0], d.encoder.layer[0]) and same_weights(s.encoder.layer[1], d.encoder.layer[1])
-    rnd = de2ce.build_student(de, ce, "random", 1, seed=3)
+    rnd = build_de2ce(de, ce, "random", 1, seed=3)
     r = backbone(rnd)
     assert num_layers(rnd) == 2
     assert not same_weights(r.embeddings, d.embeddings) and not same_weights(r.embeddings, c.embeddings)
     assert not same_weights(r.encoder.layer[0], c.encoder.layer[0]) and not same_weights(r.encoder.layer[0], d.encoder.layer[0])
-    full = de2ce.build_student(de, ce, "full", 6)
+    full = build_de2ce(de, ce, "full", 6)
     assert same_weights(backbone(full), d)
 
 
 def test_de2_ce_top_takes_the_full_des_top_layer(de, ce):
-    student = de2ce.build_student(de, ce, "ce-top", 1, seed=3)
+    student = build_de2ce(de, ce, "ce-top", 1, seed=3)
     s, c, d = backbone(student), backbone(ce), backbone(de)
     assert num_layers(student) == 2
     assert same_weights(s.embeddings, c.embeddings)                  # the CE's embeddings
@@ -79,7 +82,7 @@ def test_plan_names_and_errors():
     assert names == ["DE-2 CE", "DE-3 CE", "DE-4 CE", "DE-2 random", "DE-2 DE", "DE-2 CE (MNRL)", "DE-6 full"]
     assert [p["n_layers"] for p in plan] == [2, 3, 4, 2, 2, 2, 6]
     assert [p["k_ce_layers"] for p in plan] == [1, 2, 3, 0, 0, 1, 0]
-    assert de2ce.slug("DE-2 CE (MNRL)") == "de-2-ce-mnrl"
+    assert slug("DE-2 CE (MNRL)") == "de-2-ce-mnrl"
     with pytest.raises(ConfigError, match="k <= 5"):
         de2ce.student_plan([6], [], False, 6)
     with pytest.raises(ConfigError, match="control"):
@@ -87,27 +90,27 @@ def test_plan_names_and_errors():
     top = de2ce.student_plan([1], ["ce-top"], False, 6)[1]
     assert (top["name"], top["n_layers"], top["k_ce_layers"]) == ("DE-2 CE+top", 2, 1)
     with pytest.raises(ConfigError, match="init"):
-        de2ce.build_student(None, None, "bogus")
+        build_de2ce(None, None, "bogus")
 
 
 def test_bad_ce_layer_says_the_range(de, ce):
     small = copy.deepcopy(ce)
     backbone(small).encoder.layer = backbone(small).encoder.layer[:2]
     with pytest.raises(ConfigError, match=r"layers 0\.\.1"):
-        de2ce.build_student(de, small, "ce", 3)
+        build_de2ce(de, small, "ce", 3)
 
 
 def test_evaluation_queries_are_excluded(smoke_cfg):
     cfg = {**smoke_cfg, "query_files": {"beir-nfcorpus": "x", "beir-fiqa": "y", "msmarco-dev": "z"}}
-    assert de2ce.excluded_query_files(cfg, ["nfcorpus-preprocessed", "scifact"]) == ["beir-nfcorpus"]
-    assert de2ce.excluded_query_files(cfg, ["fiqa"], ["msmarco-dev"]) == ["beir-fiqa", "msmarco-dev"]
+    assert excluded_query_files(cfg, ["nfcorpus-preprocessed", "scifact"]) == ["beir-nfcorpus"]
+    assert excluded_query_files(cfg, ["fiqa"], ["msmarco-dev"]) == ["beir-fiqa", "msmarco-dev"]
     dc = {"n_queries": 10, "n_passages": 6, "exclude_query_files": ["unlabelled-2"]}
-    data = de2ce.distillation_texts(smoke_cfg, dc, ["tiny-a", "tiny-b"], seed=1)
+    data = distillation_texts(smoke_cfg, dc, ["tiny-a", "tiny-b"], seed=1)
     assert len(data["queries"]) == 10 and len(data["passages"]) == 6
     assert data["query_files_used"] == ["unlabelled-1"]
     test_queries = set(load_beir_dataset(smoke_cfg, "tiny-a").queries.values())
     assert not test_queries & set(data["queries"])
-    assert data == de2ce.distillation_texts(smoke_cfg, dc, ["tiny-a", "tiny-b"], seed=1)  # seeded
+    assert data == distillation_texts(smoke_cfg, dc, ["tiny-a", "tiny-b"], seed=1)  # seeded
 
 
 def test_sentence_text_comes_from_training_splits_only(smoke_cfg, tmp_path):
@@ -126,16 +129,16 @@ def test_sentence_text_comes_from_training_splits_only(smoke_cfg, tmp_path):
         read_sts_file(shuffled, "sick", split="train")
 
     dc = {"n_queries": 4, "n_passages": 2, "n_sentences": 30, "sentence_sets": ["stsb-train", "sick-train"]}
-    data = de2ce.distillation_texts(smoke_cfg, dc, ["tiny-a"], seed=3)
+    data = distillation_texts(smoke_cfg, dc, ["tiny-a"], seed=3)
     assert len(data["sentences"]) == len(set(data["sentences"])) == 30
     pool = {t for name in dc["sentence_sets"] for a, b, _ in load_sts(smoke_cfg, name) for t in (a, b)}
     assert set(data["sentences"]) <= pool and data["sentence_sources"] == ["stsb-train", "sick-train"]
     assert not any(t.startswith(("test ", "trial ")) for t in data["sentences"])
-    assert data == de2ce.distillation_texts(smoke_cfg, dc, ["tiny-a"], seed=3)
+    assert data == distillation_texts(smoke_cfg, dc, ["tiny-a"], seed=3)
     with pytest.raises(ConfigError, match="sentence_sets"):
-        de2ce.distillation_texts(smoke_cfg, {**dc, "sentence_sets": []}, ["tiny-a"], seed=3)
+        distillation_texts(smoke_cfg, {**dc, "sentence_sets": []}, ["tiny-a"], seed=3)
     with pytest.raises(ConfigError, match="distinct sentences"):
-        de2ce.distillation_texts(smoke_cfg, {**dc, "n_sentences": 10**6}, ["tiny-a"], seed=3)
+        distillation_texts(smoke_cfg, {**dc, "n_sentences": 10**6}, ["tiny-a"], seed=3)
 
 
 class CountingCE:
@@ -152,10 +155,10 @@ def test_ce_scores_are_cached_on_disk(smoke_cfg, tmp_path):
     fake = CountingCE()
     q = ds.query_ids[0]
     pairs = [(q, d) for d in ds.doc_ids[:4]]
-    scorer = de2ce.CachedCEScorer(fake, ds, tmp_path, "tag")
+    scorer = CachedCEScorer(fake, ds, tmp_path, "tag")
     first = scorer(pairs)
     assert fake.calls == 4 and scorer(pairs[:2]) == first[:2] and fake.calls == 4
-    again = de2ce.CachedCEScorer(fake, ds, tmp_path, "tag")  # a rerun reads the file
+    again = CachedCEScorer(fake, ds, tmp_path, "tag")  # a rerun reads the file
     assert again(pairs) == first and fake.calls == 4
     again(pairs + [(q, ds.doc_ids[5])])
     assert fake.calls == 5

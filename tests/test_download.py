@@ -26,6 +26,7 @@ import yaml
 from ce_utils.core import download
 from ce_utils.core.config import load_profile
 from ce_utils.core.data import load_beir_folder, load_query_file, read_sts_file
+from ce_utils.cli import cmd_data
 
 ROOT = Path(__file__).resolve().parent.parent
 BEIR = "https://public.ukp.informatik.tu-darmstadt.de/thakur/BEIR/datasets"
@@ -232,7 +233,7 @@ def setup(tmp_path, mirror):
     dest = tmp_path / "data"
 
     def cli(*extra: str, profile_path: Path = profile, sources_path: Path = sources, base: str | None = None) -> int:
-        return download.main(["--profile", str(profile_path), "--sources", str(sources_path), "--dest", str(dest),
+        return cmd_data(["--profile", str(profile_path), "--sources", str(sources_path), "--dest", str(dest),
                               "--mirror", base or mirror.url, *extra])
 
     return dest, cli
@@ -294,11 +295,11 @@ def test_no_official_download_is_reported_with_ce_data_dir(tmp_path, mirror, cap
     profile = write_profile(tmp_path / "tiny.yaml", datasets=(), preprocessed=True)
     args = ["--profile", str(profile), "--sources", str(sources), "--dest", str(tmp_path / "data"),
             "--mirror", mirror.url, "--only", "preprocessed"]
-    assert download.main(args) == 0
+    assert cmd_data(args) == 0
     assert "preprocessed (beir/preprocessed): copy it by hand" in capsys.readouterr().err
-    assert download.main(args + ["--strict"]) == 1
+    assert cmd_data(args + ["--strict"]) == 1
     assert mirror.log == []
-    assert download.main(args[:-1] + ["no-such-thing"]) == 2     # --only must name something the profile needs
+    assert cmd_data(args[:-1] + ["no-such-thing"]) == 2     # --only must name something the profile needs
 
 
 # --------------------------------------------------------------------------- (b) corrupted
@@ -366,7 +367,7 @@ def test_unreachable_host_names_ce_data_dir_and_exits_2(setup, capsys):
 def test_cli_exit_code_when_offline(tmp_path, mirror):
     sources = write_sources(tmp_path / "sources.yaml", mirror.files)
     profile = write_profile(tmp_path / "tiny.yaml")
-    proc = subprocess.run([sys.executable, "-m", "ce_utils.core.download", "--profile", str(profile), "--sources",
+    proc = subprocess.run([sys.executable, "-m", "ce_utils", "data", "--profile", str(profile), "--sources",
                            str(sources), "--dest", str(tmp_path / "data"), "--only", "vaswani"],
                           cwd=ROOT, capture_output=True, text=True, timeout=120,
                           env={**os.environ, "CE_DATA_MIRROR": closed_port_url()})
@@ -457,14 +458,14 @@ def test_published_tables_are_fetched_verified_and_optional(tmp_path, mirror, ca
     dest = tmp_path / "data"
     args = ["--profile", str(profile), "--sources", str(sources), "--dest", str(dest), "--mirror", mirror.url]
 
-    assert download.main(args) == 0
+    assert cmd_data(args) == 0
     got = dest / "reference" / "query-encoder-distillation"
     assert {p.name: p.read_bytes() for p in got.iterdir()} == tables
     assert "sha256 verified" in capsys.readouterr().out and leftovers(dest) == []
 
     shutil.rmtree(got)
     mirror.files["/owner/repo/main/data/evaluations/inference_speed.csv"] = b"changed upstream\n"
-    assert download.main(args) == 0                       # optional: a warning, not a failure
+    assert cmd_data(args) == 0                       # optional: a warning, not a failure
     err = capsys.readouterr().err
     assert "published tables query-encoder-distillation not fetched" in err and "corrupted" in err
     assert not got.exists() and leftovers(dest) == [] and not (dest / "reference").exists()

@@ -35,7 +35,9 @@ def test_an_optimizer_step_changes_the_fingerprint(teacher):
 
 def test_a_layer_subset_student_does_not_reuse_the_teachers_embeddings(smoke_cfg, teacher, tmp_path):
     from ce_utils.core.config import load_profile
-    from ce_utils.experiments.query_distill import build_student, eval_datasets, parse_strategy
+    from ce_utils.experiments.query_distill import build_student
+    from ce_utils.core.evaluate import eval_datasets
+    from ce_utils.core.students import parse_strategy
 
     cfg = load_profile(smoke_cfg["profile_path"], {"cache_dir": str(tmp_path / "cache")})
     ds = next(iter(eval_datasets(cfg, ["tiny-a"]).values()))
@@ -49,7 +51,7 @@ def test_a_layer_subset_student_does_not_reuse_the_teachers_embeddings(smoke_cfg
 def test_large_collections_are_encoded_on_disk_and_searched_in_chunks(smoke_cfg, teacher, tmp_path, monkeypatch):
     import ce_utils.core.encode as E
     from ce_utils.core.config import load_profile
-    from ce_utils.experiments.query_distill import eval_datasets
+    from ce_utils.core.evaluate import eval_datasets
     from ce_utils.core.retrieval import evaluate, exact_search
 
     cfg = load_profile(smoke_cfg["profile_path"], {"cache_dir": str(tmp_path / "cache")})
@@ -81,7 +83,7 @@ def test_on_disk_encoding_with_a_multi_process_pool(smoke_cfg, teacher, tmp_path
     (here two CPU workers standing in for several GPUs): same embeddings."""
     import ce_utils.core.encode as E
     from ce_utils.core.config import load_profile
-    from ce_utils.experiments.query_distill import eval_datasets
+    from ce_utils.core.evaluate import eval_datasets
 
     cfg = load_profile(smoke_cfg["profile_path"], {"cache_dir": str(tmp_path / "cache"), "encode.dtype": "fp32"})
     ds = next(iter(eval_datasets(cfg, ["tiny-a"]).values()))

@@ -11,11 +11,12 @@ import pandas as pd
 import pytest
 
 from ce_utils.core.config import ConfigError, data_dir, load_profile
-from ce_utils.core.data import (load_beir_dataset, load_beir_folder, load_query_file, load_query_files, load_sts,
-                           subsample)
+from ce_utils.core.data import load_beir_dataset, load_beir_folder, load_query_file, load_query_files, load_sts, subsample
 from ce_utils.core.models import ModelNotFoundError, resolve_model
-from ce_utils.core.io import run_metadata, save_results, write_csv_atomic
-from ce_utils.core.retrieval import cached_array, evaluate, exact_search, rerank
+from ce_utils.core.runinfo import run_metadata
+from ce_utils.core.io import save_results, write_csv_atomic
+from ce_utils.core.io import cached_array
+from ce_utils.core.retrieval import evaluate, exact_search, rerank
 
 
 def test_profile_overrides_and_paths(smoke_profile):

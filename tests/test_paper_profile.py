@@ -103,7 +103,8 @@ def paper_yaml() -> dict:
 # --------------------------------------------------------------------------- the profile follows the papers
 def test_paper_profile_follows_both_papers(monkeypatch):
     from ce_utils.core.config import get_dotted, load_profile
-    from ce_utils.experiments.query_distill import PAPER_RETENTION, parse_strategies
+    from ce_utils.experiments.query_distill import PAPER_RETENTION
+    from ce_utils.core.students import parse_strategies
 
     monkeypatch.delenv("CE_REFERENCE_DIR", raising=False)
     cfg = load_profile("paper")

@@ -5,6 +5,7 @@ import pytest
 
 from ce_utils.experiments import peer_check as published
 from ce_utils.core.config import ConfigError
+from ce_utils import cli
 
 
 @pytest.fixture
@@ -26,7 +27,7 @@ def test_peer_check_scores_the_full_collection_and_merges(tmp_path, smoke_profil
     out.mkdir()
     other = pd.DataFrame([{"model": "someone-else", "dataset": "scifact", "metric": "NDCG@10", "value": 0.6}])
     other.to_csv(out / published.MODELS_CSV, index=False)
-    rc = published.main(["--profile", str(smoke_profile), "--model", str(tiny_bert_dir), "--results-dir", str(out)])
+    rc = cli.cmd_peer_check(["--profile", str(smoke_profile), "--model", str(tiny_bert_dir), "--results-dir", str(out)])
     assert rc == 0
     df = pd.read_csv(out / published.MODELS_CSV)
     assert set(df["model"]) == {"someone-else", tiny_bert_dir.name}  # other models' rows are kept
@@ -42,7 +43,7 @@ def test_peer_check_scores_the_full_collection_and_merges(tmp_path, smoke_profil
     assert row["delta"] == pytest.approx(expected - 0.5)
     assert row["n_docs"] == len(ds.corpus) and row["source"] == "test fixture" and "git_commit" in df.columns
     # a second run replaces the model's rows instead of appending
-    assert published.main(["--profile", str(smoke_profile), "--model", str(tiny_bert_dir),
+    assert cli.cmd_peer_check(["--profile", str(smoke_profile), "--model", str(tiny_bert_dir),
                            "--results-dir", str(out)]) == 0
     again = pd.read_csv(out / published.MODELS_CSV)
     assert (again["model"] == tiny_bert_dir.name).sum() == 1 and len(again) == 2
@@ -53,7 +54,7 @@ def test_peer_check_without_a_published_score_names_the_fix(smoke_cfg, tiny_bert
         published.run_peer_check(smoke_cfg, str(tiny_bert_dir))
     with pytest.raises(ConfigError, match="not datasets of profile"):
         published.run_peer_check(smoke_cfg, str(tiny_bert_dir), datasets=["nope"])
-    assert published.main(["--profile", str(smoke_profile), "--model", str(tiny_bert_dir)]) == 2
+    assert cli.cmd_peer_check(["--profile", str(smoke_profile), "--model", str(tiny_bert_dir)]) == 2
     assert "PUBLISHED" in capsys.readouterr().err
 
 

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from ce_utils.core.config import ConfigError, load_profile
-from ce_utils.experiments.probing import (CE_QUALITY_COLUMNS, PROBE_COLUMNS, check_probe_layers, encode_layers, linear_cka,
-                              load_probe_model, pooling_mask, probe_dataset, probe_sample, probe_settings,
-                              self_pair_batch, similarity_by_layer, sts_by_layer, sts_texts)
+from ce_utils.experiments.probing import CE_QUALITY_COLUMNS, PROBE_COLUMNS, check_probe_layers, linear_cka, probe_dataset, probe_sample, probe_settings, similarity_by_layer, sts_by_layer, sts_texts
+from ce_utils.core.layers import encode_layers, pooling_mask, self_pair_batch
+from ce_utils.experiments.cross_encoder import load_probe_model
 from ce_utils.core.io import META_COLUMNS
 from ce_utils.core.students import backbone
 
@@ -177,7 +177,7 @@ def test_retrieval_rows_share_the_embedding_cache(smoke_cfg, tmp_path):
 def test_guard_trips_on_a_cross_encoder_that_scores_at_random(smoke_cfg):
     import random
 
-    from ce_utils.experiments.cross_encoder import CrossEncoderNotWorkingError, check_reranks
+    from ce_utils.core.scoring import CrossEncoderNotWorkingError, check_reranks
     from ce_utils.core.data import load_beir_dataset
     from ce_utils.core.retrieval import evaluate, rerank
 

@@ -10,7 +10,7 @@ from ce_utils.core.config import ConfigError
 
 
 def test_dev_split_is_never_a_test_split(smoke_cfg):
-    from ce_utils.experiments.curves import dev_collections
+    from ce_utils.experiments.curves.run import dev_collections
 
     with pytest.raises(ConfigError, match="training data"):
         dev_collections(smoke_cfg, {"tiny-a": "test"})
@@ -21,7 +21,8 @@ def test_dev_split_is_never_a_test_split(smoke_cfg):
 
 
 def test_curve_scores_dev_queries_on_schedule_and_the_last_student_on_test(smoke_cfg, tmp_path):
-    from ce_utils.experiments.curves import CURVE_COLUMNS, CURVE_CSV, main, summary
+    from ce_utils.experiments.curves.run import CURVE_COLUMNS, CURVE_CSV, summary
+    from ce_utils.cli import cmd_curve as main
 
     argv = ["--profile", smoke_cfg["profile_path"], "--strategy", "subset:0,5", "--max-steps", "5",
             "--eval-steps", "2", "--dev", "tiny-a=train", "--test", "--results-dir", str(tmp_path)]
@@ -47,7 +48,7 @@ def test_curve_scores_dev_queries_on_schedule_and_the_last_student_on_test(smoke
 
 
 def test_curve_arguments_are_checked(smoke_cfg, tmp_path):
-    from ce_utils.experiments.curves import main
+    from ce_utils.cli import cmd_curve as main
 
     base = ["--profile", smoke_cfg["profile_path"], "--strategy", "subset:0,5", "--results-dir", str(tmp_path)]
     assert main(base + ["--dev", "tiny-a:train"]) == 2
@@ -56,7 +57,8 @@ def test_curve_arguments_are_checked(smoke_cfg, tmp_path):
 
 
 def test_de2ce_curve_is_symmetric_and_checked(smoke_cfg, tmp_path):
-    from ce_utils.experiments.curves import CURVE_CSV, main
+    from ce_utils.experiments.curves.run import CURVE_CSV
+    from ce_utils.cli import cmd_curve as main
 
     base = ["--profile", smoke_cfg["profile_path"], "--results-dir", str(tmp_path), "--dev", "tiny-a=train"]
     assert main(base) == 2                                   # neither a query student nor a DE-k CE student

@@ -10,16 +10,19 @@ import pytest
 from ce_utils.experiments import query_distill as qd
 from ce_utils.core.config import ConfigError, load_profile
 from ce_utils.core.students import backbone, num_layers, same_weights
+from ce_utils.core.evaluate import AsymmetricEvaluator, eval_datasets
+from ce_utils.core.students import parse_strategy
+from ce_utils.core.texts import excluded_query_files, training_queries
 
 ROOT = qd.Path(__file__).resolve().parent.parent
 
 
 def test_parse_strategies():
-    s = qd.parse_strategy("subset:0,5", 6)
+    s = parse_strategy("subset:0,5", 6)
     assert (s.kind, s.layers, s.layers_str, s.n_layers) == ("subset", (0, 5), "0,5", 2)
-    f = qd.parse_strategy("first:3", 6)
+    f = parse_strategy("first:3", 6)
     assert f.layers == (0, 1, 2) and f.name == "first3"
-    o = qd.parse_strategy("onnx-l3", 6)
+    o = parse_strategy("onnx-l3", 6)
     assert o.kind == "onnx" and o.n_layers == 3
 
 
@@ -33,12 +36,12 @@ def test_parse_strategies():
 ])
 def test_bad_strategy_says_the_fix(spec, match):
     with pytest.raises(ConfigError, match=match):
-        qd.parse_strategy(spec, 6)
+        parse_strategy(spec, 6)
 
 
 def test_subset_student_has_exactly_the_chosen_teacher_layers(teacher):
     for spec in ("subset:0,5", "subset:0,2,5", "first:2"):
-        st = qd.parse_strategy(spec, num_layers(teacher))
+        st = parse_strategy(spec, num_layers(teacher))
         student = qd.build_student(st, teacher)
         s, t = backbone(student), backbone(teacher)
         assert num_layers(student) == len(st.layers)
@@ -50,24 +53,24 @@ def test_subset_student_has_exactly_the_chosen_teacher_layers(teacher):
 
 
 def test_evaluator_uses_teacher_document_embeddings(teacher, smoke_cfg, monkeypatch):
-    import ce_utils.experiments.probing
+    import ce_utils.core.encode
 
-    ds = qd.eval_datasets(smoke_cfg, ["tiny-a"])
-    ev = qd.AsymmetricEvaluator(teacher=teacher, datasets=ds, teacher_spec="tiny")
+    ds = eval_datasets(smoke_cfg, ["tiny-a"])
+    ev = AsymmetricEvaluator(teacher=teacher, datasets=ds, teacher_spec="tiny")
     docs = ds["tiny-a"].doc_texts()
     np.testing.assert_allclose(ev.doc_emb["tiny-a"], teacher.encode(docs, convert_to_numpy=True), atol=2e-3,
                                rtol=2e-3)  # stored as float16, like every cached embedding
     assert ev.score_function == "cos_sim"
 
-    student = qd.build_student(qd.parse_strategy("subset:0", 6), teacher)
+    student = qd.build_student(parse_strategy("subset:0", 6), teacher)
     seen = {}
-    real = ce_utils.experiments.probing.encode_layers
+    real = ce_utils.core.encode.encode_layers
 
     def spy(model, texts, *a, **kw):
         seen.setdefault(id(model), []).extend(texts)
         return real(model, texts, *a, **kw)
 
-    monkeypatch.setattr(ce_utils.experiments.probing, "encode_layers", spy)
+    monkeypatch.setattr(ce_utils.core.encode, "encode_layers", spy)
     before = ev.doc_emb["tiny-a"].copy()
     scores = ev.evaluate(student)
     assert set(seen) == {id(student)}  # only the student encoded anything, and
@@ -81,11 +84,11 @@ def test_evaluator_uses_teacher_document_embeddings(teacher, smoke_cfg, monkeypa
 
 
 def test_training_query_exclusion(smoke_cfg):
-    assert qd.excluded_query_files(smoke_cfg, ["tiny-a", "tiny-b"]) == ["unlabelled-2"]
-    q = qd.training_queries(smoke_cfg, ["tiny-a"])
+    assert excluded_query_files(smoke_cfg, ["tiny-a", "tiny-b"]) == ["unlabelled-2"]
+    q = training_queries(smoke_cfg, ["tiny-a"])
     assert q and all(k.startswith("unlabelled-1:") for k in q)
     assert len(q) <= smoke_cfg["query_distill"]["max_train_queries"]
-    q_all = qd.training_queries(smoke_cfg, ["tiny-b"])
+    q_all = training_queries(smoke_cfg, ["tiny-b"])
     assert any(k.startswith("unlabelled-2:") for k in q_all)
 
 
@@ -147,13 +150,13 @@ def test_tables_fetched_by_make_data_are_found_without_settings(monkeypatch, tmp
 def test_paper_profile_lists_the_papers_subsets():
     cfg = load_profile("paper")
     specs = cfg["query_distill"]["strategies"]
-    layers = {qd.parse_strategy(s, 12).layers_str for s in specs}
+    layers = {parse_strategy(s, 12).layers_str for s in specs}
     assert layers == set(qd.PAPER_RETENTION)
 
 
 def test_onnx_strategy_fails_clearly_without_a_model(teacher):
     with pytest.raises(ConfigError, match="onnx"):
-        qd.build_student(qd.parse_strategy("onnx-l3", 6), teacher, {"models": {}, "query_distill": {}})
+        qd.build_student(parse_strategy("onnx-l3", 6), teacher, {"models": {}, "query_distill": {}})
 
 
 @pytest.mark.slow
@@ -182,7 +185,7 @@ def test_notebook_smoke(smoke_profile, tmp_path):
 def test_a_trained_query_student_is_saved_for_the_backends(teacher, tmp_path):
     from sentence_transformers import SentenceTransformer
 
-    strategy = qd.parse_strategy("subset:0,5", 6)
+    strategy = parse_strategy("subset:0,5", 6)
     student = qd.build_student(strategy, teacher)
     cfg = {"models_dir": str(tmp_path / "models"), "seed": 3}
     path = qd.save_query_student(student, strategy, cfg, {"train_steps": 2, "train_loss": 0.1})

@@ -60,14 +60,14 @@ def test_encoding_resumes_after_an_interruption(tmp_path):
 
 
 def test_exact_search_streams_a_memory_mapped_corpus(tmp_path, monkeypatch):
-    import ce_utils.core.search
+    import ce_utils.core.retrieval
 
     q, d = _data(n_docs=300)
     mm = encode_to_memmap(tmp_path / "c.npy", [str(i) for i in range(300)], lambda c: d[[int(t) for t in c]],
                           dim=16, chunk_size=64, progress=False)
     qids, dids = [f"q{i}" for i in range(len(q))], [f"d{i}" for i in range(300)]
     called = []
-    real = ce_utils.core.search.chunked_search
-    monkeypatch.setattr(ce_utils.core.search, "chunked_search", lambda *a, **k: called.append(1) or real(*a, **k))
+    real = ce_utils.core.retrieval.chunked_search
+    monkeypatch.setattr(ce_utils.core.retrieval, "chunked_search", lambda *a, **k: called.append(1) or real(*a, **k))
     got = exact_search(q, mm, qids, dids, top_k=5)
     assert called and list(got["q0"]) == list(exact_search(q, np.asarray(mm), qids, dids, top_k=5)["q0"])

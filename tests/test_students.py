@@ -53,7 +53,7 @@ def test_composed_student_returns_its_own_hidden_states(teacher):
 
     import numpy as np
 
-    from ce_utils.experiments.probing import encode_layers
+    from ce_utils.core.layers import encode_layers
     from ce_utils.core.students import RANDOM, compose_student
 
     texts = ["cell protein gene", "heart blood pressure artery"]

@@ -8,8 +8,11 @@ import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-
+from urllib.parse import urlsplit
+from beir import util
+from beir.datasets.data_loader import GenericDataLoader
 from ce_utils.core.config import ConfigError, data_dir
+
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +67,6 @@ def dataset_spec(cfg: dict, name: str) -> dict:
 def beir_url(name: str) -> str:
     """BEIR's official zip of ``name``; with $CE_DATA_MIRROR set, the mirror's base URL replaces the
     official scheme and host (the path is kept), as for `make data`."""
-    from urllib.parse import urlsplit
 
     url = BEIR_URL.format(name=name)
     mirror = os.environ.get(MIRROR_ENV)
@@ -72,7 +74,6 @@ def beir_url(name: str) -> str:
 
 
 def _download_beir(name: str, target: Path) -> None:
-    from beir import util
 
     target.parent.mkdir(parents=True, exist_ok=True)
     log.info("Downloading BEIR %s into %s", name, target.parent)
@@ -84,7 +85,6 @@ def _download_beir(name: str, target: Path) -> None:
 
 def load_beir_folder(folder: str | Path, split: str = "test", name: str | None = None) -> BeirDataset:
     """Load a folder in BEIR layout (corpus.jsonl, queries.jsonl, qrels/<split>.tsv)."""
-    from beir.datasets.data_loader import GenericDataLoader
 
     folder = Path(folder)
     missing = [f for f in ("corpus.jsonl", "queries.jsonl", f"qrels/{split}.tsv") if not (folder / f).is_file()]

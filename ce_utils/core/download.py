@@ -20,7 +20,6 @@ checksum or format error; 2 the network is unreachable, or a bad profile / sourc
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import gzip
 import hashlib
@@ -43,8 +42,9 @@ from typing import Iterator
 from urllib.parse import urlsplit
 
 import yaml
+from tqdm import tqdm
+from ce_utils.core.config import ConfigError, DATA_ENV, load_profile, repo_root
 
-from ce_utils.core.config import DATA_ENV, ConfigError, load_profile, repo_root
 
 MIRROR_ENV = "CE_DATA_MIRROR"
 DOWNLOADS = ".downloads"
@@ -254,7 +254,6 @@ def _open(url: str, start: int) -> object:
 
 def fetch(url: str, part: Path, quiet: bool = False, desc: str = "") -> Path:
     """Download ``url`` into ``part`` (resuming it when it exists); returns ``part``, complete."""
-    from tqdm import tqdm
 
     part.parent.mkdir(parents=True, exist_ok=True)
     for _attempt in range(2):
@@ -661,32 +660,4 @@ def run(profile: str, dest: str | os.PathLike, sources_path: str | os.PathLike |
     return 1 if (strict and notes) else 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--profile", default="default", help="configs/<name>.yaml or a YAML path")
-    ap.add_argument("--dest", default=str(repo_root() / "data"), help="the data directory to fill (default: data/)")
-    ap.add_argument("--sources", default=None, help="data-sources YAML (default: configs/data_sources.yaml)")
-    ap.add_argument("--only", nargs="+", metavar="NAME",
-                    help="only these datasets / query files / STS sets of the profile (or source names)")
-    ap.add_argument("--mirror", default=None, help=f"base URL replacing scheme+host of every source (${MIRROR_ENV})")
-    ap.add_argument("--dry-run", action="store_true", help="print what would be downloaded, download nothing")
-    ap.add_argument("--keep-archives", action="store_true", help=f"keep the verified downloads in {DOWNLOADS}/")
-    ap.add_argument("--strict", action="store_true", help="exit 1 when a target has no official download")
-    ap.add_argument("--quiet", action="store_true", help="no progress bars or progress lines")
-    args = ap.parse_args(argv)
-    try:
-        return run(args.profile, args.dest, args.sources, only=args.only, mirror=args.mirror, quiet=args.quiet,
-                   dry_run=args.dry_run, keep_archives=args.keep_archives, strict=args.strict)
-    except OfflineError as exc:
-        print(str(exc), file=sys.stderr)
-        return 2
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except DownloadError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
 
-
-if __name__ == "__main__":
-    sys.exit(main())

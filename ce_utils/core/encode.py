@@ -21,9 +21,14 @@ from typing import Sequence
 
 import numpy as np
 import torch
-
+import tempfile
+from pathlib import Path
+from sentence_transformers import SentenceTransformer
 from ce_utils.core.config import ConfigError
-from ce_utils.core.retrieval import cached_array
+from ce_utils.core.io import cached_array, fingerprint
+from ce_utils.core.layers import encode_layers
+from ce_utils.core.search import encode_to_memmap
+
 
 DTYPES = ("fp32", "bf16", "fp16")
 SUBDIR = "embeddings"
@@ -70,6 +75,13 @@ def weights_fingerprint(model) -> str:
 def forget_fingerprint(model) -> None:
     if hasattr(model, "_ce_utils_fingerprint"):
         del model._ce_utils_fingerprint
+
+
+def encode(model, texts: Sequence[str], batch_size: int = 32, progress: bool = False,
+           normalize: bool = False) -> np.ndarray:
+    """``model.encode`` of ``texts`` as a float32 array: a model in training, or any text outside the cache."""
+    return np.asarray(model.encode(list(texts), batch_size=batch_size, convert_to_numpy=True,
+                                   normalize_embeddings=normalize, show_progress_bar=progress), dtype=np.float32)
 
 
 def native_bf16(device: str | torch.device | None = None) -> bool:
@@ -150,7 +162,6 @@ def layer_embeddings(cfg: dict, model, kind: str, texts: Sequence[str], ids: Seq
     ``kind="de"``: a SentenceTransformer, each text alone. ``kind="ce"``: a CrossEncoder, each text
     paired with itself and pooled over ``pooling`` (see :mod:`ce_utils.experiments.probing`). ``what`` names the
     collection (e.g. ``scifact-test-docs``); ``ids`` identify its texts in order."""
-    from ce_utils.experiments.probing import encode_layers
 
     if len(texts) > ON_DISK_ABOVE:
         raise ConfigError(f"Probing every layer of {what} ({len(texts):,} texts) would hold (layers + 1) x "
@@ -227,9 +238,7 @@ def sentence_embeddings(cfg: dict, model, texts: Sequence[str], ids: Sequence[st
 def _start_pool(model, devices: list[str], work: "Path"):
     """sentence-transformers' multi-process pool over ``devices``, started from a fresh copy of the
     model loaded from disk (a model that ran with hidden-state hooks cannot be sent to workers)."""
-    import tempfile
 
-    from sentence_transformers import SentenceTransformer
 
     work.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=work, prefix=".pool-model-") as tmp:
@@ -240,10 +249,7 @@ def _start_pool(model, devices: list[str], work: "Path"):
 
 
 def _on_disk_embeddings(cfg: dict, model, texts, ids, what, max_length, device, progress):
-    from pathlib import Path
 
-    from ce_utils.core.retrieval import fingerprint
-    from ce_utils.core.search import encode_to_memmap
 
     es = encode_settings(cfg)
     ml = model_max_length(model, max_length or es["max_length"])

@@ -2,83 +2,20 @@
 
 from __future__ import annotations
 
-import datetime as _dt
 import os
-import platform
-import subprocess
 import tempfile
 from pathlib import Path
 from typing import Iterable
 
 import pandas as pd
+import hashlib
+import json
+from typing import Callable
+import numpy as np
 
-from ce_utils.core.config import repo_root
 
 META_COLUMNS = ["profile", "seed", "device", "cpu", "threads", "python", "torch", "transformers",
                 "sentence_transformers", "beir", "git_commit", "timestamp"]
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def device_name(device: str | None = None) -> str:
-    import torch
-
-    if (device or "").startswith("cuda") or (device is None and torch.cuda.is_available()):
-        return f"cuda:{torch.cuda.get_device_name(0)}"
-    return "cpu"
-
-
-def git_commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=repo_root(), capture_output=True,
-                             text=True, timeout=5)
-        return out.stdout.strip() or "unknown"
-    except Exception:
-        return "unknown"
-
-
-def _encode_dtype(cfg: dict | None) -> str:
-    """The dtype corpora and queries are encoded in (``encode.dtype``, ``auto`` resolved)."""
-    from ce_utils.core.encode import encode_settings
-
-    try:
-        return encode_settings(cfg or {})["dtype"]
-    except Exception:  # pragma: no cover - a bad dtype fails where it is used, with its own message
-        return ""
-
-
-def run_metadata(cfg: dict | None = None, seed: int | None = None, device: str | None = None) -> dict:
-    """Device, CPU, thread count, library versions, commit and time of this run."""
-    import beir  # noqa: F401
-    import sentence_transformers
-    import torch
-    import transformers
-    from importlib.metadata import version
-
-    return {
-        "profile": (cfg or {}).get("name", ""),
-        "seed": seed if seed is not None else (cfg or {}).get("seed"),
-        "device": device_name(device),
-        "encode_dtype": _encode_dtype(cfg),
-        "cpu": cpu_model(),
-        "threads": torch.get_num_threads(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "sentence_transformers": sentence_transformers.__version__,
-        "beir": version("beir"),
-        "git_commit": git_commit(),
-        "timestamp": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-    }
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
@@ -177,7 +114,6 @@ LATENCY_METRICS = {"total": LATENCY_MS, "encode": "latency_encode_ms", "search":
                    "rerank": "latency_rerank_ms"}
 
 
-
 def eager(df: pd.DataFrame) -> pd.DataFrame:
     """Speed rows of eager PyTorch (rows without a backend column are eager)."""
     return df[df["backend"] == "torch"] if "backend" in df.columns else df
@@ -210,3 +146,40 @@ def inconsistencies(results_dir: str | Path, tol: float = 1e-6) -> pd.DataFrame:
     spread = idx.groupby(CONSISTENCY_KEY)["value"].agg(lambda v: float(v.max() - v.min()))
     bad = spread[spread > tol].index
     return idx.set_index(CONSISTENCY_KEY).loc[bad].reset_index() if len(bad) else idx.iloc[0:0]
+
+
+def model_label(spec: str) -> str:
+    """A short, machine-independent name for a model spec (a local folder -> its name)."""
+    if spec.startswith(("package:", "trained:")):
+        return spec
+    p = Path(spec)
+    if p.is_absolute() or spec.startswith((".", "~")):
+        return p.name
+    return spec
+
+
+def fingerprint(**parts) -> str:
+    blob = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha1(blob.encode()).hexdigest()[:16]
+
+
+def cached_array(cache_dir: str | Path | None, name: str, compute: Callable[[], np.ndarray],
+                 **key) -> np.ndarray:
+    """Load ``name`` from the cache if its key matches, else compute and store it (atomically).
+
+    The key (model, layer, dataset, max length, ...) is stored beside the array."""
+    if cache_dir is None:
+        return compute()
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tag = fingerprint(**key)
+    arr_path = cache_dir / f"{name}-{tag}.npy"
+    if arr_path.is_file():
+        return np.load(arr_path)
+    arr = np.asarray(compute())
+    tmp = arr_path.with_suffix(".npy.tmp")
+    with open(tmp, "wb") as fh:
+        np.save(fh, arr)
+    tmp.replace(arr_path)
+    atomic_write_text(cache_dir / f"{name}-{tag}.json", json.dumps(key, sort_keys=True, default=str, indent=1))
+    return arr

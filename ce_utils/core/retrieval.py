@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-from pathlib import Path
 from typing import Callable, Iterable
 
 import numpy as np
 import torch
+from beir.retrieval.evaluation import EvaluateRetrieval
+from ce_utils.core.search import chunked_search
 
-from ce_utils.core.io import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +28,6 @@ def exact_search(query_emb, doc_emb, query_ids: list[str], doc_ids: list[str], t
     if score_function not in ("cos_sim", "dot"):
         raise ValueError(f"score_function must be 'cos_sim' or 'dot', not {score_function!r}")
     if isinstance(doc_emb, np.memmap) or len(doc_ids) > CHUNKED_ABOVE:
-        from ce_utils.core.search import chunked_search
 
         return chunked_search(query_emb, doc_emb, query_ids, doc_ids, top_k=top_k, score_function=score_function,
                               query_chunk=chunk_size)
@@ -58,7 +55,6 @@ def evaluate(qrels: dict[str, dict[str, int]], results: dict[str, dict[str, floa
     NDCG/MAP/Recall/P come from pytrec_eval through beir's EvaluateRetrieval; MRR and
     Hits (beir's top-k accuracy) from beir's custom metrics. Identical query and doc ids
     are *not* dropped (Vaswani reuses ids across queries and documents)."""
-    from beir.retrieval.evaluation import EvaluateRetrieval
 
     metrics = list(metrics)
     qrels = {q: d for q, d in qrels.items() if any(s > 0 for s in d.values())}
@@ -91,28 +87,3 @@ def rerank(results: dict[str, dict[str, float]], score_pairs: Callable[[list[tup
     return out
 
 
-def fingerprint(**parts) -> str:
-    blob = json.dumps(parts, sort_keys=True, default=str)
-    return hashlib.sha1(blob.encode()).hexdigest()[:16]
-
-
-def cached_array(cache_dir: str | Path | None, name: str, compute: Callable[[], np.ndarray],
-                 **key) -> np.ndarray:
-    """Load ``name`` from the cache if its key matches, else compute and store it (atomically).
-
-    The key (model, layer, dataset, max length, ...) is stored beside the array."""
-    if cache_dir is None:
-        return compute()
-    cache_dir = Path(cache_dir)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tag = fingerprint(**key)
-    arr_path = cache_dir / f"{name}-{tag}.npy"
-    if arr_path.is_file():
-        return np.load(arr_path)
-    arr = np.asarray(compute())
-    tmp = arr_path.with_suffix(".npy.tmp")
-    with open(tmp, "wb") as fh:
-        np.save(fh, arr)
-    tmp.replace(arr_path)
-    atomic_write_text(cache_dir / f"{name}-{tag}.json", json.dumps(key, sort_keys=True, default=str, indent=1))
-    return arr

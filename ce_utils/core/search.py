@@ -17,7 +17,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
-
+from tqdm.auto import tqdm
 from ce_utils.core.io import atomic_write_text
 
 
@@ -57,7 +57,6 @@ def encode_to_memmap(path: str | os.PathLike, texts: Sequence[str], encode: Call
         arr = np.load(partial, mmap_mode="r+")
     starts = range(done, len(texts), chunk_size)
     if progress:
-        from tqdm.auto import tqdm
 
         starts = tqdm(starts, desc=f"encoding {path.stem}", unit="chunk", initial=done // chunk_size,
                       total=-(-len(texts) // chunk_size))

@@ -17,8 +17,10 @@ from typing import Sequence, Union
 
 import torch
 from torch import nn
-
+import re
+from dataclasses import dataclass
 from ce_utils.core.config import ConfigError
+
 
 RANDOM = "random"
 LayerSpec = Union[str, tuple]  # RANDOM, or (source_model, layer_index)
@@ -102,3 +104,123 @@ def layer_subset_student(teacher, layers: Sequence[int], seed: int = 0):
     """Wang & Lyu's initialisation: the teacher's embeddings and the chosen teacher layers."""
     check_layers(teacher, list(layers), "teacher")
     return compose_student(teacher, [(teacher, l) for l in layers], seed=seed)
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """A student initialisation: ``kind`` is ``subset`` (teacher layers) or ``onnx`` (another
+    pretrained model, converted from ONNX)."""
+
+    spec: str
+    kind: str
+    layers: tuple = ()
+    name: str = ""
+
+    @property
+    def layers_str(self) -> str:
+        return ",".join(str(l) for l in self.layers)
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.layers) if self.kind == "subset" else ONNX_L3_LAYERS
+
+
+ONNX_STRATEGIES = ("onnx-l3",)
+
+
+ONNX_L3_LAYERS = 3
+
+
+_SPEC_HELP = ('Use "subset:i,j,..." (teacher layer indices), "first:k" (the first k teacher layers) '
+              'or "onnx-l3" (paraphrase-MiniLM-L3-v2 converted from ONNX).')
+
+
+def parse_strategy(spec: str, n_teacher_layers: int) -> Strategy:
+    """Parse a student strategy string against a teacher with ``n_teacher_layers`` layers.
+
+    ``subset:0,5`` -> teacher layers 0 and 5; ``first:2`` -> layers 0, 1 (the layer-reduction
+    recipe of sentence-transformers' distillation example); ``onnx-l3`` -> another pretrained
+    model (its own 3 layers and embeddings, the teacher's tokenizer, pooling and normalisation)."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise ConfigError(f"Empty student strategy {spec!r}. {_SPEC_HELP}")
+    s = spec.strip()
+    if s in ONNX_STRATEGIES:
+        return Strategy(spec=s, kind="onnx", name=s)
+    m = re.fullmatch(r"(subset|first)\s*:\s*([0-9,\s-]+)", s)
+    if not m:
+        raise ConfigError(f"Unknown student strategy {spec!r}. {_SPEC_HELP}")
+    kind, arg = m.group(1), m.group(2)
+    try:
+        numbers = [int(x) for x in arg.split(",") if x.strip()]
+    except ValueError:
+        raise ConfigError(f"Strategy {spec!r}: {arg!r} is not a comma-separated list of integers. {_SPEC_HELP}")
+    if kind == "first":
+        if len(numbers) != 1 or not 1 <= numbers[0] <= n_teacher_layers:
+            raise ConfigError(f"Strategy {spec!r}: first:k needs one k in 1..{n_teacher_layers} "
+                              f"(the teacher has {n_teacher_layers} layers).")
+        layers = tuple(range(numbers[0]))
+        return Strategy(spec=s, kind="subset", layers=layers, name=f"first{numbers[0]}")
+    if not numbers:
+        raise ConfigError(f"Strategy {spec!r} names no layer. {_SPEC_HELP}")
+    bad = [l for l in numbers if not 0 <= l < n_teacher_layers]
+    if bad:
+        raise ConfigError(f"Strategy {spec!r}: layer index {bad} out of range; the teacher has layers "
+                          f"0..{n_teacher_layers - 1}.")
+    if len(set(numbers)) != len(numbers) or numbers != sorted(numbers):
+        raise ConfigError(f"Strategy {spec!r}: give distinct layer indices in increasing order.")
+    layers = tuple(numbers)
+    return Strategy(spec=s, kind="subset", layers=layers, name="L" + "_".join(map(str, layers)))
+
+
+def parse_strategies(specs: Sequence[str], n_teacher_layers: int) -> list[Strategy]:
+    if isinstance(specs, str) or not specs:
+        raise ConfigError("query_distill.strategies must be a non-empty list of strategy strings. " + _SPEC_HELP)
+    return [parse_strategy(s, n_teacher_layers) for s in specs]
+
+
+INITS = ("ce", "ce-top", "random", "de", "full")
+
+
+CE_INITS = ("ce", "ce-top")      # students whose embeddings and first layers are the CE's
+
+
+def student_name(init: str, n_layers: int, loss: str = "mse") -> str:
+    """``DE-2 CE``, ``DE-3 CE``, ``DE-2 CE+top``, ``DE-2 random``, ``DE-2 DE``, ``DE-6 full``; ``+ (MNRL)`` for
+    the ablation."""
+    label = {"ce": "CE", "ce-top": "CE+top", "random": "random", "de": "DE", "full": "full"}[init]
+    name = f"DE-{n_layers} {label}"
+    return name + " (MNRL)" if loss == "mnrl" else name
+
+
+def slug(name: str) -> str:
+    """A folder name for a student: ``DE-2 CE (MNRL)`` -> ``de-2-ce-mnrl``."""
+    out = "".join(c.lower() if c.isalnum() else "-" for c in name)
+    while "--" in out:
+        out = out.replace("--", "-")
+    return out.strip("-")
+
+
+def build_de2ce(de, ce, init: str = "ce", k: int = 1, seed: int = 0):
+    """One student with DE-2 CE's recipe: ``k`` copied layers + one random layer.
+
+    ``init``: ``"ce"`` (CE embeddings + CE layers 0..k-1 + a random layer), ``"ce-top"`` (CE embeddings + CE
+    layers 0..k-1 + the full DE's top layer instead of the random one: the DE's output space from the start),
+    ``"de"`` (DE embeddings + DE layers 0..k, no random layer), ``"random"`` (random embeddings and k+1 random
+    layers), ``"full"`` (the DE as is)."""
+    if init not in INITS:
+        raise ConfigError(f"Unknown student init {init!r}; use one of {', '.join(INITS)}.")
+    if init == "full":
+        return compose_student(de, [(de, i) for i in range(num_layers(de))], seed=seed)
+    if not isinstance(k, int) or k < 1:
+        raise ConfigError(f"k (copied layers) must be an integer >= 1, got {k!r}.")
+    if init in CE_INITS:
+        check_layers(ce, list(range(k)), "cross encoder")
+        if backbone(ce).config.hidden_size != backbone(de).config.hidden_size:
+            raise ConfigError("The cross encoder and the dual encoder have different hidden sizes; "
+                              "DE-k CE needs a CE with the DE's architecture (models.ce / models.de).")
+        last = RANDOM if init == "ce" else (de, num_layers(de) - 1)
+        return compose_student(de, [(ce, i) for i in range(k)] + [last], embeddings=ce, seed=seed)
+    if init == "de":
+        check_layers(de, list(range(k + 1)), "dual encoder")
+        return compose_student(de, [(de, i) for i in range(k + 1)], seed=seed)
+    return compose_student(de, [RANDOM] * (k + 1), embeddings=RANDOM, seed=seed)

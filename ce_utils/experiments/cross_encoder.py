@@ -27,26 +27,33 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
+import fcntl
+import torch
+from datasets import Dataset
+from sentence_transformers import (CrossEncoder, SentenceTransformer, SentenceTransformerTrainer,
+                                   SentenceTransformerTrainingArguments)
+from sentence_transformers.base.evaluation.evaluator import BaseEvaluator
+from sentence_transformers.cross_encoder import CrossEncoderTrainer, CrossEncoderTrainingArguments
+from sentence_transformers.cross_encoder.losses import MultipleNegativesRankingLoss as CrossEncoderMNRL
+from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+from torch import nn
+from transformers import TrainerCallback, set_seed
 from ce_utils.core.config import ConfigError, section
 from ce_utils.core.data import BeirDataset, load_beir_dataset
-from ce_utils.core.encode import autocast, check_dtype, dataset_embeddings, encode_settings, forget_fingerprint
+from ce_utils.core.encode import check_dtype, dataset_embeddings, encode_settings, forget_fingerprint
+from ce_utils.core.io import atomic_write_text
 from ce_utils.core.models import (default_device, load_cross_encoder, load_sentence_transformer, resolve_model,
-                             trainer_kwargs)
-from ce_utils.core.io import atomic_write_text, run_metadata
+    trainer_kwargs)
 from ce_utils.core.retrieval import evaluate, exact_search, rerank
+from ce_utils.core.runinfo import run_metadata
+from ce_utils.core.scoring import score_pairs_fn
+
 
 log = logging.getLogger(__name__)
 INFO_FILE = "training_info.json"
 CURVE_FILE = "learning_curve.json"
 CURVE_COLUMNS = ["step", "minutes", "dev_NDCG@10", "dev_MRR@10", "first_stage_NDCG@10", "first_stage_MRR@10",
                  "train_loss", "max_length", "selected", "n_dev_queries", "dev_depth"]
-
-
-class CrossEncoderNotWorkingError(RuntimeError):
-    """The cross encoder does not beat the first stage it re-ranks: no CE-derived claim may be
-    written from it."""
 
 
 # --------------------------------------------------------------------------- data
@@ -121,61 +128,6 @@ def training_data(cfg: dict, tc: dict, device: str | None = None) -> dict:
 
 
 # --------------------------------------------------------------------------- dev evaluation
-def relevance_from_logits(logits: np.ndarray, label: int) -> np.ndarray:
-    """Log-odds of ``label`` against every other label, row by row (for two labels: the difference
-    of the two logits)."""
-    logits = np.asarray(logits, dtype=np.float64)
-    others = np.delete(logits, label, axis=1)
-    m = others.max(axis=1, keepdims=True)
-    return (logits[:, label] - (m[:, 0] + np.log(np.exp(others - m).sum(axis=1)))).astype(np.float32)
-
-
-def ce_scores(ce, pairs: list[tuple[str, str]], batch_size: int = 32, dtype: str | None = None,
-              progress: bool = False) -> list[float]:
-    """One relevance score per (query, passage) pair. A one-logit CE gives its logit; a pair
-    classifier with several labels (``ce.relevance_label`` set by ``ce_utils.core.models.load_cross_encoder``)
-    the log-odds of that label, its pairs turned to (passage, query) when ``ce.passage_first``."""
-    label = getattr(ce, "relevance_label", None)
-    n_labels = int(getattr(getattr(ce, "model", None), "config", None) and ce.model.config.num_labels or 1)
-    if n_labels > 1 and label is None:
-        raise ConfigError(f"This cross encoder has {n_labels} labels and no relevance label: load it with "
-                          "ce_utils.core.models.load_cross_encoder (NLI-style: its entailment label is read).")
-    if getattr(ce, "passage_first", False):
-        pairs = [(b, a) for a, b in pairs]
-    kw = {}
-    if n_labels > 1:
-        import torch
-
-        kw["activation_fn"] = torch.nn.Identity()
-    with autocast(dtype, getattr(ce, "device", "cpu")):
-        out = np.asarray(ce.predict(pairs, batch_size=batch_size, show_progress_bar=progress, **kw), dtype=np.float32)
-    if n_labels > 1:
-        out = relevance_from_logits(out.reshape(len(pairs), n_labels), int(label))
-    return out.reshape(-1).tolist()
-
-
-def de_scores(de, pairs: list[tuple[str, str]], batch_size: int = 32, dtype: str | None = None) -> list[float]:
-    """Cosine between a DE's embeddings of each (query, passage) pair's two texts."""
-    texts = sorted({t for p in pairs for t in p})
-    with autocast(dtype, de.device):
-        emb = np.asarray(de.encode(texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True),
-                         dtype=np.float32)
-    pos = {t: i for i, t in enumerate(texts)}
-    return [float(emb[pos[a]] @ emb[pos[b]]) for a, b in pairs]
-
-
-def score_pairs_fn(ce, queries: dict[str, str], docs: dict[str, str], batch_size: int = 32,
-                   show_progress_bar: bool = True, dtype: str | None = None, kind: str = "ce"):
-    """A ``score_pairs`` callable for :func:`ce_utils.core.retrieval.rerank`: (query id, doc id) pairs
-    scored by a cross encoder (``kind="ce"``) or by a DE's cosine (``kind="de"``)."""
-
-    def score(pairs: list[tuple[str, str]]) -> list[float]:
-        texts = [(queries[q], docs[d]) for q, d in pairs]
-        if kind == "de":
-            return de_scores(ce, texts, batch_size, dtype)
-        return ce_scores(ce, texts, batch_size, dtype, show_progress_bar)
-
-    return score
 
 
 def rerank_quality(model, ds: BeirDataset, qids, first: dict, depth: int, metrics=("NDCG@10", "MRR@10"),
@@ -191,7 +143,6 @@ def rerank_quality(model, ds: BeirDataset, qids, first: dict, depth: int, metric
 def _dev_evaluator(data: dict, depth: int, batch_size: int, dtype: str, max_length: int, kind: str):
     """A sentence-transformers evaluator: NDCG@10 / MRR@10 of the model re-scoring the DE's top
     ``depth`` for the dev queries (pytrec_eval, as every table of this project)."""
-    from sentence_transformers.base.evaluation.evaluator import BaseEvaluator
 
     ds, dev, ranked = data["dataset"], data["dev_queries"], data["ranked"]
     attr = "max_length" if kind == "ce" else "max_seq_length"
@@ -221,7 +172,6 @@ def _dev_evaluator(data: dict, depth: int, batch_size: int, dtype: str, max_leng
 
 def _curve_callback(curve: list, state: dict, t0: float, max_length: int, depth: int, n_dev: int):
     """Records every dev evaluation (step, minutes, metrics) and keeps the best weights."""
-    from transformers import TrainerCallback
 
     class Curve(TrainerCallback):
         last_loss = float("nan")
@@ -254,11 +204,8 @@ def listwise_loss(model):
     in-batch negatives): sentence-transformers' cross-encoder ``MultipleNegativesRankingLoss``
     with in-batch sampling off, and every (query, candidate) pair of a batch scored in one
     forward pass (the library scores one candidate column per pass: 2x slower on CPU)."""
-    import torch
-    from sentence_transformers.cross_encoder.losses import MultipleNegativesRankingLoss
-    from torch import nn
 
-    class ListwiseSoftmaxLoss(MultipleNegativesRankingLoss):
+    class ListwiseSoftmaxLoss(CrossEncoderMNRL):
         def forward(self, inputs, labels=None, prompt=None, task=None):
             anchors, columns = inputs[0], inputs[1:]          # columns: positive, negative_1..n
             pairs = [[a, c] for col in columns for a, c in zip(anchors, col)]
@@ -286,8 +233,6 @@ def train_listwise(cfg: dict, output: str | Path, kind: str = "ce", device: str 
     control of the paper's setting, a dual encoder fine-tuned from the same base on the same
     examples, with the same budget, learning rate and token length (sentence-transformers'
     ``MultipleNegativesRankingLoss``). Both keep the dev split's best step."""
-    from datasets import Dataset
-    from transformers import set_seed
 
     if kind not in RECIPES:
         raise ConfigError(f"kind must be 'ce' or 'de', not {kind!r}.")
@@ -301,19 +246,12 @@ def train_listwise(cfg: dict, output: str | Path, kind: str = "ce", device: str 
     max_length = int(tc.get("max_length", 128))
     base = resolve_model(tc["base"], cfg)
     if kind == "ce":
-        from sentence_transformers import CrossEncoder
-        from sentence_transformers.cross_encoder import CrossEncoderTrainer as Trainer
-        from sentence_transformers.cross_encoder import CrossEncoderTrainingArguments as Args
-
+        Trainer, Args = CrossEncoderTrainer, CrossEncoderTrainingArguments
         model = CrossEncoder(base, num_labels=1, max_length=max_length, device=device)
         loss = listwise_loss(model)
         train = Dataset.from_list(examples)
     else:
-        from sentence_transformers import SentenceTransformer
-        from sentence_transformers import SentenceTransformerTrainer as Trainer
-        from sentence_transformers import SentenceTransformerTrainingArguments as Args
-        from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
-
+        Trainer, Args = SentenceTransformerTrainer, SentenceTransformerTrainingArguments
         model = SentenceTransformer(base, device=device)
         eval_length = model.max_seq_length
         model.max_seq_length = max_length
@@ -376,16 +314,10 @@ def train_listwise(cfg: dict, output: str | Path, kind: str = "ce", device: str 
     return model, info
 
 
-def train_cross_encoder(cfg: dict, output: str | Path, device: str | None = None, data: dict | None = None):
-    """The listwise cross encoder (:func:`train_listwise` with ``kind="ce"``)."""
-    return train_listwise(cfg, output, "ce", device, data)
-
-
 def _trained(cfg: dict, path: Path, kind: str, device: str | None, retrain: bool) -> dict:
     """Train into ``path`` unless a finished model is there (one training at a time: others wait
     on a lock, then load it); returns its training record."""
     if retrain or not (path / INFO_FILE).is_file():
-        import fcntl
 
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path.parent / f".{path.name}.lock", "w") as lock:
@@ -419,7 +351,6 @@ def de_control_path(cfg: dict) -> Path:
 
 def load_or_train_de_control(cfg: dict, device: str | None = None, retrain: bool = False):
     """The same-data DE control (trained on first use) and its training record."""
-    from sentence_transformers import SentenceTransformer
 
     path = de_control_path(cfg)
     info = _trained(cfg, path, "de", device, retrain)
@@ -466,18 +397,14 @@ def dev_length_rows(cfg: dict, ce, lengths, device: str | None = None) -> list[d
     return rows
 
 
-def check_reranks(first_stage: float, reranked: float, what: str, allow: bool = False,
-                  min_gain: float = 0.0) -> bool:
-    """The guard: a CE that does not beat the first stage it re-ranks by more than ``min_gain``
-    stops the notebook (``allow=True``: warn, return False, and let the caller mark its rows)."""
-    gain = reranked - first_stage
-    if gain > min_gain:
-        return True
-    msg = (f"The cross encoder does not beat its first stage on {what}: NDCG@10 {first_stage:.4f} -> "
-           f"{reranked:.4f} ({gain:+.4f}). Its layers are not those of a working CE, so no paper-1 claim can "
-           "be drawn from them. Train it longer (ce_training in the profile), use a real CE (models.ce), or "
-           "pass `-p allow_broken_ce True` to go on with every CE-derived row marked ce_works=False.")
-    if not allow:
-        raise CrossEncoderNotWorkingError(msg)
-    log.warning(msg)
-    return False
+def load_probe_model(cfg: dict, kind: str, spec: str, device: str | None = None, retrain: bool = False):
+    """(model, info) of a model notebook 01 probes. The profile's own CE comes from
+    :func:`load_or_train_cross_encoder`, its DE control (``models.de_control``) from
+    :func:`load_or_train_de_control` (both trained on first use); any other spec is loaded as it is."""
+    if kind == "ce":
+        if spec == cfg["models"].get("ce"):
+            return load_or_train_cross_encoder(cfg, device=device, retrain=retrain)
+        return load_cross_encoder(spec, cfg, device=device), {"source": spec}
+    if spec == (cfg["models"].get("de_control") or "trained:de-scifact") and spec.startswith("trained:"):
+        return load_or_train_de_control(cfg, device=device, retrain=retrain)
+    return load_sentence_transformer(spec, cfg, device=device), {"source": spec}

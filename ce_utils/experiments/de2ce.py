@@ -18,7 +18,6 @@ re-ranks the top ``depth``", with CE scores cached on disk per (dataset, query i
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import random
@@ -29,16 +28,23 @@ from typing import Callable
 
 import numpy as np
 import pandas as pd
-
+import torch
+from sentence_transformers import SentenceTransformer
+from tqdm.auto import tqdm
+from datasets import Dataset
+from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+from transformers import set_seed
 from ce_utils.core.config import ConfigError, output_dir, section
-from ce_utils.experiments.cross_encoder import ce_scores, score_pairs_fn
-from ce_utils.core.encode import autocast, check_dtype, dataset_embeddings, model_max_length, weights_fingerprint
-from ce_utils.core.data import (BeirDataset, doc_text, load_beir_dataset, load_eval_dataset, load_query_files, load_sts,
-                           subsample)
-from ce_utils.core.models import trainer_kwargs
-from ce_utils.core.io import LATENCY_METRICS, QUERIES_ONLY, atomic_write_text, run_metadata
-from ce_utils.core.retrieval import cached_array, evaluate, exact_search, fingerprint
-from ce_utils.core.students import RANDOM, backbone, check_layers, compose_student, num_layers
+from ce_utils.core.data import BeirDataset, doc_text, load_beir_dataset
+from ce_utils.core.encode import autocast, check_dtype, dataset_embeddings, encode_settings, model_max_length
+from ce_utils.core.io import LATENCY_METRICS, QUERIES_ONLY, atomic_write_text, fingerprint
+from ce_utils.core.retrieval import evaluate, exact_search, rerank
+from ce_utils.core.runinfo import run_metadata
+from ce_utils.core.scoring import ce_scores, query_sample, top_pairs
+from ce_utils.core.students import CE_INITS, backbone, build_de2ce, slug, student_name
+from ce_utils.core.train import DE2CE_DEFAULTS, train_mse, trainer_kwargs
+
 
 log = logging.getLogger(__name__)
 
@@ -47,53 +53,11 @@ DE2CE_COLUMNS = ["model", "init", "k_ce_layers", "n_layers", "loss", "dataset", 
                  "n_docs", "approximate", "train_texts", "train_steps", "seed"]
 PIPELINE_COLUMNS = ["first_stage", "reranker", "depth", "dataset", "metric", "value", "n_queries", "n_docs",
                     "approximate", "seed"]
-INITS = ("ce", "ce-top", "random", "de", "full")
-CE_INITS = ("ce", "ce-top")      # students whose embeddings and first layers are the CE's
 VARIANTS = ("random", "de", "ce-top")  # de2ce.controls: DE-2 CE's architecture, other starts
 LOSSES = ("mse", "mnrl", "none")
 
 
 # --------------------------------------------------------------------------- students
-def student_name(init: str, n_layers: int, loss: str = "mse") -> str:
-    """``DE-2 CE``, ``DE-3 CE``, ``DE-2 CE+top``, ``DE-2 random``, ``DE-2 DE``, ``DE-6 full``; ``+ (MNRL)`` for
-    the ablation."""
-    label = {"ce": "CE", "ce-top": "CE+top", "random": "random", "de": "DE", "full": "full"}[init]
-    name = f"DE-{n_layers} {label}"
-    return name + " (MNRL)" if loss == "mnrl" else name
-
-
-def slug(name: str) -> str:
-    """A folder name for a student: ``DE-2 CE (MNRL)`` -> ``de-2-ce-mnrl``."""
-    out = "".join(c.lower() if c.isalnum() else "-" for c in name)
-    while "--" in out:
-        out = out.replace("--", "-")
-    return out.strip("-")
-
-
-def build_student(de, ce, init: str, k: int = 1, seed: int = 0):
-    """One student with DE-2 CE's recipe: ``k`` copied layers + one random layer.
-
-    ``init``: ``"ce"`` (CE embeddings + CE layers 0..k-1 + a random layer), ``"ce-top"`` (CE embeddings + CE
-    layers 0..k-1 + the full DE's top layer instead of the random one: the DE's output space from the start),
-    ``"de"`` (DE embeddings + DE layers 0..k, no random layer), ``"random"`` (random embeddings and k+1 random
-    layers), ``"full"`` (the DE as is)."""
-    if init not in INITS:
-        raise ConfigError(f"Unknown student init {init!r}; use one of {', '.join(INITS)}.")
-    if init == "full":
-        return compose_student(de, [(de, i) for i in range(num_layers(de))], seed=seed)
-    if not isinstance(k, int) or k < 1:
-        raise ConfigError(f"k (copied layers) must be an integer >= 1, got {k!r}.")
-    if init in CE_INITS:
-        check_layers(ce, list(range(k)), "cross encoder")
-        if backbone(ce).config.hidden_size != backbone(de).config.hidden_size:
-            raise ConfigError("The cross encoder and the dual encoder have different hidden sizes; "
-                              "DE-k CE needs a CE with the DE's architecture (models.ce / models.de).")
-        last = RANDOM if init == "ce" else (de, num_layers(de) - 1)
-        return compose_student(de, [(ce, i) for i in range(k)] + [last], embeddings=ce, seed=seed)
-    if init == "de":
-        check_layers(de, list(range(k + 1)), "dual encoder")
-        return compose_student(de, [(de, i) for i in range(k + 1)], seed=seed)
-    return compose_student(de, [RANDOM] * (k + 1), embeddings=RANDOM, seed=seed)
 
 
 def student_plan(ks, controls, mnrl: bool, n_de_layers: int) -> list[dict]:
@@ -131,73 +95,6 @@ def count_parameters(model) -> dict:
 
 
 # --------------------------------------------------------------------------- training data
-def excluded_query_files(cfg: dict, datasets: list[str], extra=()) -> list[str]:
-    """Query files that hold the queries of an evaluated dataset (``beir-nfcorpus`` for
-    ``nfcorpus-preprocessed``), plus ``extra``: never distil on evaluation queries."""
-    out = set(extra or [])
-    for f in cfg.get("query_files") or {}:
-        base = f[5:] if f.startswith("beir-") else f
-        if any(d == base or d.startswith(base + "-") for d in datasets):
-            out.add(f)
-    return sorted(out)
-
-
-def _truncate_words(text: str, max_words: int | None) -> str:
-    if not max_words:
-        return text
-    words = text.split()
-    return " ".join(words[:max_words])
-
-
-def sentence_texts(cfg: dict, sets: list[str], n: int, rng: random.Random) -> list[str]:
-    """``n`` distinct sentences sampled from both sides of the pairs of the named ``sts`` sets (their
-    similarity scores are never used)."""
-    pool: set[str] = set()
-    for name in sets:
-        for a, b, _ in load_sts(cfg, name):
-            pool.update(t.strip() for t in (a, b) if t.strip())
-    if n > len(pool):
-        raise ConfigError(f"de2ce.train.n_sentences = {n}, but the sentence sets {sets} hold {len(pool)} distinct "
-                          f"sentences; lower n_sentences or name more sets.")
-    return sorted(rng.sample(sorted(pool), n))
-
-
-def distillation_texts(cfg: dict, dc: dict, eval_datasets: list[str], seed: int) -> dict:
-    """Unlabelled training text: ``n_queries`` queries from the query files (files of evaluated
-    datasets excluded), ``n_passages`` passages sampled from ``passage_datasets`` corpora
-    (document text only: no query and no judgement of any dataset is used: unsupervised domain
-    adaptation) and ``n_sentences`` sentences of the ``sentence_sets`` (STS / SICK training pairs,
-    their scores unused)."""
-    rng = random.Random(seed)
-    exclude = excluded_query_files(cfg, eval_datasets, dc.get("exclude_query_files") or [])
-    queries = load_query_files(cfg, names=dc.get("query_files"), exclude=exclude)
-    qids = sorted(queries)
-    n_q = dc.get("n_queries")
-    if n_q is not None and int(n_q) < len(qids):
-        qids = sorted(rng.sample(qids, int(n_q)))
-    q_texts = [queries[q] for q in qids]
-    p_texts, p_sources = [], []
-    names = dc.get("passage_datasets")
-    names = list(eval_datasets) if names is None else list(names)
-    n_p = int(dc.get("n_passages") or 0)
-    if n_p and names:
-        per = [n_p // len(names) + (1 if i < n_p % len(names) else 0) for i in range(len(names))]
-        for name, n in zip(names, per):
-            ds = load_beir_dataset(cfg, name)
-            ids = sorted(ds.corpus)
-            chosen = sorted(rng.sample(ids, min(n, len(ids))))
-            p_texts += [_truncate_words(doc_text(ds.corpus[d]), dc.get("passage_max_words")) for d in chosen]
-            p_sources.append(f"{name}:{len(chosen)}")
-    n_s = int(dc.get("n_sentences") or 0)
-    if n_s and not dc.get("sentence_sets"):
-        raise ConfigError("de2ce.train.n_sentences > 0 needs de2ce.train.sentence_sets (names of the `sts` section).")
-    s_sets = list(dc.get("sentence_sets") or []) if n_s else []
-    return {"queries": q_texts, "passages": [t for t in p_texts if t.strip()],
-            "sentences": sentence_texts(cfg, s_sets, n_s, rng) if n_s else [], "sentence_sources": s_sets,
-            "query_files_used": sorted(set(q.split(":", 1)[0] for q in qids)),
-            "query_files_excluded": exclude, "passage_sources": p_sources}
-
-
 def contrastive_pairs(cfg: dict, dataset: str, split: str, seed: int, max_pairs: int | None = None):
     """(query, positive passage) pairs of a training split, for MultipleNegativesRankingLoss."""
     ds = load_beir_dataset(cfg, dataset, split=split)
@@ -212,48 +109,36 @@ def contrastive_pairs(cfg: dict, dataset: str, split: str, seed: int, max_pairs:
 
 
 # --------------------------------------------------------------------------- training
-def training_arguments(tc: dict, out: Path, seed: int, device: str, multi: bool = False, mnrl: bool = False):
-    from sentence_transformers import SentenceTransformerTrainingArguments
-
-    extra = {}
-    if mnrl:
-        extra["batch_sampler"] = "no_duplicates"
-    if multi:
-        extra["multi_dataset_batch_sampler"] = "proportional"
-    return SentenceTransformerTrainingArguments(**trainer_kwargs(
-        tc, out, seed, device, batch_size=32, learning_rate=1e-4, max_steps=100, logging_steps=25, **extra))
 
 
 def train_student(student, loss_name: str, tc: dict, seed: int, device: str, work_dir: Path,
                   texts: dict | None = None, labels: dict | None = None, pairs=None, callbacks=None) -> dict:
-    """Train ``student`` in place. ``mse``: ``texts``/``labels`` map a split name ("queries",
-    "passages") to texts and teacher embeddings; ``mnrl``: ``pairs`` of (query, positive)."""
-    from datasets import Dataset, DatasetDict
-    from sentence_transformers import SentenceTransformerTrainer
-    from sentence_transformers.sentence_transformer.losses import MSELoss, MultipleNegativesRankingLoss
-    from transformers import set_seed
-
-    set_seed(seed)
+    """Train ``student`` in place. ``mse``: ``texts``/``labels`` map a kind ("queries", "passages",
+    "sentences") to texts and teacher embeddings (:func:`ce_utils.core.train.train_mse`); ``mnrl``:
+    ``pairs`` of (query, positive) with in-batch negatives (MultipleNegativesRankingLoss)."""
     if loss_name == "mse":
-        parts = {k: Dataset.from_dict({"text": list(v), "label": [row.tolist() for row in labels[k]]})
-                 for k, v in texts.items() if len(v)}
-        train = DatasetDict(parts) if len(parts) > 1 else next(iter(parts.values()))
-        loss = MSELoss(student)
-        n_texts = sum(len(v) for v in texts.values())
+        info = train_mse(student, texts, labels, tc, seed, device, work_dir, callbacks, DE2CE_DEFAULTS)
     elif loss_name == "mnrl":
-        train = Dataset.from_dict({"anchor": [p[0] for p in pairs], "positive": [p[1] for p in pairs]})
-        loss = MultipleNegativesRankingLoss(student)
-        n_texts = len(pairs)
+        info = train_mnrl(student, pairs, tc, seed, device, work_dir, callbacks)
     else:
         raise ConfigError(f"Unknown training loss {loss_name!r}; use 'mse' or 'mnrl'.")
-    args = training_arguments(tc, work_dir, seed, device, multi=isinstance(train, DatasetDict),
-                              mnrl=loss_name == "mnrl")
-    trainer = SentenceTransformerTrainer(model=student, args=args, train_dataset=train, loss=loss, callbacks=callbacks)
-    t0 = time.time()
+    return {"loss": loss_name, "train_texts": int(info["train_texts"]), "train_steps": info["train_steps"],
+            "training_loss": info["train_loss"], "train_seconds": round(info["train_seconds"], 1)}
+
+
+def train_mnrl(student, pairs, tc: dict, seed: int, device: str, work_dir: Path, callbacks=None) -> dict:
+    """The MNRL ablation: DE-2 CE trained contrastively on (query, positive) pairs."""
+    set_seed(seed)
+    train = Dataset.from_dict({"anchor": [p[0] for p in pairs], "positive": [p[1] for p in pairs]})
+    args = SentenceTransformerTrainingArguments(**trainer_kwargs(tc, work_dir, seed, device, **DE2CE_DEFAULTS,
+                                                                 batch_sampler="no_duplicates"))
+    trainer = SentenceTransformerTrainer(model=student, args=args, train_dataset=train,
+                                         loss=MultipleNegativesRankingLoss(student), callbacks=callbacks)
+    t0 = time.perf_counter()
     result = trainer.train()
     shutil.rmtree(work_dir, ignore_errors=True)
-    return {"loss": loss_name, "train_texts": int(n_texts), "train_steps": int(result.global_step),
-            "training_loss": float(result.training_loss), "train_seconds": round(time.time() - t0, 1)}
+    return {"train_texts": len(pairs), "train_steps": int(result.global_step), "train_loss": float(result.training_loss),
+            "train_seconds": time.perf_counter() - t0}
 
 
 MODEL_CARD = """# {name}
@@ -327,7 +212,6 @@ def save_student(model, path: Path, info: dict, cfg: dict) -> Path:
 
 def load_trained_student(path: Path, recipe: str, device: str):
     """A student saved by an earlier run with the same recipe fingerprint, else ``None``."""
-    from sentence_transformers import SentenceTransformer
 
     info_path = Path(path) / INFO_FILE
     if not info_path.is_file():
@@ -339,65 +223,10 @@ def load_trained_student(path: Path, recipe: str, device: str):
 
 
 # --------------------------------------------------------------------------- evaluation
-def encode(model, texts: list[str], batch_size: int, progress: bool = True) -> np.ndarray:
-    return np.asarray(model.encode(texts, batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=True,
-                                   show_progress_bar=progress), dtype=np.float32)
 
 
 def retrieve(q_emb, d_emb, ds: BeirDataset, top_k: int = 100) -> dict:
     return exact_search(q_emb, d_emb, ds.query_ids, ds.doc_ids, top_k=top_k, score_function="cos_sim")
-
-
-class CachedCEScorer:
-    """CE scores of (query id, doc id) pairs of one dataset, kept in a JSON file so that every
-    first stage, depth, notebook and rerun shares them; only unseen pairs reach the cross encoder.
-    ``tag`` names the CE (:func:`ce_tag`: its weights and max length)."""
-
-    def __init__(self, ce, ds: BeirDataset, cache_dir, tag: str, batch_size: int = 32, dtype: str | None = None):
-        self.ds = ds
-        self.fn = score_pairs_fn(ce, ds.queries, {d: doc_text(ds.corpus[d]) for d in ds.corpus}, batch_size=batch_size,
-                                 dtype=dtype)
-        self.path = None
-        self.scores: dict[str, float] = {}
-        if cache_dir is not None:
-            self.path = Path(cache_dir) / "ce-scores" / tag / f"{ds.name}-{ds.split}.json"
-            if self.path.is_file():
-                self.scores = json.loads(self.path.read_text())
-        self.n_scored = 0
-
-    @staticmethod
-    def key(q: str, d: str) -> str:
-        return f"{q}\t{d}"
-
-    def __call__(self, pairs: list[tuple[str, str]]) -> list[float]:
-        todo = sorted({p for p in pairs if self.key(*p) not in self.scores})
-        if todo:
-            for p, s in zip(todo, self.fn(todo)):
-                self.scores[self.key(*p)] = float(s)
-            self.n_scored += len(todo)
-            if self.path is not None:
-                atomic_write_text(self.path, json.dumps(self.scores))
-        return [self.scores[self.key(*p)] for p in pairs]
-
-
-def ce_tag(ce, dtype: str | None = None) -> str:
-    """The identity of a CE's scores: its weights, its max length and the encoding dtype."""
-    reading = {}
-    if getattr(ce, "relevance_label", None) is not None:  # a pair classifier: how its relevance is read
-        reading = {"relevance_label": int(ce.relevance_label), "passage_first": bool(getattr(ce, "passage_first", False))}
-    return fingerprint(weights=weights_fingerprint(ce), max_length=ce.max_length, dtype=dtype or "fp32", **reading)
-
-
-def ce_scorer(ce, ds: BeirDataset, cfg: dict) -> CachedCEScorer:
-    """The profile's cached CE scorer for ``ds`` (shared by notebooks 01 and 02)."""
-    from ce_utils.core.encode import encode_settings
-
-    es = encode_settings(cfg)
-    return CachedCEScorer(ce, ds, cfg.get("cache_dir"), ce_tag(ce, es["dtype"]), es["batch_size"], es["dtype"])
-
-
-def top_pairs(results: dict, depth: int) -> list[tuple[str, str]]:
-    return [(q, d) for q, docs in results.items() for d, _ in sorted(docs.items(), key=lambda x: -x[1])[:depth]]
 
 
 def metric_rows(scores: dict, base: dict) -> list[dict]:
@@ -458,11 +287,6 @@ def settings(cfg: dict) -> dict:
     return dc
 
 
-def teacher_labels(de, texts: list[str], cache_dir, de_spec: str, max_length: int, batch_size: int, name: str):
-    key = dict(model=de_spec, max_length=max_length, texts=fingerprint(texts=texts), n=len(texts))
-    return cached_array(cache_dir, f"de2ce-teacher-{name}", lambda: encode(de, texts, batch_size), **key)
-
-
 def recipe_fingerprint(item: dict, tc: dict, data_key: dict, cfg: dict, seed: int, ce_tag_: str) -> str:
     return fingerprint(item={k: item[k] for k in ("init", "k", "loss", "n_layers")}, train=tc, data=data_key,
                        de=cfg["models"]["de"], ce=ce_tag_, seed=seed)
@@ -492,7 +316,7 @@ def get_student(item: dict, de, ce, cfg: dict, dc: dict, seed: int, device: str,
         if model is not None:
             log.info("Loaded %s from %s", item["name"], path)
             return model, info
-    model = build_student(de, ce, item["init"], item["k"], seed=seed)
+    model = build_de2ce(de, ce, item["init"], item["k"], seed=seed)
     work = output_dir(cfg, "models_dir") / f".{slug(item['name'])}-checkpoints"
     eval_length = model.max_seq_length
     if tc.get("max_length"):
@@ -550,19 +374,6 @@ def evaluate_first_stage(model, info: dict, item: dict, datasets: dict, cfg: dic
     return rows, runs
 
 
-def query_sample(qids, n: int | None, seed: int) -> list[str]:
-    """A seeded sample of ``n`` query ids, sorted (``None`` or ``n`` >= all: every one)."""
-    qids = sorted(qids)
-    if n is not None and int(n) < len(qids):
-        qids = sorted(random.Random(seed).sample(qids, int(n)))
-    return qids
-
-
-def pipeline_queries(ds: BeirDataset, max_queries: int | None, seed: int) -> list[str]:
-    """The test queries the CE re-ranks for (``de2ce.pipeline_max_queries``)."""
-    return query_sample(ds.queries, max_queries, seed)
-
-
 def run_pipeline(first_stages: dict[str, dict], ds: BeirDataset, scorer: Callable, depths: list[int],
                  qids: list[str], metrics: list[str], seed: int) -> list[dict]:
     """For each first stage (name -> run) and depth: the first stage's own metrics on the
@@ -579,7 +390,6 @@ def run_pipeline(first_stages: dict[str, dict], ds: BeirDataset, scorer: Callabl
         for m, v in evaluate(qrels, run, metrics).items():
             rows.append({**base, "first_stage": name, "reranker": "none", "depth": 0, "metric": m, "value": v})
         for depth in depths:
-            from ce_utils.core.retrieval import rerank
 
             rr = rerank(run, scorer, depth)
             for m, v in evaluate(qrels, rr, metrics).items():
@@ -604,8 +414,6 @@ def pipeline_latency(stages: dict[str, tuple], ds: BeirDataset, ce, depths: list
     query passes through every first stage in turn, in an order rotated from query to query, after ``warmup``
     queries that are not recorded, all on ``threads`` CPU threads. Returns rows (median and IQR over the
     queries, and the median of each component) in pipeline.csv's layout; depth 0 is the first stage alone."""
-    import torch
-    from tqdm.auto import tqdm
 
     if not qids:
         raise ConfigError("pipeline_latency needs at least one query.")
@@ -687,7 +495,6 @@ def measure_pipeline_latency(cfg: dict, dc: dict, stages: dict[str, tuple], ds: 
     """:func:`pipeline_latency` of the first stages ``stages`` (name -> (query encoder, document encoder), as
     :func:`stage_models` gives them; the document embeddings from the shared cache) on ``de2ce.latency_queries``
     seeded test queries of ``ds``, at the profile's encoding dtype."""
-    from ce_utils.core.encode import encode_settings
 
     stages = {n: (q, dataset_embeddings(cfg, d, ds, queries=False, progress=False)[1]) for n, (q, d) in stages.items()}
     qids = latency_queries(ds.query_ids, dc.get("latency_queries"), seed)
@@ -696,53 +503,3 @@ def measure_pipeline_latency(cfg: dict, dc: dict, stages: dict[str, tuple], ds: 
                             progress=progress)
 
 
-def prepare_distillation(cfg: dict, dc: dict, de, eval_datasets: list[str], seed: int) -> dict:
-    """Training texts and the full DE's embeddings of them (the MSE targets), cached."""
-    enc = cfg.get("encode") or {}
-    ml = int(dc["train"].get("max_length") or enc.get("max_length", 128))
-    bs = int(enc.get("batch_size", 32))
-    data = distillation_texts(cfg, dc["train"], eval_datasets, seed)
-    texts = {"queries": data.pop("queries"), "passages": data.pop("passages"), "sentences": data.pop("sentences")}
-    old = de.max_seq_length
-    de.max_seq_length = ml
-    try:
-        labels = {k: teacher_labels(de, v, cfg.get("cache_dir"), cfg["models"]["de"], ml, bs, k)
-                  for k, v in texts.items() if v}
-    finally:
-        de.max_seq_length = old
-    return {"texts": {k: v for k, v in texts.items() if v}, "labels": labels, "max_length": ml,
-            "n_queries": len(texts["queries"]), "n_passages": len(texts["passages"]),
-            "n_sentences": len(texts["sentences"]), **data}
-
-
-def eval_dataset(cfg: dict, dc: dict, name: str) -> BeirDataset:
-    """The shared evaluation sample (``load_eval_dataset``), cut further by ``de2ce.sizes[name]``
-    (``max_queries`` / ``max_docs``: every judged document of the kept queries + seeded distractors)."""
-    ds = load_eval_dataset(cfg, name)
-    size = (dc.get("sizes") or {}).get(name) or {}
-    unknown = set(size) - {"max_queries", "max_docs"}
-    if unknown:
-        raise ConfigError(f"de2ce.sizes.{name}: unknown key(s) {sorted(unknown)}; use max_queries / max_docs.")
-    if size:
-        ds = subsample(ds, max_queries=size.get("max_queries"), max_docs=size.get("max_docs"),
-                       seed=int(cfg.get("seed", 42)))
-    return ds
-
-
-def check_ce(cfg: dict, ce, de, allow: bool = False) -> dict:
-    """The guard of notebook 02, the same check as notebook 01's: the CE re-ranks the DE's top
-    ``eval.rerank_depth`` for every test query of ``probing.rerank_dataset`` (CE scores and DE
-    embeddings come from the shared caches, so after notebook 01 this costs nothing). Raises
-    :class:`~ce_utils.experiments.cross_encoder.CrossEncoderNotWorkingError` when the CE does not beat its
-    first stage, unless ``allow``."""
-    from ce_utils.experiments.cross_encoder import check_reranks
-    from ce_utils.experiments.probing import ce_rerank_rows, probe_sample, probe_settings
-
-    s = probe_settings(cfg)
-    models = {"ce": {"kind": "ce", "spec": cfg["models"]["ce"], "model": ce},
-              "de": {"kind": "de", "spec": cfg["models"]["de"], "model": de}}
-    rows = ce_rerank_rows(cfg, s, probe_sample(cfg, s, s.rerank_dataset), models, progress=False)
-    ndcg = {r["stage"]: r["value"] for r in rows if r["metric"] == "NDCG@10"}
-    works = check_reranks(ndcg["first_stage"], ndcg["ce_rerank"], f"{s.rerank_dataset} (full test set)", allow=allow)
-    return {"works": works, "dataset": s.rerank_dataset, "depth": s.rerank_depth, "n_queries": rows[0]["n_queries"],
-            "first_stage": ndcg["first_stage"], "reranked": ndcg["ce_rerank"]}

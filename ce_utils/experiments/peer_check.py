@@ -8,6 +8,12 @@ every other table, and the difference is written to ``peer_check.csv``.
 from __future__ import annotations
 
 import pandas as pd
+from ce_utils.core.config import ConfigError
+from ce_utils.core.data import load_eval_dataset
+from ce_utils.core.encode import dataset_embeddings, model_max_length
+from ce_utils.core.io import merge_rows, model_label
+from ce_utils.core.models import load_sentence_transformer
+from ce_utils.core.retrieval import evaluate, exact_search
 
 MTEB_RESULTS = "MTEB results repository (github.com/embeddings-benchmark/results)"
 MPNET_CARD = ("MTEB scores in the model-index of the sentence-transformers/all-mpnet-base-v2 model card "
@@ -72,12 +78,6 @@ def run_peer_check(cfg: dict, model_spec: str, datasets=None, device: str | None
     """Evaluate ``model_spec`` (any spec of :func:`ce_utils.core.models.load_sentence_transformer`) on
     every full test collection of the profile that has a published score for it, with the shared
     evaluator and corpus-embedding cache, at the model's own max_seq_length. One row per metric."""
-    from ce_utils.core.config import ConfigError
-    from ce_utils.core.data import load_eval_dataset
-    from ce_utils.core.encode import dataset_embeddings, model_max_length
-    from ce_utils.core.models import load_sentence_transformer
-    from ce_utils.experiments.probing import model_label
-    from ce_utils.core.retrieval import evaluate, exact_search
 
     label = model_label(model_spec)
     names = list(datasets) if datasets else [d for d in cfg.get("datasets") or {} if published_for(label, [d])]
@@ -104,50 +104,8 @@ def run_peer_check(cfg: dict, model_spec: str, datasets=None, device: str | None
 
 def merge_peer_rows(path, new: pd.DataFrame) -> pd.DataFrame:
     """``path``'s rows of other models, then ``new`` (a model's rows replace its earlier ones)."""
-    from ce_utils.core.io import merge_rows
 
     return merge_rows(path, new, "model")
 
 
-def main(argv=None) -> int:
-    """``python -m ce_utils.experiments.peer_check --profile default --model SPEC [--model SPEC ...]``: the peer
-    check of models other than the profile's DE, merged into ``results/<profile>/peer_check_models.csv``."""
-    import argparse
-    import sys
 
-    from ce_utils.core.config import ConfigError, load_profile, output_dir
-    from ce_utils.core.models import default_device
-    from ce_utils.core.io import add_model_ids, run_metadata, write_csv_atomic
-
-    ap = argparse.ArgumentParser(prog="python -m ce_utils.experiments.peer_check", description=main.__doc__)
-    ap.add_argument("--profile", default="default")
-    ap.add_argument("--model", action="append", required=True, help="model spec (repeatable)")
-    ap.add_argument("--datasets", nargs="*", default=None)
-    ap.add_argument("--results-dir", default=None)
-    args = ap.parse_args(argv)
-    try:
-        cfg = load_profile(args.profile, {"results_dir": args.results_dir})
-        device = default_device()
-        out = output_dir(cfg, "results_dir") / MODELS_CSV
-        meta = run_metadata(cfg, int(cfg.get("seed", 42)), device)
-        for spec in args.model:
-            df = run_peer_check(cfg, spec, args.datasets, device=device)
-            df = add_model_ids(df, "peer_check.csv")
-            for key, value in meta.items():
-                if key not in df.columns:
-                    df[key] = value
-            merged = merge_peer_rows(out, df)
-            write_csv_atomic(merged, out)
-            print(df[["model", "dataset", "metric", "value", "published", "delta", "within_tolerance"]].to_string())
-            bad = failures(df)
-            if len(bad):
-                print(f"WARNING: {spec} misses its published score beyond the tolerance.", file=sys.stderr)
-        print(f"wrote {out}")
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

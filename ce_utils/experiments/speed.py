@@ -43,10 +43,20 @@ from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
-
-from ce_utils.experiments.backends import BACKENDS as BACKEND_LABELS
+import copy
+import torch
+from sentence_transformers import CrossEncoder, SentenceTransformer
+from torch import nn
+from tqdm.auto import tqdm
 from ce_utils.core.config import ConfigError, section
+from ce_utils.core.data import doc_text, load_beir_dataset, load_query_files
+from ce_utils.core.io import add_model_ids as add, eager, model_label
+from ce_utils.core.models import ModelNotFoundError, load_sentence_transformer, resolve_model
+from ce_utils.core.runinfo import device_name
 from ce_utils.core.students import RANDOM, backbone, compose_student, layer_subset_student, num_layers
+from ce_utils.experiments import backends
+from ce_utils.experiments.backends import BACKENDS as BACKEND_LABELS, check_backends
+
 
 log = logging.getLogger(__name__)
 
@@ -175,9 +185,7 @@ def overhead_encoder(de, name: str = OVERHEAD_NAME) -> Encoder:
     BERT pooler, mean pooling, normalisation and the SentenceTransformer plumbing -- the per-call cost
     that fewer layers do not remove. Timed beside the others, it splits each eager model's time into
     that fixed part and a per-layer part (``fixed_share``, ``expected_speedup``)."""
-    import copy
 
-    from torch import nn
 
     z = copy.deepcopy(de)
     bb = backbone(z)
@@ -195,7 +203,6 @@ def backend_name(name: str, backend: str) -> str:
 def backend_encoder(enc: Encoder, backend: str, work_dir: str | Path | None) -> Encoder:
     """``enc`` (a DE or query student, eager PyTorch) converted to an inference backend
     (:mod:`ce_utils.experiments.backends`); same tokenizer, same architecture columns, CPU only."""
-    from ce_utils.experiments import backends
 
     bm = backends.build(enc.module, backend, enc.name, work_dir=work_dir)
     return Encoder(backend_name(enc.name, backend), enc.role, bm.model, bm.features, bm.run, enc.n_layers,
@@ -237,7 +244,6 @@ def _trained_student(cfg: dict, name: str, device: str):
     path = Path(models_dir) / slug(name)
     if not (path / "modules.json").is_file():
         return None
-    from sentence_transformers import SentenceTransformer
 
     return SentenceTransformer(str(path), device=device)
 
@@ -251,7 +257,6 @@ def _trained_query_student(cfg: dict, layers: Sequence[int], device: str):
     path = query_student_dir(cfg, "L" + "_".join(str(l) for l in layers))
     if path is None or not (path / "modules.json").is_file():
         return None
-    from sentence_transformers import SentenceTransformer
 
     return SentenceTransformer(str(path), device=device)
 
@@ -259,9 +264,7 @@ def _trained_query_student(cfg: dict, layers: Sequence[int], device: str):
 def build_cross_encoder(cfg: dict, de, de_path: str, device: str, max_length: int):
     """The profile's CE when it exists on disk (or is a hub/local model), else the CE *architecture*:
     the DE's transformer with a one-logit head (what notebook 01 trains). Returns (ce, source)."""
-    from sentence_transformers import CrossEncoder
 
-    from ce_utils.core.models import ModelNotFoundError, resolve_model
 
     spec = (cfg.get("models") or {}).get("ce")
     if spec:
@@ -276,7 +279,6 @@ def build_cross_encoder(cfg: dict, de, de_path: str, device: str, max_length: in
 
 def build_encoders(cfg: dict, sp: dict, device: str = "cpu") -> tuple[list[Encoder], dict]:
     """Every model of the ``speed`` section, in display order, and a dict saying where each came from."""
-    from ce_utils.core.models import load_sentence_transformer, resolve_model
 
     seed = int(cfg.get("seed", 42))
     max_length = int(sp["max_length"])
@@ -329,7 +331,6 @@ def build_encoders(cfg: dict, sp: dict, device: str = "cpu") -> tuple[list[Encod
         encoders.append(overhead_encoder(de))
         sources[OVERHEAD_NAME] = f"{de_spec} without its transformer layers"
 
-    from ce_utils.experiments.backends import check_backends
 
     for backend in check_backends(sp.get("backends")):
         if backend == "torch":
@@ -350,7 +351,6 @@ def build_encoders(cfg: dict, sp: dict, device: str = "cpu") -> tuple[list[Encod
 # --------------------------------------------------------------------------- inputs
 def query_sample(cfg: dict, sp: dict) -> list[str]:
     """A seeded sample of ``speed.n_queries`` unlabelled queries (``speed.query_files``)."""
-    from ce_utils.core.data import load_query_files
 
     queries = load_query_files(cfg, sp.get("query_files"))
     ids = sorted(queries)
@@ -363,7 +363,6 @@ def query_sample(cfg: dict, sp: dict) -> list[str]:
 
 def document_sample(cfg: dict, sp: dict, n: int) -> list[str]:
     """``n`` seeded documents of ``speed.doc_dataset`` (the CE's pair partner)."""
-    from ce_utils.core.data import doc_text, load_beir_dataset
 
     name = sp.get("doc_dataset")
     if not name:
@@ -398,7 +397,6 @@ def batch_steps(enc: Encoder, batches: list, device: str, tokenize: bool, min_ca
     the result. Every model gets the same batches, so short and long queries weigh alike for all. When
     the sample holds fewer than ``min_calls`` batches (a batch as large as the sample), the batches are
     cycled until there are ``min_calls`` calls, so that even then the models alternate several times."""
-    import torch
 
     if not batches:
         raise ConfigError("batch_steps: no batch to time (batch size larger than the sample?).")
@@ -473,7 +471,6 @@ def settings(sp: dict, cuda_available: bool) -> list[dict]:
 
 
 def _move(enc: Encoder, device: str, dtype: str) -> None:
-    import torch
 
     if enc.backend != "torch":  # quantised / ONNX encoders run on the CPU as built
         return
@@ -506,10 +503,7 @@ def run_speed(cfg: dict, sp: dict, encoders: list[Encoder], queries: list[str], 
     :func:`interleave`); one row per (round, model, setting, batch size, tokenisation) with
     ``ms_per_batch``, the mean over the pass (total time / batches: what throughput pays). The speed-ups
     over the full DE are ratios within one pass. Summarise with :func:`summarize_rounds`."""
-    import torch
-    from tqdm.auto import tqdm
 
-    from ce_utils.core.io import device_name
 
     if cuda_available is None:
         cuda_available = torch.cuda.is_available()
@@ -754,8 +748,6 @@ def add_model_ids(df: pd.DataFrame, cfg: dict) -> pd.DataFrame:
     """``model_id`` of every timed model, named as in the quality CSVs (the full DE by its profile
     label, DE-k CE students by notebook 02's names, query students ``qd:L<layers>`` as notebook 03,
     the CE ``<CE label> (pair)`` / ``(self-pair)``): the key the Pareto figure joins on."""
-    from ce_utils.experiments.probing import model_label
-    from ce_utils.core.io import add_model_ids as add
 
     de, ce = model_label(cfg["models"]["de"]), model_label(cfg["models"].get("ce") or "ce")
     aliases = {}
@@ -783,7 +775,6 @@ def flop_goal_table(df: pd.DataFrame, goal: float = 0.9, threads: int = 1, batch
     over the full DE, the FLOP ratio, the speed-up as a share of it (``of_flop_ratio``; the goal: at least
     ``goal``), and the speed-up that the FLOPs plus the measured fixed per-call cost predict
     (``expected_speedup``, :func:`add_round_ratios`) with that cost's share of the model's time."""
-    from ce_utils.core.io import eager
 
     d = eager(df)
     d = d[d["role"].isin(["de-k-ce", "query-student"]) & (d["device"] == "cpu") & (d["threads"] == threads)

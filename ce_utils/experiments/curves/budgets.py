@@ -25,14 +25,14 @@ rename), and a run already there is skipped: a killed sweep resumes where it sto
 from __future__ import annotations
 
 import fcntl
-import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import pandas as pd
-
 from ce_utils.core.config import ConfigError
+from ce_utils.core.io import write_csv_atomic
+from ce_utils.experiments.curves.run import DEFAULT_DEV, run_curve, run_de2ce_curve
+
 
 BUDGETS_CSV = "budgets.csv"
 KEY = ["spec", "budget_steps", "seed", "learning_rate", "schedule"]
@@ -181,7 +181,6 @@ def pending(cfg: dict, done: pd.DataFrame | None) -> list[Run]:
 
 def run_one(cfg: dict, run: Run, device: str | None = None, progress: bool = True) -> pd.DataFrame:
     """Train and score one run of the sweep; its dev rows at its last step."""
-    from ce_utils.experiments.curves import DEFAULT_DEV, run_curve, run_de2ce_curve
 
     s = student_settings(cfg)[run.spec]
     dev = (cfg.get("budgets") or {}).get("dev") or DEFAULT_DEV
@@ -206,7 +205,6 @@ def run_one(cfg: dict, run: Run, device: str | None = None, progress: bool = Tru
 
 def append_run(path: Path, rows: pd.DataFrame) -> pd.DataFrame:
     """``path``'s rows with this run's replacing any earlier rows of the same key, written atomically."""
-    from ce_utils.core.io import write_csv_atomic
 
     keys = done_keys(rows)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -238,60 +236,4 @@ def summary(done: pd.DataFrame, cfg: dict) -> list[str]:
     return lines
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    import argparse
 
-    from ce_utils.core.config import load_profile, output_dir
-    from ce_utils.core.models import default_device
-    from ce_utils.core.io import run_metadata
-
-    ap = argparse.ArgumentParser(prog="python -m ce_utils.experiments.budgets", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--profile", default="default")
-    ap.add_argument("--student", action="append", default=[], help="only these specs of budgets.students (repeatable)")
-    ap.add_argument("--max-runs", type=int, default=None, help="stop after this many runs")
-    ap.add_argument("--dry-run", action="store_true", help="print the plan and what is done, train nothing")
-    ap.add_argument("--results-dir", default=None)
-    args = ap.parse_args(argv)
-    try:
-        cfg = load_profile(args.profile, {"results_dir": args.results_dir})
-        if args.student:
-            known = cfg.get("budgets", {}).get("students") or {}
-            unknown = [s for s in args.student if s not in known]
-            if unknown:
-                raise ConfigError(f"--student {unknown[0]!r} is not in budgets.students (known: {sorted(known)}).")
-            cfg["budgets"] = {**cfg["budgets"], "students": {s: known[s] for s in args.student}}
-        student_settings(cfg)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    path = output_dir(cfg, "results_dir") / BUDGETS_CSV
-    device = default_device()
-    n = 0
-    while True:
-        done = pd.read_csv(path) if path.is_file() else None
-        todo = pending(cfg, done)
-        if args.dry_run:
-            keys = done_keys(done)
-            for r in plan(cfg, done):
-                print(f"{'done' if r.key() in keys else 'todo'}  {r.sweep:<6} {r.spec:<14} {r.budget_steps:>6} steps  "
-                      f"lr {r.learning_rate:g}  seed {r.seed}")
-            break
-        if not todo or (args.max_runs is not None and n >= args.max_runs):
-            break
-        run = todo[0]
-        print(f"run {run.sweep}: {run.spec} {run.budget_steps} steps, lr {run.learning_rate:g}, seed {run.seed}",
-              flush=True)
-        rows = run_one(cfg, run, device)
-        for key, value in run_metadata(cfg, run.seed, device).items():
-            if key not in rows.columns:
-                rows[key] = value
-        append_run(path, rows)
-        n += 1
-    done = pd.read_csv(path) if path.is_file() else pd.DataFrame(columns=COLUMNS)
-    for line in summary(done, cfg):
-        print(line)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -22,16 +22,26 @@ queries and the whole corpus itself; its "retention" is its NDCG@10 over the ful
 from __future__ import annotations
 
 import copy
-import sys
 import time
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
-
 from ce_utils.core.config import ConfigError
+from ce_utils.core.data import load_beir_dataset
+from ce_utils.core.encode import autocast, dataset_embeddings, encode, encode_settings
+from ce_utils.core.evaluate import AsymmetricEvaluator, eval_datasets, score_function_of
+from ce_utils.core.models import load_sentence_transformer
 from ce_utils.core.retrieval import evaluate, exact_search
+from ce_utils.core.students import num_layers, parse_strategy
+from ce_utils.core.texts import training_queries
+from ce_utils.core.config import section
+from ce_utils.core.evaluate import eval_dataset
+from ce_utils.core.models import load_cross_encoder
+from ce_utils.core.students import CE_INITS, build_de2ce, layer_subset_student, slug, student_name
+from ce_utils.core.train import (DE2CE_DEFAULTS, curve_callback, overrides, prepare_distillation, teacher_targets,
+                                 train_mse, train_query_student)
+
 
 CURVE_CSV = "query_distill_curve.csv"
 CURVE_COLUMNS = ["student", "strategy", "layers", "n_layers", "phase", "step", "train_queries_seen", "minutes",
@@ -42,7 +52,6 @@ DEFAULT_DEV = {"scifact": "train", "nfcorpus-preprocessed": "dev"}
 def dev_collections(cfg: dict, dev: dict[str, str]) -> dict:
     """``{name: BeirDataset}`` of each collection's dev split (whole corpus, every query of the split);
     a test split is refused: budgets are never chosen on test queries."""
-    from ce_utils.core.data import load_beir_dataset
 
     out = {}
     for name, split in dev.items():
@@ -60,7 +69,6 @@ def dev_scores(model, dev: dict, doc_emb: dict, score_function: str, metric: str
                batch_size: int = 128) -> dict[str, float]:
     """``{collection: metric}`` of ``model`` as a query encoder against fixed document embeddings;
     queries are encoded afresh (a model in training has no stable cache identity)."""
-    from ce_utils.experiments.query_distill import encode
 
     was_training = model.training
     model.eval()
@@ -75,21 +83,6 @@ def dev_scores(model, dev: dict, doc_emb: dict, score_function: str, metric: str
         model.train(was_training)
 
 
-def curve_callback(record, eval_every: int = 1, eval_at=None):
-    """A transformers ``TrainerCallback`` calling ``record(step)`` every ``eval_every``-th step, or at the
-    steps of ``eval_at`` when given, and at the last step."""
-    from transformers import TrainerCallback
-
-    at = set(int(s) for s in eval_at) if eval_at else None
-
-    class _Curve(TrainerCallback):
-        def on_step_end(self, args, state, control, **kwargs):
-            step = state.global_step
-            if (step in at if at is not None else step % eval_every == 0) or step == state.max_steps:
-                record(step)
-            return control
-
-    return _Curve()
 
 
 class CurveRecorder:
@@ -143,11 +136,6 @@ def run_curve(cfg: dict, strategy_spec: str, max_steps: int, eval_steps: int, de
     targets); ``pool``: the training queries, ``None`` = a sample of ``max_steps`` x batch (one epoch),
     ``"all"`` = every training query (cycled over epochs when the budget needs more), an int = a sample
     of that many. Returns (rows, student, info)."""
-    from ce_utils.core.encode import dataset_embeddings
-    from ce_utils.core.models import load_sentence_transformer
-    from ce_utils.experiments.query_distill import (build_student, parse_strategy, score_function_of, teacher_query_embeddings,
-                                        training_queries, train_student, AsymmetricEvaluator, eval_datasets)
-    from ce_utils.core.students import num_layers
 
     if max_steps < 1 or eval_steps < 1:
         raise ConfigError("max_steps and eval_steps must be >= 1.")
@@ -169,12 +157,14 @@ def run_curve(cfg: dict, strategy_spec: str, max_steps: int, eval_steps: int, de
         print(f"note: {len(texts)} training queries, fewer than {max_steps} x {batch}: "
               f"{-(-len(texts) // batch)} steps make one epoch; training goes on over several epochs.")
     max_len = int(teacher.max_seq_length)
-    targets = teacher_query_embeddings(teacher, texts, cfg.get("cache_dir"), teacher_spec, max_len)
+    targets = teacher_targets(teacher, texts, cfg.get("cache_dir"), teacher_spec, max_len, name="qd-train")
     sf = score_function_of(teacher, qd.get("score_function"))
     dev_sets = dev_collections(cfg, dev or DEFAULT_DEV)
     doc_emb = {n: dataset_embeddings(cfg, teacher, ds, queries=False, progress=progress)[1] for n, ds in dev_sets.items()}
     teacher_dev = dev_scores(teacher, dev_sets, doc_emb, sf, metric)
-    student = build_student(strategy, teacher, cfg, seed=seed)
+    if strategy.kind != "subset":
+        raise ConfigError(f"curves train layer-subset students only, not {strategy.spec!r}.")
+    student = layer_subset_student(teacher, list(strategy.layers), seed=seed)
     base = {"student": strategy.name, "strategy": strategy.spec, "layers": strategy.layers_str,
             "n_layers": strategy.n_layers}
     rec = CurveRecorder(base, batch, dev_sets, teacher_dev, lambda: dev_scores(student, dev_sets, doc_emb, sf, metric),
@@ -182,7 +172,7 @@ def run_curve(cfg: dict, strategy_spec: str, max_steps: int, eval_steps: int, de
     if score_start:
         rec(0)
     cb = curve_callback(rec, int(eval_steps), eval_at)
-    info = train_student(student, texts, targets, run_cfg, seed=seed, device=device, callbacks=[cb])
+    info = train_query_student(student, texts, targets, run_cfg, seed, device, [cb])
     info["train_texts"] = len(texts)
     if rec.last_step != info["train_steps"]:
         rec(info["train_steps"])
@@ -201,8 +191,6 @@ def symmetric_dev_scores(model, dev: dict, metric: str = "NDCG@10", batch_size: 
                          dtype: str | None = None) -> dict[str, float]:
     """``{collection: metric}`` of ``model`` encoding both the queries and the whole corpus (a DE-k CE
     student is a full dual encoder); encoded afresh, as a model in training has no cache identity."""
-    from ce_utils.core.encode import autocast
-    from ce_utils.experiments.query_distill import encode
 
     was_training = model.training
     model.eval()
@@ -222,7 +210,6 @@ def symmetric_dev_scores(model, dev: dict, metric: str = "NDCG@10", batch_size: 
 def cached_de_scores(cfg: dict, de, sets: dict, metric: str = "NDCG@10") -> dict[str, float]:
     """``{collection: metric}`` of the full DE (a fixed model) through the shared embedding cache: the
     corpus arrays every notebook uses."""
-    from ce_utils.core.encode import dataset_embeddings
 
     out = {}
     for name, ds in sets.items():
@@ -231,14 +218,6 @@ def cached_de_scores(cfg: dict, de, sets: dict, metric: str = "NDCG@10") -> dict
     return out
 
 
-def overrides(learning_rate: float | None = None, schedule: str | None = None) -> dict:
-    """A training section's learning rate and scheduler, where given."""
-    out = {}
-    if learning_rate is not None:
-        out["learning_rate"] = float(learning_rate)
-    if schedule is not None:
-        out["lr_scheduler_type"] = str(schedule)
-    return out
 
 
 TEXT_KINDS = ("n_queries", "n_passages", "n_sentences")
@@ -268,26 +247,23 @@ def run_de2ce_curve(cfg: dict, init: str, k: int, max_steps: int, eval_steps: in
     notebook 02's mix, cycled over epochs when the budget needs more), scored on the dev collections at step
     0 and every ``eval_steps`` (or at ``eval_at``), symmetric (the student encodes queries and documents).
     ``learning_rate``, ``schedule`` and ``seed`` as in :func:`run_curve`. Returns (rows, student, info)."""
-    from ce_utils.experiments import de2ce
-    from ce_utils.experiments.cross_encoder import load_or_train_cross_encoder
-    from ce_utils.core.encode import encode_settings
-    from ce_utils.core.models import load_sentence_transformer
 
     if max_steps < 1 or eval_steps < 1:
         raise ConfigError("max_steps and eval_steps must be >= 1.")
     text_seed = int(cfg.get("seed", 42))
     seed = text_seed if seed is None else int(seed)
-    dc = de2ce.settings(cfg)
+    dc = dict(section(cfg, "de2ce"))
+    dc["datasets"] = list(dc.get("datasets") or cfg.get("datasets") or [])
     tc = dict(dc["train"])
     batch = int(tc.get("batch_size", 32))
     dc["train"] = {**tc, "max_steps": int(max_steps), **scaled_text_counts(tc, int(pool or max_steps * batch)),
                    **overrides(learning_rate, schedule)}
     de = load_sentence_transformer(cfg["models"]["de"], cfg, device=device, max_length=(cfg.get("encode") or {}).get("max_length"))
-    ce = load_or_train_cross_encoder(cfg, device=device)[0] if init in de2ce.CE_INITS else None
-    student = de2ce.build_student(de, ce, init, k, seed=seed)
-    name = de2ce.student_name(init, k + 1, "mse")
+    ce = load_cross_encoder(cfg["models"]["ce"], cfg, device=device) if init in CE_INITS else None
+    student = build_de2ce(de, ce, init, k, seed=seed)
+    name = student_name(init, k + 1, "mse")
     dtype = encode_settings(cfg)["dtype"]  # the dtype of the full DE's cached embeddings it is compared with
-    data = de2ce.prepare_distillation(cfg, dc, de, list(dc["datasets"]), text_seed)
+    data = prepare_distillation(cfg, dc["train"], de, dc["datasets"], text_seed)
     dev_sets = dev_collections(cfg, dev or DEFAULT_DEV)
     de_dev = cached_de_scores(cfg, de, dev_sets, metric)
     base = {"student": name, "strategy": f"de2ce:{init}:{k}", "layers": "", "n_layers": k + 1}
@@ -306,9 +282,9 @@ def run_de2ce_curve(cfg: dict, init: str, k: int, max_steps: int, eval_steps: in
     if score_start:
         rec(0)
     cb = curve_callback(rec, int(eval_steps), eval_at)
-    work = Path(cfg.get("cache_dir") or ".") / f"curve-{de2ce.slug(name)}"
-    info = de2ce.train_student(student, "mse", dc["train"], seed, device or "cpu", work, texts=data["texts"],
-                               labels=data["labels"], callbacks=[cb])
+    work = Path(cfg.get("cache_dir") or ".") / f"curve-{slug(name)}"
+    info = train_mse(student, data["texts"], data["labels"], dc["train"], seed, device, work, [cb], DE2CE_DEFAULTS)
+    info = dict(info, training_loss=info["train_loss"])
     if rec.last_step != info["train_steps"]:
         rec(info["train_steps"])
     student.max_seq_length = eval_length
@@ -317,7 +293,7 @@ def run_de2ce_curve(cfg: dict, init: str, k: int, max_steps: int, eval_steps: in
     info["train_texts"] = sum(len(v) for v in data["texts"].values())
     if test:
         for dname in dc["datasets"]:
-            ds = de2ce.eval_dataset(cfg, dc, dname)
+            ds = eval_dataset(cfg, dc, dname)
             rec.rows.append(rec.row("test", info["train_steps"], dname, ds,
                                     symmetric_dev_scores(student, {dname: ds}, metric, dtype=dtype)[dname],
                                     cached_de_scores(cfg, de, {dname: ds}, metric)[dname]))
@@ -349,69 +325,4 @@ def summary(curve: pd.DataFrame, target: float = 0.925, flat: float = 0.005) -> 
     return lines
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    import argparse
 
-    from ce_utils.core.config import load_profile, output_dir
-    from ce_utils.core.models import default_device
-    from ce_utils.core.io import merge_rows, run_metadata, write_csv_atomic
-
-    ap = argparse.ArgumentParser(prog="python -m ce_utils.experiments.curves", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--profile", default="default")
-    ap.add_argument("--strategy", action="append", default=[], help="a query student, e.g. subset:0,5 (repeatable)")
-    ap.add_argument("--de2ce", action="append", default=[], metavar="INIT:K",
-                    help="a DE-k CE student of notebook 02, e.g. ce:1 (DE-2 CE), de:1, random:1 (repeatable)")
-    ap.add_argument("--max-steps", type=int, default=300)
-    ap.add_argument("--eval-steps", type=int, default=25)
-    ap.add_argument("--dev", action="append", default=None, metavar="DATASET=SPLIT",
-                    help="a dev split carved from training data (repeatable; default: scifact=train, "
-                         "nfcorpus-preprocessed=dev)")
-    ap.add_argument("--test", action="store_true", help="also score the last student on the full test collections")
-    ap.add_argument("--results-dir", default=None)
-    args = ap.parse_args(argv)
-    try:
-        dev = None
-        if args.dev:
-            bad = [d for d in args.dev if d.count("=") != 1]
-            if bad:
-                raise ConfigError(f"--dev {bad[0]!r}: give DATASET=SPLIT, e.g. scifact=train.")
-            dev = dict(d.split("=") for d in args.dev)
-        cfg = load_profile(args.profile, {"results_dir": args.results_dir})
-        device = default_device()
-        out = output_dir(cfg, "results_dir") / CURVE_CSV
-        meta = run_metadata(cfg, int(cfg.get("seed", 42)), device)
-        frames = []
-        if not args.strategy and not args.de2ce:
-            raise ConfigError("name at least one --strategy (query student) or --de2ce (DE-k CE student).")
-        for spec in args.strategy:
-            rows, _, info = run_curve(cfg, spec, args.max_steps, args.eval_steps, dev=dev, device=device,
-                                      test=args.test)
-            frames.append(pd.DataFrame(rows).assign(kind="query-student", mode="asymmetric",
-                                                    train_loss=info["train_loss"]))
-        for spec in args.de2ce:
-            init, _, k = spec.partition(":")
-            if init not in ("ce", "ce-top", "de", "random") or not k.isdigit() or int(k) < 1:
-                raise ConfigError(f"--de2ce {spec!r}: give INIT:K with INIT ce, ce-top, de or random and K >= 1 "
-                                  "(e.g. ce:1).")
-            rows, _, info = run_de2ce_curve(cfg, init, int(k), args.max_steps, args.eval_steps, dev=dev,
-                                            device=device, test=args.test)
-            frames.append(pd.DataFrame(rows).assign(kind="de-k-ce", mode="symmetric", train_loss=info["train_loss"]))
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    new = pd.concat(frames, ignore_index=True)
-    new["model_id"] = [(f"qd:{s}@{int(st)}" if kd == "query-student" else f"de2ce:{s}@{int(st)}") if ph == "test"
-                       else "" for s, st, ph, kd in zip(new["student"], new["step"], new["phase"], new["kind"])]
-    for key, value in meta.items():
-        if key not in new.columns:
-            new[key] = value
-    new = merge_rows(out, new, "student")  # a student's rows replace its earlier ones
-    write_csv_atomic(new, out)
-    for line in summary(new):
-        print(line)
-    print(f"wrote {out}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,0 +1,3 @@
+from ce_utils.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,266 @@
+"""Every command line of the project, in one place: ``python -m ce_utils <command> --help``.
+
+    run            run notebooks headlessly with papermill (``make reproduce``, ``make figures``)
+    data           fetch what a profile needs from official sources (``make data``)
+    convert        turn an optional packaged model into a plain model folder once
+    budgets        the budget sweep: independent runs per budget, learning rate and seed (``make budgets``)
+    curve          learning curves of query / DE-k CE students on dev splits (``make query-curve``)
+    peer-check     a model on SciFact against its published score (``make peer-check``)
+    probe-other-ce paper 1's layer probe of another cross encoder (``make probe-other-ce``)
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+import pandas as pd
+from ce_utils import convert, runner
+from ce_utils.core import download
+from ce_utils.core.config import ConfigError, load_profile, output_dir
+from ce_utils.core.io import add_model_ids, merge_rows, model_label, write_csv_atomic
+from ce_utils.core.models import default_device
+from ce_utils.core.runinfo import run_metadata
+from ce_utils.experiments import peer_check, probing
+from ce_utils.experiments.curves import budgets
+from ce_utils.experiments.curves import run as curves
+
+
+def cmd_data(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m ce_utils data", description=download.__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--profile", default="default", help="configs/<name>.yaml or a YAML path")
+    ap.add_argument("--dest", default=str(download.repo_root() / "data"), help="the data directory to fill (default: data/)")
+    ap.add_argument("--sources", default=None, help="data-sources YAML (default: configs/data_sources.yaml)")
+    ap.add_argument("--only", nargs="+", metavar="NAME",
+                    help="only these datasets / query files / STS sets of the profile (or source names)")
+    ap.add_argument("--mirror", default=None, help=f"base URL replacing scheme+host of every source (${download.MIRROR_ENV})")
+    ap.add_argument("--dry-run", action="store_true", help="print what would be downloaded, download nothing")
+    ap.add_argument("--keep-archives", action="store_true", help=f"keep the verified downloads in {download.DOWNLOADS}/")
+    ap.add_argument("--strict", action="store_true", help="exit 1 when a target has no official download")
+    ap.add_argument("--quiet", action="store_true", help="no progress bars or progress lines")
+    args = ap.parse_args(argv)
+    try:
+        return download.run(args.profile, args.dest, args.sources, only=args.only, mirror=args.mirror, quiet=args.quiet,
+                   dry_run=args.dry_run, keep_archives=args.keep_archives, strict=args.strict)
+    except download.OfflineError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except download.DownloadError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+def cmd_peer_check(argv=None) -> int:
+    """``python -m ce_utils.experiments.peer_check --profile default --model SPEC [--model SPEC ...]``: the peer
+    check of models other than the profile's DE, merged into ``results/<profile>/peer_check_models.csv``."""
+
+
+    ap = argparse.ArgumentParser(prog="python -m ce_utils peer-check", description=cmd_peer_check.__doc__)
+    ap.add_argument("--profile", default="default")
+    ap.add_argument("--model", action="append", required=True, help="model spec (repeatable)")
+    ap.add_argument("--datasets", nargs="*", default=None)
+    ap.add_argument("--results-dir", default=None)
+    args = ap.parse_args(argv)
+    try:
+        cfg = load_profile(args.profile, {"results_dir": args.results_dir})
+        device = default_device()
+        out = output_dir(cfg, "results_dir") / peer_check.MODELS_CSV
+        meta = run_metadata(cfg, int(cfg.get("seed", 42)), device)
+        for spec in args.model:
+            df = peer_check.run_peer_check(cfg, spec, args.datasets, device=device)
+            df = add_model_ids(df, "peer_check.csv")
+            for key, value in meta.items():
+                if key not in df.columns:
+                    df[key] = value
+            merged = peer_check.merge_peer_rows(out, df)
+            write_csv_atomic(merged, out)
+            print(df[["model", "dataset", "metric", "value", "published", "delta", "within_tolerance"]].to_string())
+            bad = peer_check.failures(df)
+            if len(bad):
+                print(f"WARNING: {spec} misses its published score beyond the tolerance.", file=sys.stderr)
+        print(f"wrote {out}")
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def cmd_probe_other_ce(argv=None) -> int:
+    """``python -m ce_utils.experiments.probing --profile default --label judge --ce SPEC``: paper 1's probe of
+    another cross encoder, merged into ``results/<profile>/layer_probe_extra.csv`` and
+    ``ce_quality_extra.csv`` (its rows replace its earlier ones)."""
+
+
+    ap = argparse.ArgumentParser(prog="python -m ce_utils probe-other-ce", description=cmd_probe_other_ce.__doc__)
+    ap.add_argument("--profile", default="default")
+    ap.add_argument("--label", required=True, help="model_kind of its rows, e.g. judge")
+    ap.add_argument("--ce", required=True, help="cross-encoder spec (ce_utils.core.models)")
+    ap.add_argument("--dtype", default=None, help="the CE's encode dtype (fp32 | bf16 | auto; default: the profile's)")
+    ap.add_argument("--first-stage-dtype", default=None, help="the DE first stage's encode dtype (default: --dtype)")
+    ap.add_argument("--results-dir", default=None)
+    args = ap.parse_args(argv)
+    try:
+        cfg = load_profile(args.profile, {"results_dir": args.results_dir, "encode.dtype": args.dtype})
+        device = default_device()
+        out = output_dir(cfg, "results_dir")
+        meta = run_metadata(cfg, int(cfg.get("seed", 42)), device)
+        rows, quality, works = probing.probe_other_ce(cfg, args.label, args.ce, device=device,
+                                              first_stage_dtype=args.first_stage_dtype)
+    except (ConfigError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    written = []
+    for name, new in [(probing.EXTRA_QUALITY_CSV, quality), (probing.EXTRA_PROBE_CSV, rows)]:
+        if not new:
+            continue
+        df = add_model_ids(pd.DataFrame(new), name)
+        for key, value in meta.items():
+            if key not in df.columns:
+                df[key] = value
+        col = "model_kind" if name == probing.EXTRA_PROBE_CSV else "model"
+        if name == probing.EXTRA_QUALITY_CSV:  # the DE first stage is shared: keep one copy per (dataset, depth, sample)
+            old = pd.read_csv(out / name) if (out / name).is_file() else df.iloc[0:0]
+            old = old[old["model"] != model_label(args.ce)]
+            key = ["model", "stage", "dataset", "metric", "depth", "n_queries", "encode_dtype"]
+            df = pd.concat([old, df], ignore_index=True).drop_duplicates(key, keep="last")
+        else:
+            df = merge_rows(out / name, df, col)
+        write_csv_atomic(df, out / name)
+        written.append(name)
+    q = pd.DataFrame(quality)
+    if len(q):
+        print(q[q["metric"] == "NDCG@10"][["model", "stage", "value", "n_queries", "depth"]].to_string(index=False))
+    print(f"{args.label}: ce_works={works}; wrote {', '.join(written)} in {out}")
+    return 0
+
+
+def cmd_curve(argv: Sequence[str] | None = None) -> int:
+
+
+    ap = argparse.ArgumentParser(prog="python -m ce_utils curve", description=curves.__doc__.split("\n\n")[0])
+    ap.add_argument("--profile", default="default")
+    ap.add_argument("--strategy", action="append", default=[], help="a query student, e.g. subset:0,5 (repeatable)")
+    ap.add_argument("--de2ce", action="append", default=[], metavar="INIT:K",
+                    help="a DE-k CE student of notebook 02, e.g. ce:1 (DE-2 CE), de:1, random:1 (repeatable)")
+    ap.add_argument("--max-steps", type=int, default=300)
+    ap.add_argument("--eval-steps", type=int, default=25)
+    ap.add_argument("--dev", action="append", default=None, metavar="DATASET=SPLIT",
+                    help="a dev split carved from training data (repeatable; default: scifact=train, "
+                         "nfcorpus-preprocessed=dev)")
+    ap.add_argument("--test", action="store_true", help="also score the last student on the full test collections")
+    ap.add_argument("--results-dir", default=None)
+    args = ap.parse_args(argv)
+    try:
+        dev = None
+        if args.dev:
+            bad = [d for d in args.dev if d.count("=") != 1]
+            if bad:
+                raise ConfigError(f"--dev {bad[0]!r}: give DATASET=SPLIT, e.g. scifact=train.")
+            dev = dict(d.split("=") for d in args.dev)
+        cfg = load_profile(args.profile, {"results_dir": args.results_dir})
+        device = default_device()
+        out = output_dir(cfg, "results_dir") / curves.CURVE_CSV
+        meta = run_metadata(cfg, int(cfg.get("seed", 42)), device)
+        frames = []
+        if not args.strategy and not args.de2ce:
+            raise ConfigError("name at least one --strategy (query student) or --de2ce (DE-k CE student).")
+        for spec in args.strategy:
+            rows, _, info = curves.run_curve(cfg, spec, args.max_steps, args.eval_steps, dev=dev, device=device,
+                                      test=args.test)
+            frames.append(pd.DataFrame(rows).assign(kind="query-student", mode="asymmetric",
+                                                    train_loss=info["train_loss"]))
+        for spec in args.de2ce:
+            init, _, k = spec.partition(":")
+            if init not in ("ce", "ce-top", "de", "random") or not k.isdigit() or int(k) < 1:
+                raise ConfigError(f"--de2ce {spec!r}: give INIT:K with INIT ce, ce-top, de or random and K >= 1 "
+                                  "(e.g. ce:1).")
+            rows, _, info = curves.run_de2ce_curve(cfg, init, int(k), args.max_steps, args.eval_steps, dev=dev,
+                                            device=device, test=args.test)
+            frames.append(pd.DataFrame(rows).assign(kind="de-k-ce", mode="symmetric", train_loss=info["train_loss"]))
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    new = pd.concat(frames, ignore_index=True)
+    new["model_id"] = [(f"qd:{s}@{int(st)}" if kd == "query-student" else f"de2ce:{s}@{int(st)}") if ph == "test"
+                       else "" for s, st, ph, kd in zip(new["student"], new["step"], new["phase"], new["kind"])]
+    for key, value in meta.items():
+        if key not in new.columns:
+            new[key] = value
+    new = merge_rows(out, new, "student")  # a student's rows replace its earlier ones
+    write_csv_atomic(new, out)
+    for line in curves.summary(new):
+        print(line)
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_budgets(argv: Sequence[str] | None = None) -> int:
+
+
+    ap = argparse.ArgumentParser(prog="python -m ce_utils budgets", description=budgets.__doc__.split("\n\n")[0])
+    ap.add_argument("--profile", default="default")
+    ap.add_argument("--student", action="append", default=[], help="only these specs of budgets.students (repeatable)")
+    ap.add_argument("--max-runs", type=int, default=None, help="stop after this many runs")
+    ap.add_argument("--dry-run", action="store_true", help="print the budgets.plan and what is done, train nothing")
+    ap.add_argument("--results-dir", default=None)
+    args = ap.parse_args(argv)
+    try:
+        cfg = load_profile(args.profile, {"results_dir": args.results_dir})
+        if args.student:
+            known = cfg.get("budgets", {}).get("students") or {}
+            unknown = [s for s in args.student if s not in known]
+            if unknown:
+                raise ConfigError(f"--student {unknown[0]!r} is not in budgets.students (known: {sorted(known)}).")
+            cfg["budgets"] = {**cfg["budgets"], "students": {s: known[s] for s in args.student}}
+        budgets.student_settings(cfg)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    path = output_dir(cfg, "results_dir") / budgets.BUDGETS_CSV
+    device = default_device()
+    n = 0
+    while True:
+        done = pd.read_csv(path) if path.is_file() else None
+        todo = budgets.pending(cfg, done)
+        if args.dry_run:
+            keys = budgets.done_keys(done)
+            for r in budgets.plan(cfg, done):
+                print(f"{'done' if r.key() in keys else 'todo'}  {r.sweep:<6} {r.spec:<14} {r.budget_steps:>6} steps  "
+                      f"lr {r.learning_rate:g}  seed {r.seed}")
+            break
+        if not todo or (args.max_runs is not None and n >= args.max_runs):
+            break
+        run = todo[0]
+        print(f"run {run.sweep}: {run.spec} {run.budget_steps} steps, lr {run.learning_rate:g}, seed {run.seed}",
+              flush=True)
+        rows = budgets.run_one(cfg, run, device)
+        for key, value in run_metadata(cfg, run.seed, device).items():
+            if key not in rows.columns:
+                rows[key] = value
+        budgets.append_run(path, rows)
+        n += 1
+    done = pd.read_csv(path) if path.is_file() else pd.DataFrame(columns=budgets.COLUMNS)
+    for line in budgets.summary(done, cfg):
+        print(line)
+    return 0
+
+
+COMMANDS = {"data": cmd_data, "budgets": cmd_budgets, "curve": cmd_curve, "peer-check": cmd_peer_check,
+            "probe-other-ce": cmd_probe_other_ce}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    commands = {**COMMANDS, "run": runner.main, "convert": convert.main}
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in commands:
+        print(__doc__.strip())
+        if argv and argv[0] not in ("-h", "--help"):
+            print(f"\nerror: unknown command {argv[0]!r}; choose one of: {', '.join(sorted(commands))}.", file=sys.stderr)
+            return 2
+        return 0
+    return int(commands[argv[0]](argv[1:]) or 0)
