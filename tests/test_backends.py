@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from ce_utils.experiments import backends
+from ce_utils.experiments.speed import backends
 from ce_utils.core.config import ConfigError
 
 TEXTS = ["a short query", "a somewhat longer query about cells and proteins", "x"]
@@ -43,11 +43,10 @@ def test_quality_rows_compare_each_backend_with_eager_fp32(teacher, smoke_cfg, t
     import pandas as pd
 
     from ce_utils.core.config import load_profile
-    from ce_utils.experiments.query_distill import build_student
-    from ce_utils.core.students import parse_strategy
+    from ce_utils.core.students import layer_subset_student
 
     cfg = load_profile(smoke_cfg["profile_path"], {"cache_dir": str(tmp_path / "cache")})
-    student = build_student(parse_strategy("subset:0,5", 6), teacher)
+    student = layer_subset_student(teacher, [0, 5])  # notebook 03's subset:0,5 student
     rows = pd.DataFrame(backends.quality_rows(cfg, [("full", "tiny", teacher), ("L0_5", "qd:L0_5", student)],
                                               ["onnx", "torch-int8"], teacher, ["tiny-a"], progress=False))
     assert set(rows["backend"]) == {"torch", "onnx", "torch-int8"}

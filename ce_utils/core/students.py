@@ -13,6 +13,7 @@ The embedding layer is copied from a chosen source, or randomly initialised.
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from typing import Sequence, Union
 
 import torch
@@ -224,3 +225,21 @@ def build_de2ce(de, ce, init: str = "ce", k: int = 1, seed: int = 0):
         check_layers(de, list(range(k + 1)), "dual encoder")
         return compose_student(de, [(de, i) for i in range(k + 1)], seed=seed)
     return compose_student(de, [RANDOM] * (k + 1), embeddings=RANDOM, seed=seed)
+
+
+# --------------------------------------------------------------------------- where trained students are saved
+QUERY_STUDENTS = "query-students"
+
+
+def student_dir(cfg: dict, name: str) -> Path | None:
+    """Where notebook 02 keeps a trained DE-k CE student: ``<models_dir>/<slug(name)>``
+    (``DE-2 CE`` -> ``de-2-ce``); ``None`` without a models directory."""
+    models_dir = cfg.get("models_dir")
+    return None if not models_dir else Path(models_dir) / slug(name)
+
+
+def query_student_dir(cfg: dict, name: str) -> Path | None:
+    """Where notebook 03 keeps a trained query student: ``<models_dir>/query-students/<name>`` (``L0_5``);
+    ``None`` without a models directory."""
+    models_dir = cfg.get("models_dir")
+    return None if not models_dir else Path(models_dir) / QUERY_STUDENTS / name

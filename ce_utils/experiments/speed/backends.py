@@ -22,9 +22,10 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-import torch
 import pandas as pd
+import torch
 from tqdm.auto import tqdm
+
 from ce_utils.core.config import ConfigError
 from ce_utils.core.encode import weights_fingerprint
 from ce_utils.core.evaluate import AsymmetricEvaluator, eval_datasets
@@ -161,7 +162,6 @@ def torch_int8(model):
 def build(model, backend: str, name: str, work_dir: str | Path | None = None) -> BackendModel:
     """``model`` (a SentenceTransformer) in ``backend``; ONNX files go to ``work_dir`` (named by the
     model's weights fingerprint, so a model is exported once)."""
-
     check_backends([backend])
     model = model.eval()
     if backend == "torch":
@@ -183,8 +183,6 @@ def quality_rows(cfg: dict, models: Sequence[tuple[str, str, object]], names: Se
     document embeddings. ``models``: (name, model_id, SentenceTransformer). ``torch`` rows are the
     eager fp32 reference of the ``delta`` column (no autocast: the backends run in fp32 too); every
     row's ``model_id`` is ``<model_id>@<backend>``."""
-
-
     names = check_backends(names)
     if "torch" not in names:
         names = ["torch", *names]
@@ -217,7 +215,6 @@ def backend_table(speed_df, quality_df, metric: str = "NDCG@10", threads: int = 
     """One row per (model, backend): measured speed-up over the eager-fp32 full DE and over the full
     DE in the same backend (CPU, ``threads`` thread(s), per batch size), the FLOP ratio, and the mean
     ``metric`` over datasets with its delta from the same model in eager fp32."""
-
     sp = speed_df[(speed_df["device"] == "cpu") & (speed_df["threads"] == threads)
                   & (speed_df["tokenization"] == tokenization) & speed_df["role"].isin(["de", "query-student"])]
     sizes = [b for b in batch_sizes if b in set(sp["batch_size"])]
