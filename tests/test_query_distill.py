@@ -95,7 +95,7 @@ def test_training_query_exclusion(smoke_cfg):
 def test_retention_and_paper_mapping(monkeypatch, tmp_path):
     # the transcribed table, whatever $CE_REFERENCE_DIR says (the reference CSV is checked below)
     monkeypatch.delenv(qd.REFERENCE_ENV, raising=False)
-    monkeypatch.setattr(qd, "fetched_reference_dir", lambda: tmp_path / "no-reference")
+    monkeypatch.setattr(qd.paper, "fetched_reference_dir", lambda: tmp_path / "no-reference")
     rows = []
     for student, layers, vals in (("teacher", "0,1,2,3,4,5", (0.5, 0.4)), ("L0_5", "0,5", (0.45, 0.2))):
         for ds, v in zip(("a", "b"), vals):
@@ -136,7 +136,7 @@ def test_tables_fetched_by_make_data_are_found_without_settings(monkeypatch, tmp
     """`make data` puts the published tables in data/reference/; with neither the profile's
     reference_dir nor $CE_REFERENCE_DIR set, that is where the notebooks look, and nowhere else."""
     monkeypatch.delenv(qd.REFERENCE_ENV, raising=False)
-    monkeypatch.setattr(qd, "fetched_reference_dir", lambda: tmp_path / "reference")
+    monkeypatch.setattr(qd.paper, "fetched_reference_dir", lambda: tmp_path / "reference")
     assert qd.reference_dir({}) is None
     d = tmp_path / "reference" / qd.REFERENCE_SUBDIR
     d.mkdir(parents=True)

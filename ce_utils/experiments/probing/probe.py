@@ -22,20 +22,17 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
-import copy
 import random
-import pandas as pd
-from scipy.stats import spearmanr
 from ce_utils.core.config import ConfigError
 from ce_utils.core.data import load_eval_dataset, load_sts, subsample
 from ce_utils.core.encode import dataset_embeddings, layer_embeddings, model_max_length
 from ce_utils.core.io import model_label
 from ce_utils.core.layers import KINDS, check_pooling
-from ce_utils.core.models import load_cross_encoder, load_sentence_transformer
 from ce_utils.core.retrieval import DEFAULT_METRICS, evaluate, exact_search, rerank
 from ce_utils.core.runinfo import _encode_dtype
 from ce_utils.core.scoring import ce_scorer, check_reranks, pipeline_queries
 from ce_utils.core.students import backbone
+from ce_utils.experiments.probing.measures import layer_rows, retrieval_by_layer, similarity_by_layer, sts_by_layer, sts_texts
 
 
 # columns every layer_probe.csv row has (run metadata is appended by save_results)
@@ -158,70 +155,6 @@ def check_probe_layers(layers: Sequence[int] | None, n_layers: int, what: str = 
 
 
 # --------------------------------------------------------------------------- encoding
-
-
-# --------------------------------------------------------------------------- scoring
-def retrieval_by_layer(q_layers: np.ndarray, d_layers: np.ndarray, ds, layers: Sequence[int],
-                       metrics: Sequence[str] = DEFAULT_METRICS, top_k: int = 100) -> dict[int, dict[str, float]]:
-    """Exact cosine retrieval with each chosen hidden state; metrics per layer."""
-    qids, dids = ds.query_ids, ds.doc_ids
-    out = {}
-    for layer in layers:
-        res = exact_search(q_layers[layer], d_layers[layer], qids, dids, top_k=top_k)
-        out[layer] = evaluate(ds.qrels, res, metrics)
-    return out
-
-
-def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    a = a / np.clip(np.linalg.norm(a, axis=-1, keepdims=True), 1e-12, None)
-    b = b / np.clip(np.linalg.norm(b, axis=-1, keepdims=True), 1e-12, None)
-    return (a * b).sum(-1)
-
-
-def sts_by_layer(a_layers: np.ndarray, b_layers: np.ndarray, gold: Sequence[float],
-                 layers: Sequence[int]) -> dict[int, float]:
-    """Spearman correlation between the cosine of each pair and the gold score, per layer."""
-
-    return {l: float(spearmanr(cosine_rows(a_layers[l], b_layers[l]), np.asarray(gold)).statistic) for l in layers}
-
-
-def linear_cka(x: np.ndarray, y: np.ndarray) -> float:
-    """Linear CKA (Kornblith et al., 2019) between two representations of the same n texts."""
-    x = np.asarray(x, dtype=np.float64)
-    y = np.asarray(y, dtype=np.float64)
-    x = x - x.mean(0, keepdims=True)
-    y = y - y.mean(0, keepdims=True)
-    num = np.linalg.norm(y.T @ x, "fro") ** 2
-    den = np.linalg.norm(x.T @ x, "fro") * np.linalg.norm(y.T @ y, "fro")
-    return float(num / den) if den > 0 else float("nan")
-
-
-def similarity_by_layer(a_layers: np.ndarray, b_layers: np.ndarray, layers: Sequence[int]) -> dict[int, dict]:
-    """Per layer: linear CKA, and the mean cosine of each text's two embeddings (when the widths match)."""
-    out = {}
-    for l in layers:
-        row = {"CKA": linear_cka(a_layers[l], b_layers[l])}
-        if a_layers.shape[-1] == b_layers.shape[-1]:
-            row["cosine"] = float(cosine_rows(a_layers[l], b_layers[l]).mean())
-        out[l] = row
-    return out
-
-
-def layer_rows(values: dict[int, dict[str, float]], **common) -> list[dict]:
-    """Long-format rows ``{**common, layer, metric, value}``."""
-    return [{**common, "layer": int(l), "metric": m, "value": float(v)}
-            for l, ms in values.items() for m, v in ms.items()]
-
-
-def sts_texts(pairs: Sequence[tuple[str, str, float]]) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """Unique sentences of STS pairs, and the index of each pair's two sentences in that list."""
-    uniq: dict[str, int] = {}
-    for a, b, _ in pairs:
-        uniq.setdefault(a, len(uniq))
-        uniq.setdefault(b, len(uniq))
-    ia = np.array([uniq[a] for a, _, _ in pairs])
-    ib = np.array([uniq[b] for _, b, _ in pairs])
-    return list(uniq), ia, ib
 
 
 # --------------------------------------------------------------------------- orchestration
@@ -366,116 +299,6 @@ def ce_rerank_rows(cfg: dict, s: ProbeSettings, ds, models: dict, progress: bool
         for r in rows:
             r["encode_dtype"] = _encode_dtype(fs_cfg if r["stage"] == "first_stage" else cfg)
     return rows
-
-
-def probe_summary(probe_df, ce_works: bool | None = None, metric: str = "NDCG@10", falloff: float = 0.5):
-    """Per dataset: each model's best layer, the CE's best layer next to the DEs' at that depth, and
-    the layer where the CE's usefulness falls off (first layer after its best below ``falloff`` x its
-    best). Returns (table, sentences); the sentences are the notebook's conclusion, from the CSV."""
-
-    ret = probe_df[(probe_df["section"] == "retrieval") & (probe_df["metric"] == metric)]
-    rows, lines = [], []
-    if ce_works is False:
-        lines.append("The CE does NOT beat its first stage: every CE row below comes from a non-working cross "
-                     "encoder and supports no claim about cross encoders.")
-    for name, g in ret.groupby("dataset", sort=True):
-        by = {k: s.set_index("layer")["value"].sort_index() for k, s in g.groupby("model_kind")}
-        ce = by.get("ce")
-        des = {k: v for k, v in by.items() if k != "ce"}
-        if ce is None or not des:
-            continue
-        best = int(ce.idxmax())
-        after = ce[ce.index > best]
-        fall = after[after < falloff * ce.max()]
-        row = {"dataset": name, "CE best layer": best, f"CE best {metric}": ce.max(),
-               "CE last layer": ce.iloc[-1], "CE falls below half at layer": int(fall.index[0]) if len(fall) else None}
-        for k, v in des.items():
-            row[f"{k} at layer {best}"] = v.get(best)
-            row[f"{k} best layer"] = int(v.idxmax())
-            row[f"{k} last layer"] = v.iloc[-1]
-        rows.append(row)
-        cmp = ", ".join(f"{k} {v.get(best):.3f} at that layer (its own last layer {v.iloc[-1]:.3f})"
-                        for k, v in des.items())
-        early = ce[ce.index <= 2]
-        early_de = {k: v[v.index <= 2] for k, v in des.items()}
-        ratio = ", ".join(f"{100 * early.mean() / v.mean():.0f}% of {k}'s" for k, v in early_de.items() if v.mean())
-        lines.append(f"{name}: the CE's best layer is {best} ({metric} {ce.max():.3f}); {cmp}. Over layers 0-2 the "
-                     f"CE's self-pair embeddings reach {ratio} mean {metric}. "
-                     + (f"Its usefulness falls below half of its best at layer {int(fall.index[0])}" if len(fall)
-                        else "It never falls below half of its best")
-                     + f" and ends at {ce.iloc[-1]:.3f} at its last layer.")
-    return pd.DataFrame(rows), lines
-
-
-# --------------------------------------------------------------------------- another cross encoder
-EXTRA_PROBE_CSV = "layer_probe_extra.csv"   # per-layer rows of CEs other than the profile's own
-EXTRA_QUALITY_CSV = "ce_quality_extra.csv"  # their re-ranking check (the same DE first stage)
-
-
-def probe_other_ce(cfg: dict, label: str, spec: str, device: str | None = None, progress: bool = True,
-                   first_stage_dtype: str | None = None, **params) -> tuple:
-    """Paper 1's probe of a cross encoder that is not the profile's own (e.g. one nobody here trained),
-    exactly as notebook 01 probes the profile's CE: its re-ranking check first (it re-ranks the
-    profile's DE top ``rerank_depth`` on the full ``rerank_dataset``), then every hidden state of its
-    self-pair embeddings on every full test collection, STS-B and CKA / cosine to the profile's DE.
-
-    Returns ``(probe_rows, quality_rows, ce_works)``; rows are those of ``layer_probe.csv`` /
-    ``ce_quality.csv`` for this CE only (``model_kind`` = ``label``) and the first-stage rows of the DE,
-    each marked with the CE's verdict. The DE's own per-layer rows live in ``layer_probe.csv``.
-    ``first_stage_dtype``: the DE first stage's encode dtype when it differs from the profile's (so that
-    its rows are the very numbers other CSVs hold for it)."""
-
-    if not label or label in KINDS or "-vs-" in label:
-        raise ConfigError(f"label {label!r}: name the other CE with a label of its own (e.g. 'judge'), not "
-                          f"{' / '.join(KINDS)}.")
-    de_spec = cfg["models"].get("de")
-    s = probe_settings(cfg, models={label: {"kind": "ce", "spec": spec}, "de": {"kind": "de", "spec": de_spec}},
-                       **params)
-    models = {}
-    for name, m in s.models.items():
-        load = load_cross_encoder if m["kind"] == "ce" else load_sentence_transformer
-        obj = load(m["spec"], cfg, device=device)
-        models[name] = {**m, "model": obj}
-    fs_cfg = None
-    if first_stage_dtype:
-
-        fs_cfg = copy.deepcopy(cfg)
-        fs_cfg.setdefault("encode", {})["dtype"] = first_stage_dtype
-    quality = (ce_rerank_rows(cfg, s, probe_sample(cfg, s, s.rerank_dataset), models, progress, fs_cfg)
-               if s.rerank_dataset else [])
-    ce_works = None
-    if quality:
-        by = {r["stage"]: r["value"] for r in quality if r["metric"] == "NDCG@10"}
-        ce_works = check_reranks(by["first_stage"], by["ce_rerank"], f"{s.rerank_dataset} (full test set)", allow=True)
-    mine = {label: models[label]}
-    rows = []
-    for name in s.datasets:
-        ds = probe_sample(cfg, s, name)
-        r, emb = probe_dataset(cfg, s, ds, mine if name != s.control_dataset else models, device, progress)
-        rows += [x for x in r if x["model_kind"] == label]
-        if name == s.control_dataset:
-            rows += control_rows(s, ds, emb, models)
-    if s.sts:
-        rows += probe_sts(cfg, s, mine, device, progress)
-    flag = {"ce_works": ce_works}
-    return [{**r, **flag} for r in rows], [{**r, **flag} for r in quality], ce_works
-
-
-def other_ce_summary(probe_df, extra_df, label: str, metric: str = "NDCG@10"):
-    """:func:`probe_summary` for another CE (``extra_df`` rows of ``model_kind == label``) against the
-    profile's DEs and its own CE (``probe_df``, relabelled ``own-ce``): (table, sentences)."""
-
-    mine = extra_df[extra_df["model_kind"] == label].assign(model_kind="ce")
-    if mine.empty:
-        raise ConfigError(f"No rows of {label!r} in the other-CE probe; have {sorted(set(extra_df['model_kind']))}.")
-    others = probe_df.assign(model_kind=probe_df["model_kind"].replace({"ce": "own-ce"}))
-    works = mine["ce_works"].astype(str).iloc[0] == "True" if "ce_works" in mine.columns else None
-    table, lines = probe_summary(pd.concat([mine, others], ignore_index=True), works, metric)
-    lines = [line.replace("the CE's", f"the {label}'s").replace("The CE ", f"The {label} ") for line in lines]
-    return table, lines
-
-
-
 
 
 def check_ce(cfg: dict, ce, de, allow: bool = False) -> dict:
