@@ -19,12 +19,13 @@ import pandas as pd
 from ce_utils import convert, runner
 from ce_utils.core import download
 from ce_utils.core.config import ConfigError, load_profile, output_dir
-from ce_utils.core.io import add_model_ids, merge_rows, model_label, write_csv_atomic
+from ce_utils.core.io import add_model_ids, model_label, write_csv_atomic
 from ce_utils.core.models import default_device
 from ce_utils.core.runinfo import run_metadata
 from ce_utils.experiments import peer_check, probing
 from ce_utils.experiments.curves import budgets
 from ce_utils.experiments.curves import run as curves
+from ce_utils.core.io import write_rows
 
 
 def cmd_data(argv: list[str] | None = None) -> int:
@@ -128,9 +129,9 @@ def cmd_probe_other_ce(argv=None) -> int:
             old = old[old["model"] != model_label(args.ce)]
             key = ["model", "stage", "dataset", "metric", "depth", "n_queries", "encode_dtype"]
             df = pd.concat([old, df], ignore_index=True).drop_duplicates(key, keep="last")
+            write_csv_atomic(df, out / name)
         else:
-            df = merge_rows(out / name, df, col)
-        write_csv_atomic(df, out / name)
+            write_rows(out / name, df, col)
         written.append(name)
     q = pd.DataFrame(quality)
     if len(q):
@@ -191,8 +192,7 @@ def cmd_curve(argv: Sequence[str] | None = None) -> int:
     for key, value in meta.items():
         if key not in new.columns:
             new[key] = value
-    new = merge_rows(out, new, "student")  # a student's rows replace its earlier ones
-    write_csv_atomic(new, out)
+    new = write_rows(out, new, "student")  # a student's rows replace its earlier ones
     for line in curves.summary(new):
         print(line)
     print(f"wrote {out}")

@@ -12,6 +12,7 @@ import hashlib
 import json
 from typing import Callable
 import numpy as np
+import shutil
 
 
 META_COLUMNS = ["profile", "seed", "device", "cpu", "threads", "python", "torch", "transformers",
@@ -38,14 +39,25 @@ def write_csv_atomic(df: pd.DataFrame, path: str | Path) -> Path:
     return atomic_write_text(path, df.to_csv(index=False))
 
 
-def merge_rows(path: str | Path, new: pd.DataFrame, column: str = "model") -> pd.DataFrame:
-    """``path``'s rows whose ``column`` is not in ``new``, then ``new``: a model's (student's, ...) rows
-    replace its earlier ones, every other model's stay."""
+def merge_rows(path: str | Path, new: pd.DataFrame, column: str | list[str] = "model") -> pd.DataFrame:
+    """``path``'s rows whose key (one ``column``, or a list of them) is not in ``new``, then ``new``: a
+    model's (student's, run's, ...) rows replace its earlier ones, every other model's stay."""
     path = Path(path)
     if not path.is_file():
         return new.reset_index(drop=True)
     old = pd.read_csv(path)
-    return pd.concat([old[~old[column].isin(set(new[column]))], new], ignore_index=True)
+    if isinstance(column, str):
+        return pd.concat([old[~old[column].isin(set(new[column]))], new], ignore_index=True)
+    keys = set(new[column].astype(str).itertuples(index=False, name=None))
+    stale = [k in keys for k in old[column].astype(str).itertuples(index=False, name=None)]
+    return pd.concat([old[[not s for s in stale]], new], ignore_index=True)
+
+
+def write_rows(path: str | Path, new: pd.DataFrame, column: str | list[str] = "model") -> pd.DataFrame:
+    """:func:`merge_rows`, then written atomically: the one way a result CSV is updated."""
+    out = merge_rows(path, new, column)
+    write_csv_atomic(out, path)
+    return out
 
 
 def save_results(rows: pd.DataFrame | Iterable[dict], path: str | Path, meta: dict,
@@ -183,3 +195,22 @@ def cached_array(cache_dir: str | Path | None, name: str, compute: Callable[[], 
     tmp.replace(arr_path)
     atomic_write_text(cache_dir / f"{name}-{tag}.json", json.dumps(key, sort_keys=True, default=str, indent=1))
     return arr
+
+
+def save_model(model, path: str | Path, files: dict[str, str] | None = None, **save_kwargs) -> Path:
+    """``model.save`` (sentence-transformers) into a temporary folder beside ``path`` with the text
+    ``files`` (name -> content) added, then one rename over ``path``: a reader never sees half a model."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.partial-"))
+    try:
+        model.save(str(tmp), **save_kwargs)
+        for name, text in (files or {}).items():
+            atomic_write_text(tmp / name, text)
+        if path.exists():
+            shutil.rmtree(path)
+        tmp.replace(path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path

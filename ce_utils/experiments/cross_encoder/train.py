@@ -22,7 +22,6 @@ import copy
 import json
 import logging
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -40,13 +39,13 @@ from transformers import TrainerCallback, set_seed
 from ce_utils.core.config import ConfigError, section
 from ce_utils.core.data import BeirDataset
 from ce_utils.core.encode import check_dtype, encode_settings, forget_fingerprint
-from ce_utils.core.io import atomic_write_text
 from ce_utils.core.models import (default_device, load_cross_encoder, load_sentence_transformer, resolve_model,
     trainer_kwargs)
 from ce_utils.core.retrieval import evaluate, rerank
 from ce_utils.core.runinfo import run_metadata
 from ce_utils.core.scoring import score_pairs_fn
 from ce_utils.experiments.cross_encoder.data import training_data
+from ce_utils.core.io import save_model
 
 
 log = logging.getLogger(__name__)
@@ -233,8 +232,6 @@ def train_listwise(cfg: dict, output: str | Path, kind: str = "ce", device: str 
     if kind == "de":
         model.max_seq_length = eval_length
     shutil.rmtree(work, ignore_errors=True)
-    tmp = Path(tempfile.mkdtemp(dir=output.parent, prefix=f".{output.name}.partial-"))
-    model.save(str(tmp))
     ds = data["dataset"]
     info = {"kind": kind, "base": tc["base"], "dataset": tc["dataset"], "split": tc.get("split", "train"),
             "recipe": RECIPES[kind], "n_train_queries": len(data["train_queries"]),
@@ -244,11 +241,8 @@ def train_listwise(cfg: dict, output: str | Path, kind: str = "ce", device: str 
             "selected_step": best.get("step", int(result.global_step)), "dev_NDCG@10": best.get("best"),
             "train_minutes": round(train_minutes, 2), "total_minutes": round((time.time() - t_start) / 60, 2),
             "hyperparameters": tc, **run_metadata(cfg, seed=seed, device=device)}
-    atomic_write_text(tmp / INFO_FILE, json.dumps(info, indent=1, default=str))
-    atomic_write_text(tmp / CURVE_FILE, json.dumps(curve, indent=1, default=str))
-    if output.exists():
-        shutil.rmtree(output)
-    tmp.replace(output)
+    save_model(model, output, {INFO_FILE: json.dumps(info, indent=1, default=str),
+                               CURVE_FILE: json.dumps(curve, indent=1, default=str)})
     return model, info
 
 

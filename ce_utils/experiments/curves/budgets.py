@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pandas as pd
 from ce_utils.core.config import ConfigError
-from ce_utils.core.io import write_csv_atomic
+from ce_utils.core.io import merge_rows, write_csv_atomic
 from ce_utils.experiments.curves.run import DEFAULT_DEV, run_curve, run_de2ce_curve
 
 
@@ -204,16 +204,12 @@ def run_one(cfg: dict, run: Run, device: str | None = None, progress: bool = Tru
 
 
 def append_run(path: Path, rows: pd.DataFrame) -> pd.DataFrame:
-    """``path``'s rows with this run's replacing any earlier rows of the same key, written atomically."""
-
-    keys = done_keys(rows)
+    """``path``'s rows with this run's replacing any earlier rows of the same key, written atomically;
+    other sweeps may append at the same time (one lock)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(f".{path.name}.lock"), "w") as lock:  # sweeps of other students may append too
+    with open(path.with_name(f".{path.name}.lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        old = pd.read_csv(path) if path.is_file() else rows.iloc[:0]
-        if not old.empty:
-            old = old[[k not in keys for k in row_keys(old)]]
-        out = pd.concat([old, rows], ignore_index=True) if not old.empty else rows.reset_index(drop=True)
+        out = merge_rows(path, rows, KEY)
         first = [c for c in COLUMNS if c in out.columns]
         out = out[first + [c for c in out.columns if c not in first]]
         write_csv_atomic(out, path)

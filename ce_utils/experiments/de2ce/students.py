@@ -32,10 +32,11 @@ from sentence_transformers.sentence_transformer.losses import MultipleNegativesR
 from transformers import set_seed
 from ce_utils.core.config import ConfigError, output_dir, section
 from ce_utils.core.data import doc_text, load_beir_dataset
-from ce_utils.core.io import atomic_write_text, fingerprint
+from ce_utils.core.io import fingerprint
 from ce_utils.core.runinfo import run_metadata
 from ce_utils.core.students import CE_INITS, backbone, build_de2ce, slug, student_name
 from ce_utils.core.train import DE2CE_DEFAULTS, train_mse, trainer_kwargs
+from ce_utils.core.io import save_model
 
 
 log = logging.getLogger(__name__)
@@ -167,12 +168,6 @@ def init_text(init: str, k: int, ce_spec: str, de_spec: str) -> str:
 
 def save_student(model, path: Path, info: dict, cfg: dict) -> Path:
     """Save a trained student with ``training_info.json`` and a README.md model card."""
-    path = Path(path)
-    tmp = path.parent / f".{path.name}.partial"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    model.save(str(tmp), create_model_card=False)
-    atomic_write_text(tmp / INFO_FILE, json.dumps(info, indent=1, default=str))
     td = info.get("training_data", {})
     if info["loss"] == "mse":
         loss_text = ("embedding distillation: sentence-transformers `MSELoss` between the student's and the "
@@ -193,11 +188,8 @@ def save_student(model, path: Path, info: dict, cfg: dict) -> Path:
                              warmup_ratio=info["hyperparameters"].get("warmup_ratio"),
                              training_loss=info["training_loss"], seed=info["seed"], profile=cfg.get("name"),
                              **{k: info[k] for k in ("n_params", "n_params_embeddings", "n_params_layers")})
-    atomic_write_text(tmp / "README.md", text)
-    if path.exists():
-        shutil.rmtree(path)
-    tmp.replace(path)
-    return path
+    return save_model(model, path, {INFO_FILE: json.dumps(info, indent=1, default=str), "README.md": text},
+                      create_model_card=False)
 
 
 def load_trained_student(path: Path, recipe: str, device: str):

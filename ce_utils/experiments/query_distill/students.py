@@ -19,8 +19,6 @@ from typing import Sequence
 
 import numpy as np
 import json
-import shutil
-import tempfile
 import warnings
 from transformers import BertModel
 from ce_utils.core.config import ConfigError, get_dotted
@@ -28,6 +26,8 @@ from ce_utils.core.evaluate import AsymmetricEvaluator
 from ce_utils.core.models import loadable_spec, resolve_model
 from ce_utils.core.students import Strategy, backbone, layer_subset_student, reset_output_hooks
 from ce_utils.core.train import train_query_student
+from ce_utils.core.io import save_model
+from ce_utils.core.students import query_student_dir
 
 
 log = logging.getLogger(__name__)
@@ -100,13 +100,6 @@ def build_student(strategy: Strategy, teacher, cfg: dict | None = None, seed: in
 # --------------------------------------------------------------------------- notebook steps
 
 
-def query_student_dir(cfg: dict, name: str) -> Path | None:
-    """Where notebook 03 keeps a trained query student (``<models_dir>/query-students/<name>``),
-    e.g. for notebook 04's inference backends; ``None`` without a models directory."""
-    models_dir = cfg.get("models_dir")
-    return None if not models_dir else Path(models_dir) / "query-students" / name
-
-
 def save_query_student(student, strategy: Strategy, cfg: dict, info: dict) -> Path | None:
     """Save a trained student atomically (temporary folder, then rename); a failure to save is a
     warning, never a lost evaluation."""
@@ -114,17 +107,10 @@ def save_query_student(student, strategy: Strategy, cfg: dict, info: dict) -> Pa
     target = query_student_dir(cfg, strategy.name)
     if target is None:
         return None
+    meta = {"strategy": strategy.spec, "layers": strategy.layers_str, "seed": cfg.get("seed"),
+            **{k: v for k, v in info.items() if isinstance(v, (int, float, str))}}
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{strategy.name}.partial-"))
-        student.save(str(tmp), create_model_card=False)
-        (tmp / "query_student.json").write_text(json.dumps(
-            {"strategy": strategy.spec, "layers": strategy.layers_str, "seed": cfg.get("seed"),
-             **{k: v for k, v in info.items() if isinstance(v, (int, float, str))}}, indent=1))
-        if target.exists():
-            shutil.rmtree(target)
-        tmp.replace(target)
-        return target
+        return save_model(student, target, {"query_student.json": json.dumps(meta, indent=1)}, create_model_card=False)
     except Exception as exc:  # pragma: no cover - disk full, permissions
         warnings.warn(f"could not save query student {strategy.name} to {target}: {exc}")
         return None

@@ -1,0 +1,97 @@
+"""The budget sweep (ce_utils.experiments.curves.budgets): which runs it plans from what is done, when it
+stops doubling, that every point is an independent run with its own schedule, and that a killed sweep
+resumes without redoing a finished run."""
+
+from __future__ import annotations
+
+import copy
+
+import pandas as pd
+import pytest
+import yaml
+
+from ce_utils.cli import cmd_budgets
+from ce_utils.core.config import ConfigError
+from ce_utils.experiments.curves import budgets as B
+
+SWEEP = {"dev": {"tiny-a": "train"}, "multipliers": [1, 2, 4, 8], "seeds": [1, 2, 3], "flat": 0.01,
+         "students": {"subset:0,1": {"base_steps": 10, "learning_rates": [1e-4, 3e-4], "lr_budget_steps": 20}}}
+
+
+def cfg_with(sweep=SWEEP):
+    return {"query_distill": {"learning_rate": 1e-4}, "budgets": copy.deepcopy(sweep)}
+
+
+def done(points: dict, lr=1e-4, seed=1, spec="subset:0,1", sweep="budget") -> pd.DataFrame:
+    """Finished runs: {budget: retention} at one learning rate and seed, two dev datasets each."""
+    rows = [{"spec": spec, "budget_steps": b, "step": b, "seed": seed, "learning_rate": lr, "schedule": "linear",
+             "phase": "dev", "dataset": d, "retention": r, "sweep": sweep} for b, r in points.items() for d in "ab"]
+    return pd.DataFrame(rows)
+
+
+def keys(runs):
+    return [(r.sweep, r.budget_steps, r.learning_rate, r.seed) for r in runs]
+
+
+def test_doubling_waits_for_each_result_and_stops_when_two_doublings_gain_less_than_a_point():
+    cfg = cfg_with()
+    assert keys(B.pending(cfg, None))[0] == ("budget", 10, 1e-4, 1)
+    d = done({10: 0.50})
+    assert keys(B.pending(cfg, d))[0] == ("budget", 20, 1e-4, 1)        # the next doubling, once 10 is measured
+    d = done({10: 0.50, 20: 0.70, 40: 0.705, 80: 0.709})                 # 40 -> 80 -> ... flat: 20 -> 80 gains 0.9 pt
+    assert B.flattened(B.mean_retention(d, "subset:0,1", 1e-4, 1))
+    d = done({10: 0.50, 20: 0.70, 40: 0.705})
+    assert ("budget", 80, 1e-4, 1) in keys(B.pending(cfg, d))          # 20 -> 40 is one doubling only
+    d = done({10: 0.60, 20: 0.605, 40: 0.609})                          # two doublings < 1 point: no 80
+    assert ("budget", 80, 1e-4, 1) not in keys(B.plan(cfg, d))
+    assert B.converged_budget(B.mean_retention(d, "subset:0,1", 1e-4, 1)) == 10
+
+
+def test_learning_rate_grid_then_seeds_at_the_chosen_budget_and_rate():
+    cfg = cfg_with()
+    d = done({10: 0.50, 20: 0.70, 40: 0.71, 80: 0.712})
+    todo = keys(B.pending(cfg, d))
+    assert todo == [("lr", 20, 3e-4, 1)]                      # 1e-4 at 20 steps is already the budget run
+    d = pd.concat([d, done({20: 0.75}, lr=3e-4, sweep="lr")])
+    todo = keys(B.pending(cfg, d))
+    # chosen budget: the smallest within 1 point of the best (40); chosen rate: the grid's best (3e-4)
+    assert todo == [("seed", 40, 3e-4, 1), ("seed", 40, 3e-4, 2), ("seed", 40, 3e-4, 3)]
+
+
+def test_bad_students_are_refused_with_the_fix():
+    with pytest.raises(ConfigError, match="de2ce:de:1"):
+        B.student_settings(cfg_with({"students": {"de2ce:nope:1": {"base_steps": 5}}}))
+    with pytest.raises(ConfigError, match="base_steps"):
+        B.student_settings(cfg_with({"students": {"subset:0,1": {}}}))
+    with pytest.raises(ConfigError, match="name at least one student"):
+        B.student_settings(cfg_with({"students": {}}))
+
+
+def test_sweep_runs_independent_runs_and_resumes(smoke_cfg, tmp_path):
+    """Each budget trains its own student with its own schedule (the learning rate reaches zero at that
+    run's last step); a second call finds every run done and trains nothing."""
+    prof = dict(copy.deepcopy({k: v for k, v in smoke_cfg.items() if k != "profile_path"}))
+    prof["budgets"] = {"dev": {"tiny-a": "train"}, "multipliers": [1, 2], "seeds": [5, 6], "flat": 0.01,
+                       "students": {"subset:0,1": {"base_steps": 2, "learning_rates": [1e-4, 3e-4],
+                                                   "lr_budget_steps": 2, "pool": "all"}}}
+    prof["query_distill"] = {**prof.get("query_distill", {}), "batch_size": 4}
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(prof))
+    out = tmp_path / "res"
+    assert cmd_budgets(["--profile", str(path), "--results-dir", str(out)]) == 0
+    df = pd.read_csv(out / B.BUDGETS_CSV)
+    runs = df.groupby(B.KEY).size()
+    assert set(B.COLUMNS) <= set(df.columns)
+    assert (df["step"] == df["budget_steps"]).all() and (df["phase"] == "dev").all()
+    assert set(df.loc[df["sweep"] == "budget", "budget_steps"]) == {2, 4}
+    assert set(df.loc[df["sweep"] == "lr", "learning_rate"]) == {3e-4}
+    grid = {lr: B.mean_retention(df, "subset:0,1", lr, 5)[2] for lr in (1e-4, 3e-4)}
+    best_lr = max(grid, key=grid.get)
+    chosen = B.converged_budget(B.mean_retention(df, "subset:0,1", 1e-4, 5))
+    at = df[(df["budget_steps"] == chosen) & ((df["learning_rate"] - best_lr).abs() < 1e-12)]
+    assert set(at["seed"]) == {5, 6}                     # every seed at the chosen budget and rate
+    assert (df["epochs_of_text"] > 0).all() and (df["steps_per_s"] > 0).all()
+    stamp = (out / B.BUDGETS_CSV).stat().st_mtime_ns
+    assert cmd_budgets(["--profile", str(path), "--results-dir", str(out)]) == 0   # resumed: nothing to do
+    assert (out / B.BUDGETS_CSV).stat().st_mtime_ns == stamp
+    assert len(pd.read_csv(out / B.BUDGETS_CSV).groupby(B.KEY).size()) == len(runs)
