@@ -1,10 +1,22 @@
-"""Chunked exact search over an on-disk corpus returns the in-memory top-k; encoding resumes."""
+"""The one exact search (chunked, over arrays or on-disk memory maps) equals a brute-force numpy top-k;
+on-disk encoding resumes."""
 
 import numpy as np
 import pytest
 
 from ce_utils.core.retrieval import exact_search
-from ce_utils.core.search import chunked_search, encode_to_memmap
+from ce_utils.core.encode import encode_to_memmap
+
+
+def brute_force(q, d, qids, dids, top_k, score_function="cos_sim"):
+    """The reference: every score at once in float64, sorted."""
+    q, d = np.asarray(q, dtype=np.float64), np.asarray(d, dtype=np.float64)
+    if score_function == "cos_sim":
+        q = q / np.linalg.norm(q, axis=1, keepdims=True)
+        d = d / np.linalg.norm(d, axis=1, keepdims=True)
+    s = q @ d.T
+    order = np.argsort(-s, axis=1, kind="stable")[:, :top_k]
+    return {qid: {dids[j]: float(s[r, j]) for j in order[r]} for r, qid in enumerate(qids)}
 
 
 def _data(n_docs=1037, n_q=23, dim=16, seed=0):
@@ -20,8 +32,8 @@ def test_chunked_search_over_a_memmap_is_the_in_memory_top_k(tmp_path, score_fun
                           chunk_size=100, progress=False)
     assert isinstance(mm, np.memmap) and mm.dtype == np.float16
     qids, dids = [f"q{i}" for i in range(len(q))], [f"d{i}" for i in range(len(d))]
-    ref = exact_search(q, np.asarray(mm, dtype=np.float32), qids, dids, top_k=10, score_function=score_function)
-    got = chunked_search(q, mm, qids, dids, top_k=10, score_function=score_function, doc_chunk=97, query_chunk=5)
+    ref = brute_force(q, np.asarray(mm, dtype=np.float32), qids, dids, 10, score_function)
+    got = exact_search(q, mm, qids, dids, top_k=10, score_function=score_function, doc_chunk=97, query_chunk=5)
     for qid in qids:
         assert list(got[qid]) == list(ref[qid])
         np.testing.assert_allclose(list(got[qid].values()), list(ref[qid].values()), rtol=1e-5, atol=1e-5)
@@ -30,11 +42,11 @@ def test_chunked_search_over_a_memmap_is_the_in_memory_top_k(tmp_path, score_fun
 def test_top_k_larger_than_a_chunk_and_than_the_corpus():
     q, d = _data(n_docs=30)
     qids, dids = [f"q{i}" for i in range(len(q))], [f"d{i}" for i in range(len(d))]
-    got = chunked_search(q, d, qids, dids, top_k=100, doc_chunk=7)
-    ref = exact_search(q, d, qids, dids, top_k=100)
+    got = exact_search(q, d, qids, dids, top_k=100, doc_chunk=7)
+    ref = brute_force(q, d, qids, dids, 100)
     assert all(len(got[x]) == 30 and list(got[x]) == list(ref[x]) for x in qids)
     with pytest.raises(ValueError, match="score_function"):
-        chunked_search(q, d, qids, dids, score_function="l2")
+        exact_search(q, d, qids, dids, score_function="l2")
 
 
 def test_encoding_resumes_after_an_interruption(tmp_path):
@@ -59,15 +71,12 @@ def test_encoding_resumes_after_an_interruption(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.npy"]
 
 
-def test_exact_search_streams_a_memory_mapped_corpus(tmp_path, monkeypatch):
-    import ce_utils.core.retrieval
-
+@pytest.mark.parametrize("doc_chunk", [1, 64, 50_000])
+def test_every_chunk_size_gives_the_brute_force_top_k(doc_chunk):
     q, d = _data(n_docs=300)
-    mm = encode_to_memmap(tmp_path / "c.npy", [str(i) for i in range(300)], lambda c: d[[int(t) for t in c]],
-                          dim=16, chunk_size=64, progress=False)
     qids, dids = [f"q{i}" for i in range(len(q))], [f"d{i}" for i in range(300)]
-    called = []
-    real = ce_utils.core.retrieval.chunked_search
-    monkeypatch.setattr(ce_utils.core.retrieval, "chunked_search", lambda *a, **k: called.append(1) or real(*a, **k))
-    got = exact_search(q, mm, qids, dids, top_k=5)
-    assert called and list(got["q0"]) == list(exact_search(q, np.asarray(mm), qids, dids, top_k=5)["q0"])
+    got = exact_search(q, d, qids, dids, top_k=5, doc_chunk=doc_chunk, query_chunk=4)
+    ref = brute_force(q, d, qids, dids, 5)
+    for qid in qids:
+        assert list(got[qid]) == list(ref[qid])
+        np.testing.assert_allclose(list(got[qid].values()), list(ref[qid].values()), rtol=1e-5, atol=1e-6)

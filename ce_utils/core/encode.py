@@ -27,13 +27,17 @@ from sentence_transformers import SentenceTransformer
 from ce_utils.core.config import ConfigError
 from ce_utils.core.io import cached_array, fingerprint
 from ce_utils.core.layers import encode_layers
-from ce_utils.core.search import encode_to_memmap
+import json
+import os
+from typing import Callable
+from tqdm.auto import tqdm
+from ce_utils.core.io import atomic_write_text
 
 
 DTYPES = ("fp32", "bf16", "fp16")
 SUBDIR = "embeddings"
 # Collections above this many texts (BEIR's MS MARCO, FEVER, ... : millions of documents) are encoded in
-# chunks into an on-disk float16 array (resumable) and searched chunk by chunk (ce_utils.core.search).
+# chunks into an on-disk float16 array (resumable) and searched chunk by chunk (ce_utils.core.encode.encode_to_memmap, ce_utils.core.retrieval.exact_search).
 ON_DISK_ABOVE = 200_000
 
 
@@ -208,7 +212,7 @@ def sentence_embeddings(cfg: dict, model, texts: Sequence[str], ids: Sequence[st
 
     Collections larger than ``ON_DISK_ABOVE`` texts come back as a read-only float16 memory map,
     written chunk by chunk (and resumed after an interruption) by
-    :func:`ce_utils.core.search.encode_to_memmap`; :func:`ce_utils.core.retrieval.exact_search` streams it."""
+    :func:`encode_to_memmap`; :func:`ce_utils.core.retrieval.exact_search` streams it."""
     cache = cfg.get("cache_dir")
     if len(texts) > ON_DISK_ABOVE and cache is not None:
         return _on_disk_embeddings(cfg, model, texts, ids, what, max_length, device, progress)
@@ -289,3 +293,56 @@ def dataset_embeddings(cfg: dict, model, ds, max_length: int | None = None, devi
     d = sentence_embeddings(cfg, model, ds.doc_texts(), ds.doc_ids, f"{ds.name}-docs", max_length, device,
                             progress=progress) if docs else None
     return q, d
+
+
+def _progress_path(path: Path) -> Path:
+    return path.with_name(path.name + ".progress.json")
+
+
+def encode_to_memmap(path: str | os.PathLike, texts: Sequence[str], encode: Callable[[Sequence[str]], np.ndarray],
+                     dim: int, chunk_size: int = 10_000, dtype=np.float16, key: dict | None = None,
+                     progress: bool = True) -> np.memmap:
+    """Embeddings of ``texts`` in an on-disk ``.npy`` array ``[len(texts), dim]`` of ``dtype``.
+
+    ``encode(chunk_of_texts) -> [n, dim]`` is called chunk by chunk. While writing, the array lives at
+    ``<path>.partial`` with a progress file recording the rows done and ``key`` (what is encoded: a
+    model fingerprint, max length...); a rerun with the same key resumes after the last finished
+    chunk, another key starts over. The finished array is renamed to ``path`` and returned read-only.
+    """
+    path = Path(path)
+    key = dict(key or {}, n=len(texts), dim=int(dim), dtype=np.dtype(dtype).name)
+    if path.is_file():
+        arr = np.load(path, mmap_mode="r")
+        if arr.shape == (len(texts), dim):
+            return arr
+        path.unlink()  # another collection or model under the same name: rebuild
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    prog_path = _progress_path(path)
+    done = 0
+    if partial.is_file() and prog_path.is_file():
+        prog = json.loads(prog_path.read_text())
+        if prog.get("key") == json.loads(json.dumps(key, default=str)):
+            done = int(prog["done"])
+    if done == 0 or not partial.is_file():
+        arr = np.lib.format.open_memmap(partial, mode="w+", dtype=dtype, shape=(len(texts), dim))
+        done = 0
+    else:
+        arr = np.load(partial, mmap_mode="r+")
+    starts = range(done, len(texts), chunk_size)
+    if progress:
+
+        starts = tqdm(starts, desc=f"encoding {path.stem}", unit="chunk", initial=done // chunk_size,
+                      total=-(-len(texts) // chunk_size))
+    for start in starts:
+        stop = min(start + chunk_size, len(texts))
+        emb = np.asarray(encode(list(texts[start:stop])))
+        if emb.shape != (stop - start, dim):
+            raise ValueError(f"encode returned shape {emb.shape}, expected {(stop - start, dim)}")
+        arr[start:stop] = emb.astype(dtype, copy=False)
+        arr.flush()
+        atomic_write_text(prog_path, json.dumps({"key": key, "done": stop}, default=str))
+    del arr
+    os.replace(partial, path)
+    prog_path.unlink(missing_ok=True)
+    return np.load(path, mmap_mode="r")

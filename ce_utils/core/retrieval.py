@@ -3,49 +3,58 @@
 from __future__ import annotations
 
 import logging
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
 from beir.retrieval.evaluation import EvaluateRetrieval
-from ce_utils.core.search import chunked_search
 
 
 log = logging.getLogger(__name__)
 
 # canonical metric names used in every result CSV
 DEFAULT_METRICS = ("NDCG@10", "Recall@100", "MAP@10", "MRR@10", "Hits@10")
-CHUNKED_ABOVE = 200_000    # documents; larger corpora are searched chunk by chunk (ce_utils.core.search)
+DOC_CHUNK = 50_000         # documents scored at a time: bounded memory for corpora of millions
 
 
-def exact_search(query_emb, doc_emb, query_ids: list[str], doc_ids: list[str], top_k: int = 100,
-                 score_function: str = "cos_sim", chunk_size: int = 1024) -> dict[str, dict[str, float]]:
-    """Brute-force top-k by cosine (``cos_sim``) or inner product (``dot``).
-
-    A corpus on disk (a memory map from :func:`ce_utils.core.search.encode_to_memmap`) or larger than
-    ``CHUNKED_ABOVE`` documents is searched chunk by chunk with bounded memory
-    (:func:`ce_utils.core.search.chunked_search`, same top-k)."""
+def exact_search(query_emb, doc_emb, query_ids: Sequence[str], doc_ids: Sequence[str], top_k: int = 100,
+                 score_function: str = "cos_sim", query_chunk: int = 1024, doc_chunk: int = DOC_CHUNK,
+                 device: str | torch.device = "cpu") -> dict[str, dict[str, float]]:
+    """Exact top-k by cosine (``cos_sim``) or inner product (``dot``) of every query over ``doc_emb`` (an
+    array, or a memory map from :func:`ce_utils.core.encode.encode_to_memmap`), ``doc_chunk`` documents at
+    a time: each chunk is read, cast to float32 and scored on ``device``, and its top-k merged into the
+    running top-k, so memory stays bounded and the result is that of scoring the whole corpus at once."""
     if score_function not in ("cos_sim", "dot"):
         raise ValueError(f"score_function must be 'cos_sim' or 'dot', not {score_function!r}")
-    if isinstance(doc_emb, np.memmap) or len(doc_ids) > CHUNKED_ABOVE:
-
-        return chunked_search(query_emb, doc_emb, query_ids, doc_ids, top_k=top_k, score_function=score_function,
-                              query_chunk=chunk_size)
-    q = torch.as_tensor(np.asarray(query_emb), dtype=torch.float32)
-    d = torch.as_tensor(np.asarray(doc_emb), dtype=torch.float32)
-    if q.shape[0] != len(query_ids) or d.shape[0] != len(doc_ids):
+    if len(query_emb) != len(query_ids) or len(doc_emb) != len(doc_ids):
         raise ValueError("embedding rows and ids differ in number")
+    if doc_chunk < 1 or query_chunk < 1:
+        raise ValueError("doc_chunk and query_chunk must be positive")
+    device = torch.device(device)
+    q_all = torch.as_tensor(np.asarray(query_emb, dtype=np.float32), device=device)
     if score_function == "cos_sim":
-        q = torch.nn.functional.normalize(q, dim=-1)
-        d = torch.nn.functional.normalize(d, dim=-1)
+        q_all = torch.nn.functional.normalize(q_all, dim=-1)
     k = min(top_k, len(doc_ids))
-    results: dict[str, dict[str, float]] = {}
-    for start in range(0, len(query_ids), chunk_size):
-        scores = q[start:start + chunk_size] @ d.T
-        vals, idx = torch.topk(scores, k, dim=1)
-        for row, qid in enumerate(query_ids[start:start + chunk_size]):
-            results[qid] = {doc_ids[j]: float(v) for v, j in zip(vals[row].tolist(), idx[row].tolist())}
-    return results
+    n_q = len(query_ids)
+    best_s = torch.full((n_q, k), float("-inf"), device=device)
+    best_i = torch.full((n_q, k), -1, dtype=torch.long, device=device)
+    for start in range(0, len(doc_ids), doc_chunk):
+        d = torch.as_tensor(np.asarray(doc_emb[start:start + doc_chunk], dtype=np.float32), device=device)
+        if score_function == "cos_sim":
+            d = torch.nn.functional.normalize(d, dim=-1)
+        for qs in range(0, n_q, query_chunk):
+            vals, idx = torch.topk(q_all[qs:qs + query_chunk] @ d.T, min(k, d.shape[0]), dim=1)
+            if start == 0 and d.shape[0] >= k:  # the first chunk fills the running top-k as it is
+                best_s[qs:qs + query_chunk], best_i[qs:qs + query_chunk] = vals, idx
+                continue
+            cat_s = torch.cat([best_s[qs:qs + query_chunk], vals], dim=1)
+            cat_i = torch.cat([best_i[qs:qs + query_chunk], idx + start], dim=1)
+            top_s, pos = torch.topk(cat_s, k, dim=1)
+            best_s[qs:qs + query_chunk] = top_s
+            best_i[qs:qs + query_chunk] = torch.gather(cat_i, 1, pos)
+    best_s, best_i = best_s.cpu(), best_i.cpu()
+    return {qid: {doc_ids[j]: float(v) for v, j in zip(best_s[r].tolist(), best_i[r].tolist()) if j >= 0}
+            for r, qid in enumerate(query_ids)}
 
 
 def evaluate(qrels: dict[str, dict[str, int]], results: dict[str, dict[str, float]],
