@@ -7,6 +7,7 @@
     curve          learning curves of query / DE-k CE students on dev splits (``make query-curve``)
     peer-check     a model on SciFact against its published score (``make peer-check``)
     probe-other-ce paper 1's layer probe of another cross encoder (``make probe-other-ce``)
+    distill-queries paper 2's recipe on your own teacher and queries (no profile needed)
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ from ce_utils.experiments import peer_check, probing
 from ce_utils.experiments.curves import budgets
 from ce_utils.experiments.curves import run as curves
 from ce_utils.core.io import write_rows
+from pathlib import Path
+from ce_utils.core.data import load_query_file
+from ce_utils.experiments.query_distill import distill_query_encoder
 
 
 def cmd_data(argv: list[str] | None = None) -> int:
@@ -250,7 +254,42 @@ def cmd_budgets(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-COMMANDS = {"data": cmd_data, "budgets": cmd_budgets, "curve": cmd_curve, "peer-check": cmd_peer_check,
+def read_queries(path: str | Path) -> list[str]:
+    """Query texts of a file: ``id<TAB>text`` lines (BEIR / MS MARCO query files), else one query per line."""
+    lines = [l.rstrip("\n") for l in Path(path).read_text(encoding="utf-8").splitlines() if l.strip()]
+    if lines and all("\t" in l for l in lines):
+        return list(load_query_file(path).values())
+    return lines
+
+
+def cmd_distill_queries(argv: Sequence[str] | None = None) -> int:
+    """Paper 2's recipe on your own retriever: a query encoder from a subset of the teacher's layers, aligned
+    with the teacher's query embeddings on unlabelled queries; the teacher keeps encoding the documents."""
+    ap = argparse.ArgumentParser(prog="python -m ce_utils distill-queries", description=cmd_distill_queries.__doc__)
+    ap.add_argument("--teacher", required=True, help="a sentence-transformers folder or hub id")
+    ap.add_argument("--queries", required=True, help="id<TAB>text lines, or one query per line")
+    ap.add_argument("--layers", default="0,-1", help="teacher layers kept, negative from the top (default 0,-1)")
+    ap.add_argument("--steps", type=int, default=None, help="optimizer steps (default: --epochs over the queries)")
+    ap.add_argument("--epochs", type=float, default=1.0)
+    ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--learning-rate", type=float, default=1e-4)
+    ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--out", required=True, help="folder for the student (SentenceTransformer(out) loads it)")
+    args = ap.parse_args(argv)
+    try:
+        layers = [int(x) for x in args.layers.split(",") if x.strip()]
+        queries = read_queries(args.queries)
+        distill_query_encoder(args.teacher, queries, layers, steps=args.steps, epochs=args.epochs,
+                              batch_size=args.batch_size, learning_rate=args.learning_rate, seed=args.seed,
+                              out=args.out)
+    except (ConfigError, ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.out}: {len(layers)} layers of {args.teacher}, {len(queries)} training queries")
+    return 0
+
+
+COMMANDS = {"data": cmd_data, "distill-queries": cmd_distill_queries, "budgets": cmd_budgets, "curve": cmd_curve, "peer-check": cmd_peer_check,
             "probe-other-ce": cmd_probe_other_ce}
 
 

@@ -30,7 +30,8 @@ def repo_root() -> Path:
 
 
 def available_profiles() -> list[str]:
-    return sorted(p.stem for p in (repo_root() / "configs").glob("*.yaml"))
+    """Profiles under configs/ (``data_sources.yaml`` is the downloader's source list, not a profile)."""
+    return sorted(p.stem for p in (repo_root() / "configs").glob("*.yaml") if p.stem != "data_sources")
 
 
 def _profile_path(profile: str | os.PathLike) -> Path:

@@ -101,8 +101,15 @@ def compose_student(template, layers: Sequence[LayerSpec], embeddings=None, seed
     return student
 
 
+def absolute_layers(layers: Sequence[int], n_layers: int) -> list[int]:
+    """Layer indices with negative ones counted from the top (``-1`` = the last of ``n_layers``)."""
+    return [int(l) + n_layers if int(l) < 0 else int(l) for l in layers]
+
+
 def layer_subset_student(teacher, layers: Sequence[int], seed: int = 0):
-    """Wang & Lyu's initialisation: the teacher's embeddings and the chosen teacher layers."""
+    """Wang & Lyu's initialisation: the teacher's embeddings and the chosen teacher layers (``-1`` = its top
+    layer: ``[0, -1]`` is paper 2's best 2-layer student)."""
+    layers = absolute_layers(layers, num_layers(teacher))
     check_layers(teacher, list(layers), "teacher")
     return compose_student(teacher, [(teacher, l) for l in layers], seed=seed)
 
@@ -155,6 +162,8 @@ def parse_strategy(spec: str, n_teacher_layers: int) -> Strategy:
         numbers = [int(x) for x in arg.split(",") if x.strip()]
     except ValueError:
         raise ConfigError(f"Strategy {spec!r}: {arg!r} is not a comma-separated list of integers. {_SPEC_HELP}")
+    if kind == "subset":
+        numbers = absolute_layers(numbers, n_teacher_layers)  # subset:0,-1 = bottom + top
     if kind == "first":
         if len(numbers) != 1 or not 1 <= numbers[0] <= n_teacher_layers:
             raise ConfigError(f"Strategy {spec!r}: first:k needs one k in 1..{n_teacher_layers} "
