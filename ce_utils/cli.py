@@ -289,13 +289,22 @@ def cmd_distill_queries(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def cmd_run(argv: Sequence[str] | None = None) -> int:
+    """The papermill runner (:mod:`ce_utils.runner`): notebooks of a profile, checked before any kernel."""
+    try:
+        return runner.main(list(argv or []))
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
 COMMANDS = {"data": cmd_data, "distill-queries": cmd_distill_queries, "budgets": cmd_budgets, "curve": cmd_curve, "peer-check": cmd_peer_check,
             "probe-other-ce": cmd_probe_other_ce}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    commands = {**COMMANDS, "run": runner.main, "convert": convert.main}
+    commands = {**COMMANDS, "run": cmd_run, "convert": convert.main}
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in commands:
         print(__doc__.strip())
         if argv and argv[0] not in ("-h", "--help"):
