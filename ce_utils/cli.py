@@ -30,6 +30,7 @@ from ce_utils.core.io import write_rows
 from pathlib import Path
 from ce_utils.core.data import load_query_file
 from ce_utils.experiments.query_distill import distill_query_encoder
+from ce_utils.report.curves import curve_summary
 
 
 def cmd_data(argv: list[str] | None = None) -> int:
@@ -197,7 +198,7 @@ def cmd_curve(argv: Sequence[str] | None = None) -> int:
         if key not in new.columns:
             new[key] = value
     new = write_rows(out, new, "student")  # a student's rows replace its earlier ones
-    for line in curves.summary(new):
+    for line in curve_summary(new):
         print(line)
     print(f"wrote {out}")
     return 0

@@ -5,6 +5,7 @@ import pytest
 
 from ce_utils.experiments.speed import backends
 from ce_utils.core.config import ConfigError
+from ce_utils.report import speed as report_speed
 
 TEXTS = ["a short query", "a somewhat longer query about cells and proteins", "x"]
 
@@ -77,7 +78,7 @@ def test_backend_table_and_recommendation():
                                                ("full DE", "torch-int8", 0.598, -0.002), ("L0_5", "torch", 0.5, 0),
                                                ("L0_5", "onnx-int8", 0.499, -0.001),
                                                ("L0_5", "torch-int8", 0.5, 0.0))])
-    tab = backends.backend_table(pd.DataFrame(rows), quality, batch_sizes=(1,))
+    tab = report_speed.backend_table(pd.DataFrame(rows), quality, batch_sizes=(1,))
     assert len(tab) == 6
     row = tab[(tab["model"] == "query-student L0_5") & (tab["backend"] == "onnx-int8")].iloc[0]
     assert row["vs eager DE bs1"] == 6.0 and row["vs DE same backend bs1"] == pytest.approx(4 / 1.5)

@@ -12,7 +12,7 @@ from ce_utils import report as F
 from ce_utils.report import reference as ref
 from ce_utils.experiments import query_distill as qd
 from ce_utils.core.config import ConfigError, load_profile
-from ce_utils.core.models import trainer_kwargs
+from ce_utils.core.train import trainer_kwargs
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -181,3 +181,18 @@ def test_headline_has_a_row_for_de2_ce_top(tmp_path):
     F.make_all(res, tmp_path / "figs")
     head = (res / "tables" / "headline.md").read_text()
     assert "DE-2 CE+top (CE embeddings + CE layer 0 + the full DE's top layer)" in head and "| 90.0% |" in head
+
+
+def test_geometry_table_is_the_same_with_or_without_the_released_csv(monkeypatch, tmp_path):
+    """The released reference CSV is rounded as the transcription is (4 decimals): the table, its agreement and
+    notebook 05's figure do not change with the reference folder."""
+    if ref.reference_dir({}) is None:
+        pytest.skip("no released reference CSV (set CE_REFERENCE_DIR)")
+    df = geometry_csv(lambda l, d: 0.9 * _paper_on(l, d) - 0.001 * len(l))
+    with_csv = F.geometry_table(df, "NDCG@10", {})
+    monkeypatch.delenv("CE_REFERENCE_DIR", raising=False)
+    monkeypatch.setattr(ref, "fetched_reference_dir", lambda: tmp_path / "none")
+    assert ref.reference_dir({}) is None
+    without = F.geometry_table(df, "NDCG@10", {})
+    pd.testing.assert_frame_equal(with_csv[0], without[0])
+    assert with_csv[1] == without[1]

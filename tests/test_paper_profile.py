@@ -103,7 +103,7 @@ def paper_yaml() -> dict:
 # --------------------------------------------------------------------------- the profile follows the papers
 def test_paper_profile_follows_both_papers(monkeypatch):
     from ce_utils.core.config import get_dotted, load_profile
-    from ce_utils.experiments.query_distill import PAPER_RETENTION
+    from ce_utils.report.reference import PAPER_RETENTION
     from ce_utils.core.students import parse_strategies
 
     monkeypatch.delenv("CE_REFERENCE_DIR", raising=False)
@@ -128,7 +128,7 @@ def test_paper_profile_follows_both_papers(monkeypatch):
     assert cfg["query_files"]["msmarco-train"] == "queries/msmarco-passage.train.tsv"
     assert (qd["batch_size"], qd["epochs"], qd["max_steps"], qd["learning_rate"]) == (128, 1, None, 1e-4)
     assert qd["warmup_steps"] == 1000 and qd["mixed_precision"] == "fp16"
-    from ce_utils.core.models import trainer_kwargs
+    from ce_utils.core.train import trainer_kwargs
 
     gpu = trainer_kwargs(qd, "out", 0, "cuda:0", batch_size=1, learning_rate=1.0)
     cpu = trainer_kwargs(qd, "out", 0, "cpu", batch_size=1, learning_rate=1.0)
@@ -373,6 +373,10 @@ def test_paper_profile_runs_every_notebook(paper_env, tmp_path):
     for book in books:
         run_notebook(book, tmp_path / "executed" / book.name, {"profile": str(profile), **params.get(book.name[:2], {})},
                      progress=False)
+    from ce_utils.runner import noise
+
+    dirty = {b.name: noise(tmp_path / "executed" / b.name) for b in books}
+    assert not any(dirty.values()), dirty   # no traceback, no progress-bar frames in any executed notebook
 
     # 01: per-layer probing of the hub CE and DE; the CE's own check
     probe = pd.read_csv(res / "layer_probe.csv")

@@ -195,7 +195,7 @@ def test_guard_trips_on_a_cross_encoder_that_scores_at_random(smoke_cfg):
 
 
 def test_probe_summary_states_the_fall_off():
-    from ce_utils.experiments.probing import probe_summary
+    from ce_utils.report.paper1 import probe_summary
 
     rows = []
     for kind, values in {"ce": [0.5, 0.6, 0.55, 0.2, 0.1], "de": [0.5, 0.55, 0.6, 0.65, 0.7]}.items():

@@ -21,7 +21,8 @@ def test_dev_split_is_never_a_test_split(smoke_cfg):
 
 
 def test_curve_scores_dev_queries_on_schedule_and_the_last_student_on_test(smoke_cfg, tmp_path):
-    from ce_utils.experiments.curves.run import CURVE_COLUMNS, CURVE_CSV, summary
+    from ce_utils.experiments.curves.run import CURVE_COLUMNS, CURVE_CSV
+    from ce_utils.report.curves import curve_summary as summary
     from ce_utils.cli import cmd_curve as main
 
     argv = ["--profile", smoke_cfg["profile_path"], "--strategy", "subset:0,5", "--max-steps", "5",

@@ -13,6 +13,7 @@ from ce_utils.core.students import backbone, num_layers, same_weights
 from ce_utils.core.evaluate import AsymmetricEvaluator, eval_datasets
 from ce_utils.core.students import parse_strategy
 from ce_utils.core.texts import excluded_query_files, training_queries
+from ce_utils.report import reference as ref
 
 ROOT = qd.Path(__file__).resolve().parent.parent
 
@@ -94,8 +95,8 @@ def test_training_query_exclusion(smoke_cfg):
 
 def test_retention_and_paper_mapping(monkeypatch, tmp_path):
     # the transcribed table, whatever $CE_REFERENCE_DIR says (the reference CSV is checked below)
-    monkeypatch.delenv(qd.REFERENCE_ENV, raising=False)
-    monkeypatch.setattr(qd.paper, "fetched_reference_dir", lambda: tmp_path / "no-reference")
+    monkeypatch.delenv(ref.REFERENCE_ENV, raising=False)
+    monkeypatch.setattr(ref, "fetched_reference_dir", lambda: tmp_path / "no-reference")
     rows = []
     for student, layers, vals in (("teacher", "0,1,2,3,4,5", (0.5, 0.4)), ("L0_5", "0,5", (0.45, 0.2))):
         for ds, v in zip(("a", "b"), vals):
@@ -105,53 +106,53 @@ def test_retention_and_paper_mapping(monkeypatch, tmp_path):
     ret = qd.retention_rows(pd.DataFrame(rows))
     got = ret.set_index("dataset")["value"]
     assert got["a"] == pytest.approx(0.9) and got["b"] == pytest.approx(0.5) and got["mean"] == pytest.approx(0.7)
-    assert qd.map_to_paper_layers([0, 5], 6) == "0,11"
-    assert qd.map_to_paper_layers([1, 4], 6) == "1,10"
-    paper, source = qd.paper_retention_table({"query_distill": {"reference_dir": None}})
+    assert ref.map_to_paper_layers([0, 5], 6) == "0,11"
+    assert ref.map_to_paper_layers([1, 4], 6) == "1,10"
+    paper, source = ref.paper_retention_table({"query_distill": {"reference_dir": None}})
     assert source.startswith("transcribed")
-    side = qd.side_by_side(ret, paper, 6, {"a": "scifact"})
+    side = ref.side_by_side(ret, paper, 6, {"a": "scifact"})
     assert set(side["dataset"]) == {"a", "mean"}
     assert side.set_index("dataset").loc["mean", "paper"] == pytest.approx(0.9249, abs=5e-5)
 
 
 def test_transcribed_numbers_match_reference_tables(monkeypatch, tmp_path):
-    ref = qd.os.environ.get(qd.REFERENCE_ENV)
+    ref = qd.os.environ.get(ref.REFERENCE_ENV)
     if not ref:
         ref = str(ROOT.parent / "shared" / "reference")
     try:
-        table, source = qd.paper_retention_table({"query_distill": {"reference_dir": ref}})
+        table, source = ref.paper_retention_table({"query_distill": {"reference_dir": ref}})
     except ConfigError:
         pytest.skip("published tables not available (set CE_REFERENCE_DIR)")
     mean = table[table["dataset"] == "mean"].set_index("layers")["retention"]
     assert mean["0,11"] == pytest.approx(0.925, abs=5e-4)  # the paper's headline
-    for layers, per in qd.PAPER_RETENTION.items():
+    for layers, per in ref.PAPER_RETENTION.items():
         for ds, v in per.items():
             got = table[(table["layers"] == layers) & (table["dataset"] == ds)]["retention"].iloc[0]
             assert got == pytest.approx(v, abs=1e-4)
     with pytest.raises(ConfigError, match="reference_dir"):
-        qd.reference_dir({"query_distill": {"reference_dir": str(tmp_path)}})
+        ref.reference_dir({"query_distill": {"reference_dir": str(tmp_path)}})
 
 
 def test_tables_fetched_by_make_data_are_found_without_settings(monkeypatch, tmp_path):
     """`make data` puts the published tables in data/reference/; with neither the profile's
     reference_dir nor $CE_REFERENCE_DIR set, that is where the notebooks look, and nowhere else."""
-    monkeypatch.delenv(qd.REFERENCE_ENV, raising=False)
-    monkeypatch.setattr(qd.paper, "fetched_reference_dir", lambda: tmp_path / "reference")
-    assert qd.reference_dir({}) is None
-    d = tmp_path / "reference" / qd.REFERENCE_SUBDIR
+    monkeypatch.delenv(ref.REFERENCE_ENV, raising=False)
+    monkeypatch.setattr(ref, "fetched_reference_dir", lambda: tmp_path / "reference")
+    assert ref.reference_dir({}) is None
+    d = tmp_path / "reference" / ref.REFERENCE_SUBDIR
     d.mkdir(parents=True)
-    (d / qd.REFERENCE_FILE).write_text("x\n")
-    assert qd.reference_dir({}) == d
-    monkeypatch.setenv(qd.REFERENCE_ENV, str(tmp_path / "elsewhere"))   # an explicit setting wins, and is checked
+    (d / ref.REFERENCE_FILE).write_text("x\n")
+    assert ref.reference_dir({}) == d
+    monkeypatch.setenv(ref.REFERENCE_ENV, str(tmp_path / "elsewhere"))   # an explicit setting wins, and is checked
     with pytest.raises(ConfigError, match="reference_dir"):
-        qd.reference_dir({})
+        ref.reference_dir({})
 
 
 def test_paper_profile_lists_the_papers_subsets():
     cfg = load_profile("paper")
     specs = cfg["query_distill"]["strategies"]
     layers = {parse_strategy(s, 12).layers_str for s in specs}
-    assert layers == set(qd.PAPER_RETENTION)
+    assert layers == set(ref.PAPER_RETENTION)
 
 
 def test_onnx_strategy_fails_clearly_without_a_model(teacher):

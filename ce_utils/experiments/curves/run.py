@@ -26,7 +26,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 from ce_utils.core.config import ConfigError
 from ce_utils.core.data import load_beir_dataset
 from ce_utils.core.encode import autocast, dataset_embeddings, encode, encode_settings
@@ -81,8 +80,6 @@ def dev_scores(model, dev: dict, doc_emb: dict, score_function: str, metric: str
         return out
     finally:
         model.train(was_training)
-
-
 
 
 class CurveRecorder:
@@ -218,8 +215,6 @@ def cached_de_scores(cfg: dict, de, sets: dict, metric: str = "NDCG@10") -> dict
     return out
 
 
-
-
 TEXT_KINDS = ("n_queries", "n_passages", "n_sentences")
 
 
@@ -298,31 +293,3 @@ def run_de2ce_curve(cfg: dict, init: str, k: int, max_steps: int, eval_steps: in
                                     symmetric_dev_scores(student, {dname: ds}, metric, dtype=dtype)[dname],
                                     cached_de_scores(cfg, de, {dname: ds}, metric)[dname]))
     return rec.rows, student, info
-
-
-def summary(curve: pd.DataFrame, target: float = 0.925, flat: float = 0.005) -> list[str]:
-    """Sentences from a curve: the mean dev retention at each student's first and last evaluation, the
-    first step (and minutes) at which it reaches ``target``, and where it flattens (the first step after
-    which the mean never gains more than ``flat`` again)."""
-    lines = []
-    dev = curve[curve["phase"] == "dev"]
-    for name, g in dev.groupby("student", sort=False):
-        m = g.groupby("step").agg(retention=("retention", "mean"), minutes=("minutes", "max")).sort_index()
-        hit = m[m["retention"] >= target]
-        best_after = m["retention"][::-1].cummax()[::-1]
-        flat_at = next((s for s in m.index if best_after.loc[s] - m.loc[s, "retention"] <= flat), m.index[-1])
-        lines.append(
-            f"{name}: mean dev retention {100 * m['retention'].iloc[0]:.1f}% at step 0, "
-            f"{100 * m['retention'].iloc[-1]:.1f}% at step {m.index[-1]} ({m['minutes'].iloc[-1]:.1f} min of "
-            f"training); " + (f"reaches {100 * target:.1f}% at step {hit.index[0]} ({hit['minutes'].iloc[0]:.1f} min)"
-                              if len(hit) else f"never reaches {100 * target:.1f}%")
-            + f"; within {100 * flat:.1f} pts of its best from step {flat_at} on.")
-    test = curve[curve["phase"] == "test"]
-    for name, g in test.groupby("student", sort=False):
-        lines.append(f"{name} after {int(g['step'].iloc[0])} steps, full test collections: mean retention "
-                     f"{100 * g['retention'].mean():.1f}% ("
-                     + ", ".join(f"{d} {100 * r:.1f}%" for d, r in zip(g["dataset"], g["retention"])) + ").")
-    return lines
-
-
-

@@ -43,6 +43,6 @@ from ce_utils.experiments.speed.inputs import (document_sample, items_for, mean_
 from ce_utils.experiments.speed.plan import DTYPES, interleave, schedule, settings  # noqa: F401
 from ce_utils.experiments.speed.summary import (ROUND_KEYS, SETTING_KEYS, SPEED_COLUMNS, add_model_ids,  # noqa: F401
                                                 add_round_ratios, architecture_spread, call_matrix,
-                                                flop_goal_table, robust_log_se, robust_ms, summarize_rounds,
+                                                robust_log_se, robust_ms, summarize_rounds,
                                                 summary_table)
 from ce_utils.experiments.speed.timing import batch_steps, move, run_speed  # noqa: F401

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
@@ -208,49 +207,6 @@ def quality_rows(cfg: dict, models: Sequence[tuple[str, str, object]], names: Se
     for r in rows:
         r["delta_vs_torch_fp32"] = r["value"] - ref[(r["model"], r["dataset"], r["metric"])]
     return rows
-
-
-def backend_table(speed_df, quality_df, metric: str = "NDCG@10", threads: int = 1,
-                  batch_sizes: Sequence[int] = (1, 128), tokenization: str = "included"):
-    """One row per (model, backend): measured speed-up over the eager-fp32 full DE and over the full
-    DE in the same backend (CPU, ``threads`` thread(s), per batch size), the FLOP ratio, and the mean
-    ``metric`` over datasets with its delta from the same model in eager fp32."""
-    sp = speed_df[(speed_df["device"] == "cpu") & (speed_df["threads"] == threads)
-                  & (speed_df["tokenization"] == tokenization) & speed_df["role"].isin(["de", "query-student"])]
-    sizes = [b for b in batch_sizes if b in set(sp["batch_size"])]
-    rows = []
-    for (base, backend), g in sp.groupby(["base_model", "backend"], sort=False):
-        r = {"model": base, "backend": backend, "n_layers": int(g["n_layers"].iloc[0]),
-             "flop_ratio": float(g["flop_ratio"].iloc[0])}
-        for b in sizes:
-            gb = g[g["batch_size"] == b]
-            if not gb.empty:
-                r[f"ms/batch bs{b}"] = float(gb["median_ms"].iloc[0])
-                r[f"vs eager DE bs{b}"] = float(gb["speedup_vs_eager_de"].iloc[0])
-                r[f"vs DE same backend bs{b}"] = float(gb["speedup_vs_de"].iloc[0])
-        rows.append(r)
-    tab = pd.DataFrame(rows)
-    if quality_df is not None and not quality_df.empty and not tab.empty:
-        q = quality_df[quality_df["metric"] == metric].groupby(["model", "backend"])[
-            ["value", "delta_vs_torch_fp32"]].mean().reset_index()
-        q = q.rename(columns={"model": "quality_model", "value": f"mean {metric}",
-                              "delta_vs_torch_fp32": f"{metric} delta vs fp32"})
-        tab["quality_model"] = [quality_name(m) for m in tab["model"]]
-        tab = tab.merge(q, on=["quality_model", "backend"], how="left").drop(columns="quality_model")
-    if not tab.empty:  # largest model first; per model, backends in BACKENDS order
-        order = {b: i for i, b in enumerate(BACKENDS)}
-        tab = (tab.assign(_b=tab["backend"].map(order).fillna(len(order)))
-               .sort_values(["n_layers", "model", "_b"], ascending=[False, True, True], kind="stable")
-               .drop(columns="_b").reset_index(drop=True))
-    return tab
-
-
-def quality_name(speed_name: str) -> str:
-    """Notebook 04's speed name -> the name used in backend_quality.csv (``full DE``, ``L0_5``)."""
-    s = str(speed_name)
-    if s.startswith("query-student "):
-        return s.split(" ", 1)[1]
-    return "full DE" if s.startswith("DE-") and s.endswith(" full") else s
 
 
 def recommend(tab, model: str, metric: str = "NDCG@10", max_loss: float = 0.005,

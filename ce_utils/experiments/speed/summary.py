@@ -5,12 +5,11 @@ notebook 04."""
 
 from __future__ import annotations
 
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
-from ce_utils.core.io import add_model_ids as add, eager, model_label
+from ce_utils.core.io import add_model_ids as add, model_label
 
 SPEED_COLUMNS = ["model", "base_model", "backend", "role", "layers", "n_layers", "n_params", "batch_size", "threads",
                  "device", "dtype", "tokenization", "median_ms", "iqr_ms", "n_runs", "queries_per_s", "speedup_vs_de",
@@ -205,24 +204,3 @@ def add_model_ids(df: pd.DataFrame, cfg: dict) -> pd.DataFrame:
     return add(df, "speed.csv", aliases)
 
 
-def flop_goal_table(df: pd.DataFrame, goal: float = 0.9, threads: int = 1, batch_sizes: Sequence[int] | None = None
-                    ) -> pd.DataFrame:
-    """Every eager student (DE-k CE, query students) on the CPU at ``threads`` thread(s), at the smallest and
-    the largest batch size (or ``batch_sizes``), tokenisation included and excluded: the measured speed-up
-    over the full DE, the FLOP ratio, the speed-up as a share of it (``of_flop_ratio``; the goal: at least
-    ``goal``), and the speed-up that the FLOPs plus the measured fixed per-call cost predict
-    (``expected_speedup``, :func:`add_round_ratios`) with that cost's share of the model's time."""
-    d = eager(df)
-    d = d[d["role"].isin(["de-k-ce", "query-student"]) & (d["device"] == "cpu") & (d["threads"] == threads)
-          & (d["dtype"] == "fp32")]
-    if d.empty:
-        return pd.DataFrame()
-    sizes = list(batch_sizes) if batch_sizes else sorted({int(d["batch_size"].min()), int(d["batch_size"].max())})
-    d = d[d["batch_size"].isin(sizes)]
-    cols = ["model", "n_layers", "batch_size", "tokenization", "flop_ratio", "speedup_vs_de"]
-    cols += [c for c in ("speedup_iqr", "expected_speedup", "fixed_share") if c in d.columns]
-    out = d[cols].copy()
-    out.insert(6, "of_flop_ratio", d["speedup_vs_de"] / d["flop_ratio"])
-    out["meets_goal"] = out["of_flop_ratio"] >= goal
-    return out.sort_values(["tokenization", "batch_size", "n_layers", "model"],
-                           ascending=[False, True, True, True]).reset_index(drop=True)
