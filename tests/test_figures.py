@@ -1,7 +1,7 @@
 """ce_utils.report and notebook 05: figures from CSVs alone, schema checks, determinism, manifest."""
 
 import json
-import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -195,7 +195,8 @@ def test_readme_headline_is_the_generated_table():
     if not table.is_file():
         pytest.skip("no committed headline table yet")
     readme = (ROOT / "README.md").read_text()
-    missing = [row for row in table.read_text().splitlines() if row.strip() and row not in readme]
+    rows = [row for row in table.read_text().splitlines() if row.startswith("|")]   # the table, not its caption
+    missing = [row for row in rows if row not in readme]
     assert not missing, f"README's headline table is stale; paste results/default/tables/headline.md: {missing}"
 
 
@@ -261,8 +262,8 @@ def test_backend_rows_get_their_own_figure_and_stay_out_of_the_others(tmp_path):
     pd.DataFrame(bq).assign(**META).to_csv(res / "backend_quality.csv", index=False)
     manifest = F.make_all(res, tmp_path / "figs")
     assert set(manifest["figures/backends"]["sources"]) == {"speed.csv", "backend_quality.csv"}
-    tab = pd.read_csv(res / "tables" / "backends.md", sep="|", skipinitialspace=True).iloc[1:]
-    assert len(tab) == 6  # full DE and two students, eager and onnx-int8
+    rows = [r for r in (res / "tables" / "backends.md").read_text().splitlines() if r.startswith("| ")][1:]
+    assert len(rows) == 6  # full DE and two students, eager and onnx-int8
     assert "[onnx-int8]" not in (res / "tables" / "speed.md").read_text()  # eager rows only elsewhere
     assert "[onnx-int8]" not in (res / "tables" / "pareto.md").read_text()
 
@@ -348,7 +349,9 @@ def test_query_curve_figure_has_a_panel_per_kind_of_student():
     titles = [ax.get_title() for ax in fig.axes]
     assert len(titles) == 2 and "asymmetric" in titles[0] and "symmetric (own documents)" in titles[1]
     labels = [t.get_text() for t in fig.axes[1].get_legend().get_texts()]
-    assert "paper 1: DE-2 CE within ~1% of the full DE" in labels and "DE-2 CE, mean" in labels
+    assert "paper 1: DE-2 CE within ~1% of the full DE" in labels
+    assert "DE-2 CE, mean (10 steps = 1.0 min)" in labels      # x in steps, the minutes in the legend
+    assert fig.axes[0].get_xlabel() == "training step"
     plt.close(fig)
 
 
@@ -382,3 +385,203 @@ def test_pipelines_take_their_measured_end_to_end_latency(tmp_path):
     F.make_all(res, tmp_path / "figs")
     assert (res / "tables" / "pipeline_latency.md").is_file()
     assert F.pipeline_latency_table(pl, "NDCG@10").empty  # no latency rows: no table
+
+
+# --------------------------------------------------------------------------- what a reader sees
+def test_one_colour_per_system_in_every_figure():
+    c = F.system_color
+    assert c("DE-FT") == c("DE-FT vs DE") == c("de-ft") != c("DE")
+    assert c("DE") == c("DE-6 full") == c("teacher (full DE)") == c("DE-6 full [onnx-int8]")
+    assert c("CE") == c("CE vs DE") == c("CE (pair)") == c("CE (self-pair)") == c("trained:ce-scifact")
+    assert c("L0_5") == c("query-student L0_5") == c("query-student L0_5 [onnx]") == c("L0_5@onnx")
+    assert c("DE-2 CE (queries only)") == c("DE-2 CE") != c("DE-2 CE+top")
+
+
+def _synthetic_probe(tmp_path) -> pd.DataFrame:
+    return pd.read_csv(write_synthetic(tmp_path / "results") / "layer_probe.csv")
+
+
+def test_layer_probe_panels_follow_the_argument_and_systems_keep_their_colour(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig = F.draw_layer_probe(plt, _synthetic_probe(tmp_path))
+    titles = [ax.get_title() for ax in fig.axes if ax.get_visible()]
+    assert titles == ["retrieval: scifact", "retrieval: vaswani", "STS: stsb-test", "control: CKA to the DE\n(scifact)"]
+    colours = {line.get_label(): line.get_color() for ax in fig.axes for line in ax.get_lines()}
+    assert colours["CE"] == F.system_color("CE") and colours["DE"] == F.system_color("DE")
+    plt.close(fig)
+    curve = pd.read_csv(tmp_path / "results" / "ce_training.csv")
+    fig = F.draw_learning_curve(plt, curve)
+    lines = {line.get_label(): line.get_color() for line in fig.axes[0].get_lines()}
+    assert lines["de-ft: ce-model"] == F.system_color("DE-FT") and lines["ce: ce-model"] == colours["CE"]
+    plt.close(fig)
+
+
+def _capture_figures(monkeypatch) -> dict:
+    """Every figure make_all writes, checked as it is saved: no legend overlaps the data area of any panel."""
+    from ce_utils.report import tables
+
+    seen, original = {}, tables.Output.figure
+
+    def check(self, fig, name, sources):
+        fig.canvas.draw()
+        panels = [ax for ax in fig.axes if ax.get_visible() and ax.axison]
+        legends = [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None] + list(fig.legends)
+        covered = [(name, ax.get_title()) for leg in legends for ax in panels
+                   if leg.get_window_extent().overlaps(ax.get_window_extent())]
+        seen[name] = {"covered": covered, "ylim": [ax.get_ylim() for ax in panels],
+                      "titles": [ax.get_title() for ax in panels]}
+        return original(self, fig, name, sources)
+
+    monkeypatch.setattr(tables.Output, "figure", check)
+    return seen
+
+
+def test_no_legend_covers_the_data(tmp_path, monkeypatch):
+    from tests.test_geometry import _paper_on, geometry_csv
+
+    res = write_synthetic(tmp_path / "results")
+    other = tmp_path / "geometry"
+    other.mkdir()
+    geometry_csv(lambda l, d: 0.3 * _paper_on(l, d)).to_csv(other / "query_distill.csv", index=False)
+    write_budgets(res / "budgets.csv")
+    seen = _capture_figures(monkeypatch)
+    F.make_all(res, tmp_path / "figs", options={"paper2_geometry": str(other)})
+    assert {"query_distill", "query_distill_geometry", "speed_throughput", "pareto", "budgets", "de2ce"} <= set(seen)
+    assert all(not v["covered"] for v in seen.values()), {k: v["covered"] for k, v in seen.items() if v["covered"]}
+    assert seen["query_distill_geometry"]["ylim"][0][0] == 0          # bars start at zero
+    titles = seen["pareto"]["titles"]                                 # query encoding and pipelines apart
+    assert "query encoding: scifact" in titles and "end-to-end pipeline: scifact" in titles
+
+
+def test_tables_round_one_way_and_say_what_they_compare(tmp_path):
+    res = write_synthetic(tmp_path / "results")
+    F.make_all(res, tmp_path / "figs")
+    de2ce = (res / "tables" / "de2ce.md").read_text()
+    rows = [r.split("|")[1:-1] for r in de2ce.splitlines() if r.startswith("| DE-")]
+    header = [h.strip() for h in de2ce.splitlines()[0].split("|")[1:-1]]
+    assert "mean % of full DE" in header
+    for row in rows:
+        for h, cell in zip(header, row):
+            cell = cell.strip()
+            if "%" in h:
+                assert re.fullmatch(r"\d+\.\d", cell), (h, cell)   # retention: % with 1 decimal
+            elif h != "model":
+                assert re.fullmatch(r"\d\.\d{3}", cell), (h, cell)  # scores: 3 decimals
+    qd = (res / "tables" / "query_distill.md").read_text()
+    assert "6-layer teacher" in qd and "12-layer teacher" in qd and "15 BEIR sets" in qd
+    assert "mean over our 2 test collections" in qd and "trained 5 steps on 100 training queries, seed 1" in qd
+    assert "| paper layers |" in qd and "| 0,11 |" in qd                # L0_5 of 6 layers sits beside {0,11} of 12
+
+
+# --------------------------------------------------------------------------- LaTeX tables
+TEX_ESCAPE = re.compile(r"\\(textbackslash|textasciitilde|textasciicircum|textless|textgreater|textbar)\{\}"
+                        r"|\\[&%$#_{}]")
+SPECIAL = re.compile(r"[&%$#_{}~^\\<>|]")
+
+
+def check_latex_table(text: str, name: str = "") -> None:
+    """A generated table's structure: booktabs rules, a valid label, the column spec's count equal to every row's
+    cells, numeric columns right-aligned, every special character of a cell or the caption escaped."""
+    lines = text.splitlines()
+    assert lines[0] == r"\begin{table}[t]" and lines[-1] == r"\end{table}", name
+    assert [lines.count(r) for r in (r"\toprule", r"\midrule", r"\bottomrule")] == [1, 1, 1]
+    assert re.fullmatch(r"tab:[a-z0-9]+(-[a-z0-9]+)*", re.search(r"\\label\{([^}]*)\}", text).group(1))
+    caption = re.search(r"^\\caption\{(.*)\}$", text, re.M).group(1)
+    assert not SPECIAL.search(TEX_ESCAPE.sub("", caption)), caption
+    spec = re.findall(r"p\{[0-9.]+\\linewidth\}|[lrc]", re.search(r"^\\begin\{tabular\}\{(.*)\}$", text, re.M).group(1))
+    body = lines[lines.index(r"\toprule") + 1:lines.index(r"\bottomrule")]
+    rows = [r for r in body if r != r"\midrule"]
+    cells = []
+    for row in rows:
+        assert row.endswith(r" \\"), row
+        cells.append([c.strip() for c in re.split(r"(?<!\\)&", row[:-3])])
+        assert len(cells[-1]) == len(spec), (name, spec, row)
+        for c in cells[-1]:
+            assert not SPECIAL.search(TEX_ESCAPE.sub("", c)), c
+    for i, col in enumerate(zip(*cells[1:])):
+        filled = [c for c in col if c]
+        if filled and all(re.fullmatch(r"[+-]?\d+(\.\d+)?", c) for c in filled):
+            assert spec[i] == "r", (name, i, spec)
+
+
+def latex_document(tables: list[str]) -> str:
+    return "\n".join([r"\documentclass{article}", r"\usepackage[T1]{fontenc}", r"\usepackage{booktabs}",
+                      r"\begin{document}", *tables, r"\end{document}"]) + "\n"
+
+
+def test_latex_tables_are_well_formed_and_compile(tmp_path):
+    import shutil
+    import subprocess
+
+    res = write_synthetic(tmp_path / "results")
+    nasty = r"MTEB & co: 50% of #1 {x} ~y ^z <w> | a\b_c $5"
+    pc = pd.read_csv(res / "peer_check.csv").assign(source=nasty)
+    pc.to_csv(res / "peer_check.csv", index=False)
+    write_budgets(res / "budgets.csv")
+    F.make_all(res, tmp_path / "figs")
+    generated = sorted((res / "tables").glob("*.tex"))
+    committed = sorted((ROOT / "results").glob("*/tables/*.tex"))
+    assert len(generated) >= 10
+    for path in generated + committed:
+        check_latex_table(path.read_text(), str(path))
+    peer = (res / "tables" / "peer_check.tex").read_text()
+    assert (r"MTEB \& co: 50\% of \#1 \{x\} \textasciitilde{}y \textasciicircum{}z \textless{}w\textgreater{} "
+            r"\textbar{} a\textbackslash{}b\_c \$5") in peer
+    assert r"\label{tab:peer-check}" in peer
+    if not shutil.which("pdflatex"):
+        pytest.skip("pdflatex not installed: structure checked, not compiled")
+    doc = tmp_path / "tables.tex"
+    doc.write_text(latex_document([p.read_text() + r"\clearpage" for p in generated + committed]))
+    done = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", doc.name], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:]
+
+
+# --------------------------------------------------------------------------- the budget sweep
+def write_budgets(path: Path) -> Path:
+    """A tiny budgets.csv: a query student (budgets 10/20/40 at its recipe's rate 1e-4, three seeds at 20, a
+    learning-rate grid at 20) and a DE-k CE student (budgets 10/20, one seed); two dev collections each."""
+    runs = [("subset:0,5", "L0_5", "query-student", "budget", b, 1, 1e-4, 0.4 + b / 100) for b in (10, 20, 40)]
+    runs += [("subset:0,5", "L0_5", "query-student", "seed", 20, s, 1e-4, r) for s, r in ((2, 0.5), (3, 0.7))]
+    runs += [("subset:0,5", "L0_5", "query-student", "lr", 20, 1, lr, r) for lr, r in ((5e-5, 0.45), (4e-4, 0.35))]
+    runs += [("de2ce:ce:1", "DE-2 CE", "de-k-ce", "budget", b, 1, 5e-4, 0.2 + b / 100) for b in (10, 20)]
+    rows = []
+    for spec, student, kind, sweep, budget, seed, lr, score in runs:
+        for ds, split, shift in (("scifact", "train", -0.05), ("nfcorpus-preprocessed", "dev", 0.05)):
+            rows.append(dict(student=student, spec=spec, kind=kind, sweep=sweep, budget_steps=budget, step=budget,
+                             seed=seed, learning_rate=lr, schedule="linear", epochs_of_text=budget / 10,
+                             train_texts=1280, minutes=budget / 20, steps_per_s=1.0, texts_per_s=128.0, phase="dev",
+                             dataset=ds, split=split, metric="NDCG@10", value=0.5 * (score + shift), teacher_value=0.5,
+                             retention=score + shift, n_queries=10, n_docs=50))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+def test_budget_sweep_figure_and_table(tmp_path, capsys):
+    res = write_synthetic(tmp_path / "results")
+    manifest = F.make_all(res, tmp_path / "figs")
+    assert "figures/budgets" not in manifest and "budgets.csv not found" in capsys.readouterr().out
+    df = pd.read_csv(write_budgets(res / "budgets.csv"))
+    assert F.recipe_rates(df) == {"L0_5": 1e-4, "DE-2 CE": 5e-4}      # the lr grid's rows do not count
+    runs = F.budget_runs(df)
+    assert len(runs) == 9 and runs["n_datasets"].eq(2).all()         # a run: its mean over its dev collections
+    manifest = F.make_all(res, tmp_path / "figs")
+    assert manifest["figures/budgets"]["sources"].keys() == {"budgets.csv"}
+    assert (tmp_path / "figs" / "budgets.png").stat().st_size > 1000
+    tab = F.budgets_table(df).set_index(["student", "budget (steps)", "learning rate"])
+    row = tab.loc[("L0_5", 20, "0.0001")]                              # seeds 1, 2, 3: 0.6, 0.5, 0.7
+    assert row["retention % (mean)"] == pytest.approx(60.0) and row["seeds"] == 3
+    assert (row["min %"], row["max %"]) == (pytest.approx(50.0), pytest.approx(70.0))
+    assert row["sweep"] == "budget+seed" and row["epochs of text"] == 2.0 and row["minutes"] == 1.0
+    assert tab.loc[("L0_5", 20, "5e-05"), "sweep"] == "lr"
+    md = (res / "tables" / "budgets.md").read_text()
+    assert "| L0_5 | query-student | 20 | 0.0001 | budget+seed | 60.0 | 50.0 | 70.0 | 3 |" in md
+    assert "min-max over seeds" in md
+    partial = df[(df["kind"] == "query-student") & (df["sweep"] != "lr")]   # a sweep still running: no lr grid
+    partial.to_csv(res / "budgets.csv", index=False)
+    assert "figures/budgets" in F.make_all(res, tmp_path / "figs")

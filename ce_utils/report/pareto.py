@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from ce_utils.core.io import LATENCY_MS, eager
-from ce_utils.report.style import grid
+from ce_utils.report.style import plain_log_ticks, subplots, system_color
 from ce_utils.report.tables import Output
 
 
@@ -118,6 +118,63 @@ def pareto_front(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.array(sorted(idx, key=lambda i: x[i]), dtype=int)
 
 
+ROLE_MARKERS = {"de": "*", "de-k-ce": "o", "query-student": "s"}
+DEPTH_MARKERS = ("^", "v", "<", ">")
+ROWS = (("query encoding", "encodes the query (batch {bs}, {threads} thread)"),
+        ("end-to-end pipeline", "retrieves, then the CE re-ranks (measured end to end per query)"))
+
+
+def point_label(model: str) -> str:
+    """A point's label: the model, queries-only shortened, a pipeline as ``<first stage> @k``."""
+    s = str(model).replace(" (queries only)", " (q. only)")
+    return s.split(" + ")[0] + " @" + s.rsplit("@", 1)[1] if " + " in s and "@" in s else s
+
+
+def spread_labels(fx: np.ndarray, fy: np.ndarray, widths: np.ndarray, offset: float = 0.025, gap: float = 0.06,
+                  point: float = 0.02) -> np.ndarray:
+    """Label heights (axes fraction) for points at (``fx``, ``fy``), each label starting ``offset`` right of its
+    point: it moves up until it clears every label placed before it and every other point whose horizontal
+    extent (a label's ``widths``, a point's ``point`` either side) it overlaps."""
+    out = np.array(fy, dtype=float)
+    placed: list[tuple[float, float, float]] = []
+    for i in np.argsort(fy, kind="stable"):
+        others = placed + [(fx[j] - point, fx[j] + point, fy[j]) for j in range(len(fx)) if j != i]
+        x0, x1, y = fx[i] + offset, fx[i] + offset + widths[i], fy[i]
+        for a, b, py in sorted(others, key=lambda p: p[2]):
+            if x0 < b and a < x1 and py - gap < y < py + gap:
+                y = py + gap
+        out[i] = y
+        placed.append((x0, x1, y))
+    return out
+
+
+def pareto_panel(ax, g: pd.DataFrame, depths: list[int]) -> None:
+    """One panel: every point in its system's colour and labelled (labels moved apart where they would
+    overlap, with a line to their point), the Pareto front dashed."""
+    x, y = g["queries_per_s"].to_numpy(dtype=float), g["quality"].to_numpy(dtype=float)
+    for (_, r), xi, yi in zip(g.iterrows(), x, y):
+        marker = (DEPTH_MARKERS[depths.index(int(r["depth"])) % len(DEPTH_MARKERS)] if r["role"] == "pipeline"
+                  else ROLE_MARKERS.get(r["role"], "o"))
+        ax.scatter(xi, yi, marker=marker, s=60 if marker == "*" else 26, zorder=3, edgecolor="k", lw=0.3,
+                   color=system_color(str(r["model"]).split(" + ")[0]))
+    front = pareto_front(x, y)
+    ax.plot(x[front], y[front], color="0.4", ls="--", lw=0.7, zorder=1)
+    x0, x1 = x.min() / 1.3, x.max() * 3.0             # room for the labels right of the fastest points
+    pad = max(float(np.ptp(y)), 1e-3)
+    y0, y1 = y.min() - 0.08 * pad, y.max() + 0.25 * pad
+    ax.set_xlim(x0, x1)
+    ax.set_ylim(y0, y1)
+    fx = (np.log(x) - np.log(x0)) / (np.log(x1) - np.log(x0))
+    fy = (y - y0) / (y1 - y0)
+    labels = [point_label(m) for m in g["model"]]
+    ly = spread_labels(fx, fy, np.array([0.016 * len(s) for s in labels]))
+    for label, px, py, fxi, lyi in zip(labels, x, y, fx, ly):
+        moved = abs(lyi - (py - y0) / (y1 - y0)) > 1e-9
+        ax.annotate(label, (px, py), xytext=(fxi + 0.025, lyi), textcoords="axes fraction", fontsize=5.5,
+                    va="center", arrowprops={"arrowstyle": "-", "lw": 0.4, "color": "0.5"} if moved else None)
+    plain_log_ticks(ax.xaxis)
+
+
 def pareto_figure(plt, out: Output, results: dict, opts: dict) -> pd.DataFrame | None:
     sp = results.get("speed.csv")
     points = quality_points(results, opts["metric"])
@@ -141,32 +198,43 @@ def pareto_figure(plt, out: Output, results: dict, opts: dict) -> pd.DataFrame |
         print("note: no dataset with both quality and speed -- Pareto plot skipped.")
         return None
     sources = sorted({"speed.csv", *j["source"].unique()})
-    fig, axes = grid(plt, len(datasets), width=4.2, height=3.4)
-    markers = {"de2ce.csv": "o", "query_distill.csv": "s", "pipeline.csv": "^"}
-    colors = {"de2ce.csv": "C0", "query_distill.csv": "C2", "pipeline.csv": "C1"}
-    for ax, ds in zip(axes, datasets):
-        g = j[j["dataset"] == ds].groupby(["source", "model"], as_index=False).agg(
-            quality=("quality", "mean"), queries_per_s=("queries_per_s", "first"))
-        for src, gs in g.groupby("source"):
-            ax.scatter(gs["queries_per_s"], gs["quality"], marker=markers.get(src, "o"), s=18,
-                       color=colors.get(src, "C7"), label=src.replace(".csv", ""))
-        front = pareto_front(g["queries_per_s"].to_numpy(), g["quality"].to_numpy())
-        ax.plot(g["queries_per_s"].to_numpy()[front], g["quality"].to_numpy()[front], "k--", lw=0.7)
-        for i in front:
-            ax.annotate(str(g["model"].iloc[i]), (g["queries_per_s"].iloc[i], g["quality"].iloc[i]), fontsize=5,
-                        xytext=(2, 2), textcoords="offset points")
-        ax.set(xscale="log", title=ds, xlabel="queries / s (measured)", ylabel=opts["metric"])
-        ax.legend(fontsize=6)
-    fig.suptitle(f"Quality vs query-encoding speed (CPU, {opts['pareto_threads']} thread(s), batch "
-                 f"{opts['pareto_batch_size']}, tokenisation {opts['pareto_tokenization']}); pipelines: measured "
+    j = j.assign(kind=np.where(j["role"] == "pipeline", ROWS[1][0], ROWS[0][0]))
+    rows = [r for r in ROWS if (j["kind"] == r[0]).any()]
+    depths = sorted(int(x) for x in j.loc[j["role"] == "pipeline", "depth"].unique())
+    fig, axes = subplots(plt, len(rows), len(datasets), width=4.0, height=3.1)
+    setting = {"bs": opts["pareto_batch_size"], "threads": opts["pareto_threads"]}
+    for (kind, what), row in zip(rows, axes):
+        for ax, ds in zip(row, datasets):
+            g = j[(j["dataset"] == ds) & (j["kind"] == kind)].groupby(["source", "model"], as_index=False).agg(
+                quality=("quality", "mean"), queries_per_s=("queries_per_s", "first"), role=("role", "first"),
+                depth=("depth", "first"))
+            ax.set(xscale="log", title=f"{kind}: {ds}", xlabel="queries / s (measured)", ylabel=opts["metric"])
+            if g.empty:
+                ax.text(0.5, 0.5, f"no {kind}\nmeasured on {ds}", ha="center", va="center", fontsize=7,
+                        transform=ax.transAxes)
+                ax.set_axis_off()
+                continue
+            pareto_panel(ax, g, depths)
+        row[0].annotate(what.format(**setting), (0, 1.13), xycoords="axes fraction", fontsize=7, style="italic")
+    keys = [plt.Line2D([], [], marker=m, ls="", color="0.5", mec="k", mew=0.3, label=label)
+            for m, label in (("*", "full DE"), ("o", "DE-k CE student"), ("s", "query student"))]
+    keys += [plt.Line2D([], [], marker=DEPTH_MARKERS[i % len(DEPTH_MARKERS)], ls="", color="0.5", mec="k", mew=0.3,
+                        label=f"pipeline: the CE re-ranks the top-{d}") for i, d in enumerate(depths)]
+    keys.append(plt.Line2D([], [], color="0.4", ls="--", lw=0.7, label="Pareto front"))
+    fig.legend(handles=keys, loc="outside right center", fontsize=6, title="colour: the (first-stage) system",
+               title_fontsize=6)
+    fig.suptitle(f"Quality vs speed (CPU, {opts['pareto_threads']} thread(s), tokenisation "
+                 f"{opts['pareto_tokenization']}): query encoding at batch {opts['pareto_batch_size']}, pipelines "
                  "end to end per query", fontsize=9)
-    fig.tight_layout()
     out.figure(fig, "pareto", sources)
-    tab = j[j["dataset"].isin(datasets)].pivot_table(index=["source", "model", "speed_row"], columns="dataset",
-                                                     values="quality", aggfunc="mean").reset_index()
+    tab = j[j["dataset"].isin(datasets)].pivot_table(index=["kind", "source", "model", "speed_row"], columns="dataset",
+                                                     values="quality", aggfunc="mean", sort=False).reset_index()
     qps = j.groupby(["source", "model"])["queries_per_s"].first()
-    tab.insert(3, "queries_per_s", [qps.get((s, m), np.nan) for s, m in zip(tab["source"], tab["model"])])
-    out.table(tab, "pareto", sources, f"{opts['metric']} and measured queries/s of every model (join: see "
-              "ce_utils.report.figures).", floatfmt=".3f")
+    tab.insert(4, "queries_per_s", [qps.get((s, m), np.nan) for s, m in zip(tab["source"], tab["model"])])
+    out.table(tab, "pareto", sources,
+              f"{opts['metric']} (full test collections) and measured queries/s of every system with a timed row: "
+              f"query encoders at batch {opts['pareto_batch_size']}, {opts['pareto_threads']} CPU thread, "
+              f"tokenisation {opts['pareto_tokenization']}; pipelines measured end to end per query (else one query "
+              "encoding plus k CE pair scorings; speed_row). Joined by model_id (ce_utils.report.pareto).",
+              formats={"queries_per_s": ".1f"})
     return j
-

@@ -44,6 +44,7 @@ PAPER_RETENTION = {
     "4,5,6,7": {"mean": 0.8739, "scifact": 0.8983, "nfcorpus": 0.9577},
     "8,9,10,11": {"mean": 0.9322, "scifact": 0.9386, "nfcorpus": 0.9852},
 }
+PAPER_DECIMALS = 4   # the transcription's precision; the released CSV's retention is rounded to it as well
 PAPER_TEACHER_NDCG10 = {"scifact": 0.60824, "nfcorpus": 0.31506}  # same table, teacher rows
 PAPER_HEADLINE = {"layers": "0,11", "retention": PAPER_RETENTION["0,11"]["mean"]}
 
@@ -112,10 +113,12 @@ def paper_retention(results: pd.DataFrame, metric: str = RETENTION_METRIC) -> pd
 
 def paper_retention_table(cfg: dict | None = None) -> tuple[pd.DataFrame, str]:
     """The paper's retention per subset (columns layers, n_layers, dataset, retention) and where it
-    came from: the reference CSV when a reference directory is set, else the transcribed numbers."""
+    came from: the reference CSV when a reference directory is set, else the transcribed numbers; both with
+    :data:`PAPER_DECIMALS` decimals, so every table is the same either way."""
     ref = reference_dir(cfg)
-    if ref is not None:
-        return paper_retention(load_paper_results(ref)), f"{REFERENCE_SUBDIR}/{REFERENCE_FILE}"
+    if ref is not None:  # rounded as the transcription is: the same table with or without the released CSV
+        return (paper_retention(load_paper_results(ref)).round({"retention": PAPER_DECIMALS}),
+                f"{REFERENCE_SUBDIR}/{REFERENCE_FILE}")
     rows = [{"layers": layers, "n_layers": len(layers.split(",")), "dataset": ds, "retention": v,
              "value": np.nan, "teacher_value": PAPER_TEACHER_NDCG10.get(ds, np.nan)}
             for layers, per in PAPER_RETENTION.items() for ds, v in per.items()]

@@ -6,10 +6,11 @@ from __future__ import annotations
 from typing import Sequence
 
 import pandas as pd
+from matplotlib.patches import Patch
 
 from ce_utils.core.io import eager
-from ce_utils.report.style import grid
-from ce_utils.report.tables import Output
+from ce_utils.report.style import grid, legend_right, plain_log_ticks, subplots, system_color
+from ce_utils.report.tables import SCORE, Output, datasets_text, span, values_text
 
 # inference backends in the order the backend table lists them (ce_utils.experiments.backends.BACKENDS)
 BACKENDS = ("torch", "torch-int8", "onnx", "onnx-int8")
@@ -85,9 +86,11 @@ def speed_figure(plt, out: Output, df: pd.DataFrame) -> None:
     df = eager(df)
     goal = flop_goal_table(df)
     if not goal.empty:
-        out.table(goal, "speed_flop_goal", ["speed.csv"], "Every eager student (CPU, 1 thread) at batch 1 and the "
-                  "largest batch: measured speed-up over the full DE, as a share of the FLOP ratio (goal: 0.9), next "
-                  "to the speed-up that FLOPs plus the measured fixed per-call cost predict.", floatfmt=".3f")
+        out.table(goal, "speed_flop_goal", ["speed.csv"],
+                  f"Every eager student (CPU fp32, 1 thread) at batch {values_text(goal, 'batch_size')}, tokenisation "
+                  "included and excluded: measured speed-up over the full DE, as a share of the FLOP ratio "
+                  "(of_flop_ratio; goal: 0.9), next to the speed-up that FLOPs plus the measured fixed per-call cost "
+                  "predict (expected_speedup) and that cost's share of the model's time.", floatfmt=".2f")
     if "role" in df.columns:
         df = df[df["role"] != "overhead"]  # the full DE without layers: in the goal table's fixed cost only
     d = df[df["tokenization"] == "included"]
@@ -95,16 +98,18 @@ def speed_figure(plt, out: Output, df: pd.DataFrame) -> None:
         d = df
     settings = d[["device", "dtype", "threads"]].drop_duplicates().sort_values(["device", "dtype", "threads"])
     fig, axes = grid(plt, len(settings), width=4.0, height=3.2)
+    order = d.groupby("model", sort=False)["queries_per_s"].max().sort_values(ascending=False).index
     for ax, s in zip(axes, settings.itertuples(index=False)):
         g = d[(d["device"] == s.device) & (d["dtype"] == s.dtype) & (d["threads"] == s.threads)]
-        for name, gm in g.groupby("model", sort=False):
-            gm = gm.sort_values("batch_size")
-            ax.plot(gm["batch_size"], gm["queries_per_s"], marker="o", ms=3, label=name)
+        for name in order:
+            gm = g[g["model"] == name].sort_values("batch_size")
+            if not gm.empty:
+                ax.plot(gm["batch_size"], gm["queries_per_s"], marker="o", ms=3, label=name, color=system_color(name),
+                        ls="--" if "self-pair" in str(name) else "-")
         ax.set(xscale="log", yscale="log", xlabel="batch size", ylabel="queries / s",
                title=f"{str(s.device).replace('cuda:', '')} {s.dtype}, {int(s.threads)} thread(s)")
-    axes[-1].legend(fontsize=6)
+    legend_right(axes[-1], fontsize=6, title="fastest first", title_fontsize=6)
     fig.suptitle("Query-encoding throughput (tokenisation included)")
-    fig.tight_layout()
     out.figure(fig, "speed_throughput", ["speed.csv"])
     big = int(d["batch_size"].max())
     t = d[d["batch_size"].isin([1, big])].copy()
@@ -113,8 +118,13 @@ def speed_figure(plt, out: Output, df: pd.DataFrame) -> None:
     tab = t.pivot_table(index=["model", "n_layers", "flop_ratio"], columns="setting", values="speedup_vs_de",
                         sort=False).reset_index()
     tab = tab.sort_values(["n_layers", "model"], ascending=[False, True], kind="stable").reset_index(drop=True)
-    out.table(tab, "speed", ["speed.csv"], "Measured speed-up over the full DE (tokenisation included) next to the "
+    out.table(tab, "speed", ["speed.csv"],
+              f"Measured query-encoding speed-up over the full DE (eager PyTorch, tokenisation included"
+              f"{', ' + span(d, 'n_queries') + ' sampled queries' if span(d, 'n_queries') else ''}) per setting (device, dtype, threads, batch size) next to the "
               "FLOP ratio.", floatfmt=".2f")
+
+
+BACKEND_MARKERS = {"torch": "o", "torch-int8": "s", "onnx": "^", "onnx-int8": "D"}
 
 
 def backends_figure(plt, out: Output, sp: pd.DataFrame, bq: pd.DataFrame | None, metric: str) -> pd.DataFrame:
@@ -127,28 +137,31 @@ def backends_figure(plt, out: Output, sp: pd.DataFrame, bq: pd.DataFrame | None,
     if tab.empty:
         return tab
     qcol = f"mean {metric}"
-    fig, axes = plt.subplots(1, 2, figsize=(9.5, 3.6), sharey=qcol in tab)
-    markers = {"torch": "o", "torch-int8": "s", "onnx": "^", "onnx-int8": "D"}
-    for ax, bs in zip(axes, (1, big)):
+    fig, axes = subplots(plt, 1, 2, width=4.2, height=3.4, sharey=qcol in tab)
+    for ax, bs in zip(axes[0], (1, big)):
         col = f"vs eager DE bs{bs}"
         if col not in tab:
             continue
-        for i, (model, g) in enumerate(tab.groupby("model", sort=False)):
+        for model, g in tab.groupby("model", sort=False):
             for _, r in g.iterrows():
                 y = r[qcol] if qcol in tab and pd.notna(r.get(qcol)) else float(r["n_layers"])
-                ax.scatter(r[col], y, marker=markers.get(r["backend"], "x"), color=f"C{i}",
-                           label=f"{model}" if r["backend"] == "torch" else None)
-        ax.set(xscale="log", xlabel=f"speed-up over eager fp32 full DE (batch {bs}, 1 thread)",
-               ylabel=f"mean {metric}" if qcol in tab else "layers", title=f"batch size {bs}")
-    handles = [plt.Line2D([], [], marker=m, ls="", color="k", label=b) for b, m in markers.items()
-               if b in set(tab["backend"])]
-    axes[0].legend(fontsize=6, loc="lower right")
-    axes[1].legend(handles=handles, fontsize=6, loc="lower right", title="backend", title_fontsize=6)
+                ax.scatter(r[col], y, marker=BACKEND_MARKERS.get(r["backend"], "x"), color=system_color(model),
+                           s=28, edgecolor="k", lw=0.3, zorder=3)
+        ax.set(xscale="log", ylabel=f"mean {metric}" if qcol in tab else "layers", title=f"batch size {bs}, 1 thread")
+        plain_log_ticks(ax.xaxis)
+    fig.supxlabel("speed-up over the eager fp32 full DE (CPU)", fontsize=8)
+    models = [Patch(color=system_color(m), label=m) for m in dict.fromkeys(tab["model"])]
+    backends = [plt.Line2D([], [], marker=m, ls="", mfc="none", mec="k", label=b) for b, m in BACKEND_MARKERS.items()
+                if b in set(tab["backend"])]
+    fig.legend(handles=models + backends, loc="outside right center", fontsize=6,
+               title="colour: model; marker: backend", title_fontsize=6)
     fig.suptitle("Query encoders per inference backend (CPU)")
-    fig.tight_layout()
     srcs = ["speed.csv"] + (["backend_quality.csv"] if bq is not None else [])
     out.figure(fig, "backends", srcs)
-    out.table(tab, "backends", srcs, f"Query encoders per inference backend: speed-up (CPU, 1 thread) and mean "
-              f"{metric} with its delta from the same model in eager fp32.", floatfmt=".3f")
+    quality = f"mean {metric} over {datasets_text(bq)}" if bq is not None else "no quality rows"
+    out.table(tab, "backends", srcs,
+              f"Query encoders per inference backend: ms per batch and speed-up (CPU, 1 thread, batch 1 and {big}, "
+              f"tokenisation included) over the eager fp32 full DE and over the full DE in the same backend, and the "
+              f"{quality} (full-corpus protocol) with its delta from the same model in eager fp32.", floatfmt=".2f",
+              formats={c: SCORE for c in tab.columns if metric in str(c)})
     return tab
-

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -44,9 +45,12 @@ SCHEMAS = {
                   "median_ms", "queries_per_s", "speedup_vs_de", "flop_ratio"],
     "query_distill_curve.csv": ["student", "phase", "step", "minutes", "dataset", "split", "value", "retention"],
     "backend_quality.csv": ["model", "backend", "dataset", "metric", "value", "delta_vs_torch_fp32"],
+    "budgets.csv": ["student", "spec", "kind", "sweep", "budget_steps", "seed", "learning_rate", "dataset",
+                    "retention"],
 }
 NUMERIC = {"value", "layer", "n_layers", "depth", "batch_size", "threads", "median_ms", "queries_per_s",
-           "speedup_vs_de", "flop_ratio", "step", "minutes", "retention"}
+           "speedup_vs_de", "flop_ratio", "step", "minutes", "retention", "budget_steps", "seed", "learning_rate"}
+PCT, SCORE = ".1f", ".3f"   # the one rounding rule: retention in % with 1 decimal, scores with 3
 DEFAULTS = {"metric": "NDCG@10", "sts_metric": "Spearman", "pareto_batch_size": 1, "pareto_threads": 1,
             "pareto_tokenization": "included", "pareto_datasets": None, "dpi": 150, "paper2_geometry": None}
 
@@ -123,12 +127,15 @@ class Output:
                                            "sources": self._sources(sources)}
         return png
 
-    def table(self, df: pd.DataFrame, name: str, sources: list[str], caption: str = "", floatfmt: str = ".3f") -> Path:
+    def table(self, df: pd.DataFrame, name: str, sources: list[str], caption: str = "", floatfmt: str = ".3f",
+              formats: dict | None = None) -> Path:
+        """``name``.md and .tex: floats by ``formats[column]``, else ``floatfmt`` (retention in % with 1 decimal,
+        scores with 3: :data:`PCT`, :data:`SCORE`)."""
         self.tables_dir.mkdir(parents=True, exist_ok=True)
         md = self.tables_dir / f"{name}.md"
         tex = self.tables_dir / f"{name}.tex"
-        atomic_write_text(md, to_markdown(df, floatfmt) + "\n")
-        atomic_write_text(tex, to_latex(df, caption or name, name, floatfmt))
+        atomic_write_text(md, to_markdown(df, floatfmt, formats, caption) + "\n")
+        atomic_write_text(tex, to_latex(df, caption or name, name, floatfmt, formats))
         self.manifest[f"tables/{name}"] = {"kind": "table", "files": [self._rel(md), self._rel(tex)],
                                           "sources": self._sources(sources)}
         return md
@@ -142,32 +149,106 @@ class Output:
 def _fmt(v, floatfmt: str) -> str:
     if isinstance(v, (float, np.floating)):
         return "" if math.isnan(v) else format(float(v), floatfmt)
-    return str(v)
+    return "" if v is None or v is pd.NA else str(v)
 
 
-def to_markdown(df: pd.DataFrame, floatfmt: str = ".3f") -> str:
+def formatted(df: pd.DataFrame, floatfmt: str = ".3f", formats: dict | None = None) -> list[list[str]]:
+    """Every cell as text: floats by ``formats[column]`` (e.g. ``".1f"`` for a retention in %), else ``floatfmt``."""
+    fmts = [(formats or {}).get(c, floatfmt) for c in df.columns]
+    return [[_fmt(v, f) for v, f in zip(row, fmts)] for row in df.itertuples(index=False)]
+
+
+NUMBER = re.compile(r"^[+-]?(\d{1,3}(,\d{3})+|\d+)?(\.\d+)?(e[+-]?\d+)?\s?(%|x| pts)?$")
+
+
+def numeric_columns(cells: list[list[str]], n: int) -> list[bool]:
+    """Columns whose every filled cell is a number (``0.647``, ``+1.2``, ``4,800``, ``49.6%``, ``2.41x``; not
+    ``0,11``): right-aligned."""
+    return [bool(col) and all(NUMBER.match(c) and any(ch.isdigit() for ch in c) for c in col)
+            for col in ([r[i] for r in cells if r[i] != ""] for i in range(n))]
+
+
+def to_markdown(df: pd.DataFrame, floatfmt: str = ".3f", formats: dict | None = None, caption: str = "") -> str:
+    """A Markdown table, numeric columns right-aligned, and its caption below (``Table: ...``) when given."""
     cols = [str(c) for c in df.columns]
-    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
-    for row in df.itertuples(index=False):
-        lines.append("| " + " | ".join(_fmt(v, floatfmt).replace("|", "/") for v in row) + " |")
-    return "\n".join(lines)
+    cells = formatted(df, floatfmt, formats)
+    align = ["---:" if num else "---" for num in numeric_columns(cells, len(cols))]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join(align) + "|"]
+    lines += ["| " + " | ".join(c.replace("|", "/") for c in row) + " |" for row in cells]
+    return "\n".join(lines) + (f"\n\nTable: {caption}" if caption else "")
 
 
-def _tex_escape(s: str) -> str:
-    for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#"),
-                 ("$", r"\$"), ("{", r"\{"), ("}", r"\}")):
-        s = s.replace(a, b) if a != "\\" else s.replace(a, b)
-    return s
+TEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+               "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+               "<": r"\textless{}", ">": r"\textgreater{}", "|": r"\textbar{}"}
+_TEX = re.compile("|".join(re.escape(k) for k in TEX_SPECIAL))
+LONG_TEXT = 28   # a text column with a longer cell wraps in a p{} column
 
 
-def to_latex(df: pd.DataFrame, caption: str, label: str, floatfmt: str = ".3f") -> str:
-    cols = [_tex_escape(str(c)) for c in df.columns]
-    body = [" & ".join(_tex_escape(_fmt(v, floatfmt)) for v in row) + r" \\" for row in df.itertuples(index=False)]
-    return "\n".join([r"\begin{table}[t]", r"\centering", r"\small",
-                      r"\begin{tabular}{" + "l" * len(cols) + "}", r"\toprule", " & ".join(cols) + r" \\",
-                      r"\midrule", *body, r"\bottomrule", r"\end{tabular}",
-                      r"\caption{" + _tex_escape(caption) + "}", r"\label{tab:" + _tex_escape(label) + "}",
-                      r"\end{table}"]) + "\n"
+def tex_escape(s) -> str:
+    """Text for LaTeX's text mode: every special character escaped in one pass."""
+    return _TEX.sub(lambda m: TEX_SPECIAL[m.group()], str(s))
+
+
+def tex_label(name: str) -> str:
+    """``tab:<name>`` with anything but lower-case letters and digits as a hyphen (a valid, unescaped label)."""
+    return "tab:" + re.sub(r"[^a-z0-9]+", "-", str(name).lower()).strip("-")
+
+
+def column_spec(cells: list[list[str]], header: list[str]) -> list[str]:
+    """``r`` for numeric columns, ``p{...}`` (a share of the line width) for long text, ``l`` otherwise."""
+    numeric = numeric_columns(cells, len(header))
+    width = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(header)]
+    long = [not num and w > LONG_TEXT for num, w in zip(numeric, width)]
+    share = (0.8 if not all(long) else 0.95) / max(1, sum(min(w, 80) for w, lg in zip(width, long) if lg))
+    return ["r" if num else (f"p{{{share * min(w, 80):.2f}\\linewidth}}" if lg else "l")
+            for num, lg, w in zip(numeric, long, width)]
+
+
+def to_latex(df: pd.DataFrame, caption: str, label: str, floatfmt: str = ".3f", formats: dict | None = None) -> str:
+    """A booktabs table (``\\toprule`` / ``\\midrule`` / ``\\bottomrule``): numeric columns right-aligned,
+    long text in ``p{}`` columns, every cell escaped, the label ``tab:<label>`` with hyphens."""
+    header = [str(c) for c in df.columns]
+    cells = formatted(df, floatfmt, formats)
+    spec = column_spec(cells, header)
+    body = [" & ".join(tex_escape(c) for c in row) + r" \\" for row in cells]
+    return "\n".join([r"\begin{table}[t]", r"\centering", r"\small", r"\caption{" + tex_escape(caption) + "}",
+                      r"\label{" + tex_label(label) + "}", r"\begin{tabular}{" + " ".join(spec) + "}", r"\toprule",
+                      " & ".join(tex_escape(h) for h in header) + r" \\", r"\midrule", *body, r"\bottomrule",
+                      r"\end{tabular}", r"\end{table}"]) + "\n"
+
+
+# --------------------------------------------------------------------------- captions
+def distinct(df: pd.DataFrame | None, col: str) -> list:
+    """The distinct non-empty values of ``df[col]`` in order of appearance (empty when absent)."""
+    if df is None or col not in df.columns:
+        return []
+    return list(dict.fromkeys(v for v in df[col].tolist() if not (isinstance(v, float) and math.isnan(v)) and v != ""))
+
+
+def span(df: pd.DataFrame | None, col: str, fmt: str = "{:,.0f}") -> str:
+    """``150`` or ``30-150``: the range of a numeric column as text ('' when absent)."""
+    vals = [float(v) for v in distinct(df, col)]
+    if not vals:
+        return ""
+    lo, hi = min(vals), max(vals)
+    return fmt.format(lo) if lo == hi else f"{fmt.format(lo)}-{fmt.format(hi)}"
+
+
+def values_text(df: pd.DataFrame | None, col: str, fmt: str = "{:g}") -> str:
+    """``10 and 20``: the distinct values of a numeric column, in order ('' when absent)."""
+    vals = sorted({float(v) for v in distinct(df, col)})
+    words = [fmt.format(v) for v in vals]
+    return " and ".join([", ".join(words[:-1]), words[-1]]) if len(words) > 1 else "".join(words)
+
+
+def seeds_text(df: pd.DataFrame | None) -> str:
+    seeds = sorted(int(s) for s in distinct(df, "seed"))
+    return "" if not seeds else (f"seed {seeds[0]}" if len(seeds) == 1 else "seeds " + ", ".join(map(str, seeds)))
+
+
+def datasets_text(df: pd.DataFrame | None) -> str:
+    return ", ".join(str(d) for d in distinct(df, "dataset") if d != "mean")
 
 
 def saved(out: Output, fig, name: str, csv: str, why: str) -> bool:

@@ -1,0 +1,147 @@
+"""The budget sweep (``ce_utils.experiments.budgets``, `make budgets`; ``results/<profile>/budgets.csv``): how
+many steps, at which learning rate, each kind of student needs, from independent runs with their own complete
+schedule, scored on dev splits carved from training data.
+
+A run is (spec, budget_steps, seed, learning_rate, schedule); its score is the mean retention over its dev
+collections. A partial CSV (a sweep still running) is drawn as far as it goes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ce_utils.report.style import REFERENCE, legend_right, subplots, system_color
+from ce_utils.report.tables import PCT, Output, saved
+
+RUN = ["spec", "budget_steps", "seed", "learning_rate", "schedule"]
+KINDS = {"query-student": ("query students (asymmetric: the teacher's documents)", 92.5,
+                           "paper 2: 92.5% of the teacher (2 of 12 layers)"),
+         "de-k-ce": ("DE-k CE students (symmetric: own documents)", 99.0, "paper 1: DE-2 CE ~99% of the full DE")}
+
+
+def budget_runs(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per run: student, kind, sweep, its score (``retention``: mean over its dev collections), the
+    number of those, minutes of training and epochs of text; dev rows at the run's last step only."""
+    d = df[df["phase"] == "dev"] if "phase" in df.columns else df
+    if "step" in d.columns:
+        d = d[d["step"].isna() | (d["step"] == d["budget_steps"])]
+    d = d.assign(**{c: d.get(c, default) for c, default in (("schedule", "linear"), ("minutes", np.nan),
+                                                           ("epochs_of_text", np.nan))})
+    return d.groupby(RUN, as_index=False, sort=False, dropna=False).agg(
+        student=("student", "first"), kind=("kind", "first"), sweep=("sweep", "first"),
+        retention=("retention", "mean"), n_datasets=("dataset", "nunique"), minutes=("minutes", "max"),
+        epochs_of_text=("epochs_of_text", "first"))
+
+
+def recipe_rates(df: pd.DataFrame) -> dict[str, float]:
+    """Each student's recipe learning rate: the most frequent ``learning_rate`` of its ``sweep == "budget"``
+    rows (of all its rows when it has none)."""
+    out = {}
+    for student, g in df.groupby("student", sort=False):
+        b = g[g["sweep"] == "budget"]
+        out[student] = float((b if not b.empty else g)["learning_rate"].mode().sort_values().iloc[0])
+    return out
+
+
+def over_seeds(runs: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    """Runs grouped by ``by``: mean, min and max retention over seeds, the number of seeds, mean minutes and
+    epochs of text, and the sweeps they came from."""
+    return runs.groupby(by, as_index=False, sort=False).agg(
+        retention=("retention", "mean"), lo=("retention", "min"), hi=("retention", "max"), seeds=("seed", "nunique"),
+        minutes=("minutes", "mean"), epochs_of_text=("epochs_of_text", "mean"),
+        sweep=("sweep", lambda s: "+".join(dict.fromkeys(s.astype(str)))))
+
+
+def _budget_panel(ax, runs: pd.DataFrame, rates: dict, kind: str) -> None:
+    title, level, label = KINDS.get(kind, (kind, None, ""))
+    for student, g in runs.groupby("student", sort=False):
+        g = g[np.isclose(g["learning_rate"], rates[student])]
+        m = over_seeds(g, ["budget_steps"]).sort_values("budget_steps")
+        color = system_color(student)
+        ax.plot(m["budget_steps"], 100 * m["retention"], marker="o", ms=3, color=color,
+                label=f"{student} (lr {rates[student]:g})")
+        spread = m[m["seeds"] >= 2]
+        if not spread.empty:
+            ax.errorbar(spread["budget_steps"], 100 * spread["retention"], fmt="none", ecolor=color, capsize=3,
+                        yerr=[100 * (spread["retention"] - spread["lo"]), 100 * (spread["hi"] - spread["retention"])])
+    if level is not None:
+        ax.axhline(level, label=label, **REFERENCE)
+    budgets = sorted(runs["budget_steps"].unique())
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(budgets, [str(int(b)) for b in budgets], fontsize=6, rotation=45)
+    ax.minorticks_off()
+    ax.set(title=title, xlabel="budget (training steps; log 2)", ylabel="mean dev retention (%)")
+    ax.plot([], [], color="0.4", marker="|", ls="", label="bars: min-max over seeds")
+    legend_right(ax, fontsize=6)
+
+
+def _lr_panel(ax, runs: pd.DataFrame, rates: dict) -> None:
+    """The learning-rate grid: every run of a student at the budget of its ``sweep == "lr"`` runs (the recipe's
+    rate hollow), mean over seeds, against the learning rate."""
+    lr = runs[runs["sweep"] == "lr"]
+    for (student, budget), _ in lr.groupby(["student", "budget_steps"], sort=False):
+        at = runs[(runs["student"] == student) & (runs["budget_steps"] == budget)]
+        m = over_seeds(at, ["learning_rate"]).sort_values("learning_rate")
+        color = system_color(student)
+        ax.plot(m["learning_rate"], 100 * m["retention"], marker="s", ms=3, color=color,
+                label=f"{student} at {int(budget)} steps")
+        recipe = m[np.isclose(m["learning_rate"], rates[student])]
+        ax.plot(recipe["learning_rate"], 100 * recipe["retention"], "o", ms=7, mfc="none", mec=color)
+    rates_seen = sorted(runs.loc[runs["student"].isin(set(lr["student"])) & runs["budget_steps"].isin(
+        set(lr["budget_steps"])), "learning_rate"].unique())
+    ax.set_xscale("log")
+    ax.set_xticks(rates_seen, [f"{r:g}" for r in rates_seen], fontsize=6, rotation=30)
+    ax.minorticks_off()
+    ax.set(title="learning-rate grid at one budget (circled: the recipe's rate)", xlabel="learning rate (log)",
+           ylabel="mean dev retention (%)")
+    if not lr.empty:
+        legend_right(ax, fontsize=6)
+
+
+def draw_budgets(plt, df: pd.DataFrame):
+    """Retention (%) against the budget in steps (log 2), a panel per kind of student, a line per student at
+    its recipe's learning rate with min-max bars over seeds where a budget has >= 2, the paper's level as a
+    reference; below, the learning-rate grid runs (retention against learning rate at their budget). ``None``
+    without runs."""
+    runs = budget_runs(df)
+    if runs.empty:
+        return None
+    rates = recipe_rates(df)
+    kinds = list(dict.fromkeys(runs["kind"]))
+    with_lr = (runs["sweep"] == "lr").any()
+    fig, axes = subplots(plt, 2 if with_lr else 1, len(kinds), width=5.2, height=3.2,
+                         gridspec_kw={"height_ratios": [1.6, 1.0]} if with_lr else None)
+    for i, kind in enumerate(kinds):
+        _budget_panel(axes[0, i], runs[runs["kind"] == kind], rates, kind)
+        if with_lr:
+            _lr_panel(axes[1, i], runs[runs["kind"] == kind], rates)
+    fig.suptitle("Budget sweep: independent runs, each with its own complete schedule, scored on dev splits carved "
+                 "from training data", fontsize=9)
+    return fig
+
+
+def budgets_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Per student, budget and learning rate: mean retention (%) over seeds, its min-max, the number of seeds,
+    minutes of training and epochs of text."""
+    runs = budget_runs(df)
+    t = over_seeds(runs, ["kind", "student", "budget_steps", "learning_rate"])
+    order = {s: i for i, s in enumerate(dict.fromkeys(runs["student"]))}
+    t = t.assign(_s=t["student"].map(order)).sort_values(["_s", "learning_rate", "budget_steps"], kind="stable")
+    return pd.DataFrame({
+        "student": t["student"], "kind": t["kind"], "budget (steps)": t["budget_steps"].astype(int),
+        "learning rate": [f"{x:g}" for x in t["learning_rate"]], "sweep": t["sweep"],
+        "retention % (mean)": 100 * t["retention"], "min %": 100 * t["lo"], "max %": 100 * t["hi"],
+        "seeds": t["seeds"], "minutes": t["minutes"], "epochs of text": t["epochs_of_text"]}).reset_index(drop=True)
+
+
+def budgets_figure(plt, out: Output, df: pd.DataFrame) -> None:
+    if not saved(out, draw_budgets(plt, df), "budgets", "budgets.csv", "holds no finished dev runs"):
+        return
+    dev = df[df["phase"] == "dev"] if "phase" in df.columns else df
+    splits = ", ".join(f"{d} {s}" for d, s in dict.fromkeys(zip(dev["dataset"], dev.get("split", dev["dataset"]))))
+    out.table(budgets_table(df), "budgets", ["budgets.csv"],
+              "Budget sweep (independent runs, each with its own complete learning-rate schedule): per student, "
+              "budget and learning rate, the mean over seeds of each run's dev retention (% of the teacher's / full "
+              f"DE's NDCG@10, averaged over its dev collections: {splits}), its min-max over seeds, the number of seeds, "
+              "minutes of training (CPU) and epochs of the training text.", floatfmt=PCT,
+              formats={"minutes": ".1f", "epochs of text": ".2f"})
