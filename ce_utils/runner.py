@@ -98,6 +98,25 @@ def scrub_paths(notebook: str | Path, replacements: dict[str, str] | None = None
     atomic_write_text(notebook, text)
 
 
+# what the kernel inherits: no progress-bar frames or hub / transformers chatter in an executed notebook
+QUIET_KERNEL = {"TQDM_DISABLE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1", "TRANSFORMERS_VERBOSITY": "error",
+                "TOKENIZERS_PARALLELISM": "false"}
+
+
+def noise(notebook: str | Path) -> list[str]:
+    """What a reader should never see in an executed notebook: tracebacks, and stderr progress-bar frames."""
+    nb = json.loads(Path(notebook).read_text(encoding="utf-8"))
+    out = []
+    for i, cell in enumerate(nb.get("cells", [])):
+        for o in cell.get("outputs", []):
+            text = "".join(o.get("text", "")) if isinstance(o.get("text"), list) else str(o.get("text", ""))
+            if o.get("output_type") == "error":
+                out.append(f"cell {i}: {o.get('ename')}: {o.get('evalue')}")
+            elif o.get("name") == "stderr" and ("\r" in text or "it/s]" in text or "%|" in text):
+                out.append(f"cell {i}: progress frames on stderr: {text.strip()[:80]!r}")
+    return out
+
+
 def run_notebook(path: str | Path, output: str | Path, parameters: dict, cwd: str | Path | None = None,
                  progress: bool = True):
     """Execute ``path`` with papermill into ``output``. The executed copy is written beside it
@@ -105,6 +124,7 @@ def run_notebook(path: str | Path, output: str | Path, parameters: dict, cwd: st
     ``output`` untouched and its own copy as ``<name>.failed.ipynb`` (both without machine paths)."""
 
     absolutize_env()
+    os.environ.update(QUIET_KERNEL)
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     partial = output.with_name(f".{output.stem}.partial.ipynb")
