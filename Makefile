@@ -22,12 +22,12 @@ data: env
 	$(PYTHON) -m ce_utils data --profile $(PROFILE) --dest data
 
 reproduce: env $(if $(CE_DATA_DIR),,data)
-	$(if $(CE_DATA_DIR),,CE_DATA_DIR=$(CURDIR)/data) $(PYTHON) -m ce_utils.runner --profile $(PROFILE) $(if $(ONLY),--only $(ONLY),)
+	$(if $(CE_DATA_DIR),,CE_DATA_DIR=$(CURDIR)/data) $(PYTHON) -m ce_utils run --profile $(PROFILE) $(if $(ONLY),--only $(ONLY),)
 
 notebooks: reproduce
 
 figures: env
-	$(PYTHON) -m ce_utils.runner --profile $(PROFILE) --only 05
+	$(PYTHON) -m ce_utils run --profile $(PROFILE) --only 05
 
 test: env
 	$(PYTHON) -m pytest -q
@@ -73,7 +73,7 @@ query-curve: env
 # them next to the paper's). The teacher first needs its five part packages (see `peer-check` above).
 paper2-geometry: env
 	$(MAKE) convert PROFILE=mpnet
-	$(PYTHON) -m ce_utils.runner --profile mpnet --only 03
+	$(PYTHON) -m ce_utils run --profile mpnet --only 03
 	$(MAKE) figures
 
 lab: env
@@ -82,7 +82,7 @@ lab: env
 clean-cache:
 	rm -rf cache/$(PROFILE)
 
-# The budget sweep (ce_utils.experiments.budgets): independent runs per budget, learning-rate grid, seeds; resumable, each
+# The budget sweep (ce_utils.experiments.curves.budgets): independent runs per budget, learning-rate grid, seeds; resumable, each
 # finished run appended to results/<profile>/budgets.csv. BUDGET_ARGS, e.g. --student subset:0,5 --max-runs 2.
 BUDGET_ARGS ?=
 budgets: env

@@ -97,7 +97,7 @@ def cmd_peer_check(argv=None) -> int:
 
 
 def cmd_probe_other_ce(argv=None) -> int:
-    """``python -m ce_utils.experiments.probing --profile default --label judge --ce SPEC``: paper 1's probe of
+    """``python -m ce_utils probe-other-ce --profile default --label judge --ce SPEC``: paper 1's probe of
     another cross encoder, merged into ``results/<profile>/layer_probe_extra.csv`` and
     ``ce_quality_extra.csv`` (its rows replace its earlier ones)."""
 

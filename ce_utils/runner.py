@@ -1,8 +1,8 @@
 """Run the numbered notebooks headlessly with papermill.
 
-    python -m ce_utils.runner --profile default            # every notebook, then the figures
-    python -m ce_utils.runner --only 05                    # the figures alone (reads results/*.csv)
-    python -m ce_utils.runner --only 03 -p max_steps 10    # one notebook, other parameters
+    python -m ce_utils run --profile default            # every notebook, then the figures
+    python -m ce_utils run --only 05                    # the figures alone (reads results/*.csv)
+    python -m ce_utils run --only 03 -p max_steps 10    # one notebook, other parameters
 
 Executed copies are written to ``<results_dir>/notebooks/`` (override with --output-dir).
 
@@ -11,19 +11,24 @@ query file and STS file the profile names, and every ``-p`` parameter against th
 ``parameters`` cells; then it converts (once) every packaged model the profile names in a form that
 needs it (``ce_utils.convert``: ``package-parts:``, ``onnx-bert:``). A problem stops it with one line
 and exit code 2. A run with parameters other than the profile's writes its CSVs and notebooks to
-``runs/<profile>-<time>/`` (gitignored), never over ``results/<profile>/``; an executed notebook
-replaces the previous copy only when it succeeded.
+``runs/<profile>-<time>/`` (gitignored), never over ``results/<profile>/``; there notebook 05 draws from
+the run's own CSVs and, for every CSV the run did not write, a copy of the profile's, and writes its
+figures to ``runs/<profile>-<time>/figures/``. An executed notebook replaces the previous copy only when
+it succeeded.
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
+import datetime as dt
+import json
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
-import datetime as dt
+
 import pandas as pd
 import papermill as pm
 import torch
@@ -32,7 +37,6 @@ from ce_utils.core.config import ConfigError, data_dir, load_profile, repo_root
 from ce_utils.core.encode import encode_settings, native_bf16
 from ce_utils.core.io import atomic_write_text, write_csv_atomic
 from ce_utils.core.runinfo import cpu_model
-import json
 
 
 def notebook_paths() -> list[Path]:
@@ -235,12 +239,15 @@ def main(argv: list[str] | None = None) -> int:
         params["results_dir"] = str(run_dir / "results")
         per_book = {b: {**p, "results_dir": params["results_dir"]} if "results_dir" in notebook_parameters(b) else p
                     for b, p in per_book.items()}
-        print(f"parameters differ from the profile's: writing to {run_dir.relative_to(repo_root())}/", flush=True)
+        print(f"parameters differ from the profile's: writing to {os.path.relpath(run_dir, repo_root())}/", flush=True)
     out_dir = (Path(args.output_dir) if args.output_dir else
                run_dir / "notebooks" if run_dir is not None else Path(cfg["results_dir"]) / "notebooks")
     for book in books:
         print(f"== {book.name} (profile {args.profile})", flush=True)
         t0 = time.time()
+        if run_dir is not None and book.name.startswith(FIGURES_ONLY):
+            seed_results(Path(cfg["results_dir"]), run_dir / "results")
+            per_book[book] = {"figures_dir": str(run_dir / "figures"), **per_book[book]}
         run_notebook(book, out_dir / book.name, per_book[book])
         if not book.name.startswith(FIGURES_ONLY):  # the figures read CSVs: their wall time is no reproduction cost
             record_time(Path(params.get("results_dir") or cfg["results_dir"]), book.name, time.time() - t0, cfg)
@@ -248,6 +255,21 @@ def main(argv: list[str] | None = None) -> int:
 
 
 FIGURES_ONLY = "05"
+
+
+def seed_results(profile_results: Path, run_results: Path) -> list[str]:
+    """Copy into a run's results folder every result CSV of the profile the run has not written
+    itself, so that the figures of a run with other parameters draw from a complete set (the run's
+    own CSVs first) without writing over the profile's tables, manifest or figures. Returns the
+    names copied."""
+    run_results.mkdir(parents=True, exist_ok=True)
+    copied = []
+    for src in sorted(profile_results.glob("*.csv")):
+        dst = run_results / src.name
+        if not dst.exists():
+            shutil.copy2(src, dst)
+            copied.append(src.name)
+    return copied
 
 
 def record_time(results_dir: Path, notebook: str, seconds: float, cfg: dict | None = None) -> Path:

@@ -1,4 +1,4 @@
-"""Paper 1's probe of a cross encoder nobody here trained (``python -m ce_utils.experiments.probing``): how a
+"""Paper 1's probe of a cross encoder nobody here trained (``python -m ce_utils probe-other-ce``): how a
 relevance score is read from an NLI-style pair classifier, and the rows the probe writes."""
 
 from __future__ import annotations

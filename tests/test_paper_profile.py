@@ -359,7 +359,7 @@ def paper_smoke_profile(out: Path) -> Path:
 
 @pytest.mark.slow
 def test_paper_profile_runs_every_notebook(paper_env, tmp_path):
-    from ce_utils.report import figures as F
+    from ce_utils import report as F
     from ce_utils.runner import notebook_paths, run_notebook
 
     profile = paper_smoke_profile(tmp_path)

@@ -95,6 +95,24 @@ def test_runs_with_other_parameters_go_to_a_run_folder(monkeypatch):
     assert [name for _, name in times] == ["03_query_distillation.ipynb"]  # figures only: no wall time recorded
 
 
+def test_figures_with_other_parameters_draw_the_profile_csvs_into_the_run_folder(monkeypatch, tmp_path):
+    """``--only 05 -p metric ...`` once read an empty run folder and failed; now the run folder gets the
+    profile's CSVs the run did not write, and the figures go beside them, never over figures/<profile>/."""
+    calls = []
+    monkeypatch.setattr(runner, "run_notebook", lambda book, out, params, **k: calls.append((out, params)))
+    monkeypatch.setattr(runner, "preflight", lambda *a, **k: None)
+    monkeypatch.setattr(runner, "run_folder", lambda cfg, params: tmp_path / "run")
+    own = tmp_path / "run" / "results"
+    own.mkdir(parents=True)
+    (own / "de2ce.csv").write_text("written by this run\n")
+    runner.main(["--only", "05", "-p", "metric", "MRR@10"])
+    _, params = calls[0]
+    assert params["results_dir"] == str(own) and params["figures_dir"] == str(tmp_path / "run" / "figures")
+    profile_csvs = {p.name for p in (runner.repo_root() / "results" / "default").glob("*.csv")}
+    assert "de2ce.csv" in profile_csvs and profile_csvs <= {p.name for p in own.glob("*.csv")}
+    assert (own / "de2ce.csv").read_text() == "written by this run\n"  # the run's own CSV is kept
+
+
 def test_run_times_keep_one_row_per_notebook(tmp_path):
     import pandas as pd
 

@@ -1,4 +1,4 @@
-"""The budget sweep (``ce_utils.experiments.budgets``, `make budgets`; ``results/<profile>/budgets.csv``): how
+"""The budget sweep (``ce_utils.experiments.curves.budgets``, `make budgets`; ``results/<profile>/budgets.csv``): how
 many steps, at which learning rate, each kind of student needs, from independent runs with their own complete
 schedule, scored on dev splits carved from training data.
 

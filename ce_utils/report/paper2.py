@@ -135,7 +135,7 @@ def geometry_summary(cfg: dict | None, metric: str = "NDCG@10") -> list[str]:
     lines.append(f"Spearman of the {agree['n_subsets']} subsets' retention: {agree['spearman_same_sets']:.2f} against "
                  f"the paper's on the same sets, {agree['spearman_paper_mean']:.2f} against its 15-set mean")
     curve = path.parent / "query_distill_curve.csv"
-    if curve.is_file():   # a longer run of one subset on dev splits (python -m ce_utils.experiments.curves --profile mpnet)
+    if curve.is_file():   # a longer run of one subset on dev splits (python -m ce_utils curve --profile mpnet)
         lines += curve_summary(pd.read_csv(curve))
     return lines
 

@@ -12,7 +12,7 @@ from ce_utils.core.io import eager
 from ce_utils.report.style import grid, legend_right, plain_log_ticks, subplots, system_color
 from ce_utils.report.tables import SCORE, Output, datasets_text, span, values_text
 
-# inference backends in the order the backend table lists them (ce_utils.experiments.backends.BACKENDS)
+# inference backends in the order the backend table lists them (ce_utils.experiments.speed.backends.BACKENDS)
 BACKENDS = ("torch", "torch-int8", "onnx", "onnx-int8")
 
 

@@ -18,8 +18,8 @@ embeddings, a DE-k CE student symmetric; retention = student / teacher (full DE)
 queries. Each finished run is appended to ``results/<profile>/budgets.csv`` at once (temp file, then
 rename), and a run already there is skipped: a killed sweep resumes where it stopped.
 
-    python -m ce_utils.experiments.budgets --profile default --dry-run     # the plan, with what is done
-    python -m ce_utils.experiments.budgets --profile default               # run what is missing
+    python -m ce_utils budgets --profile default --dry-run     # the plan, with what is done
+    python -m ce_utils budgets --profile default               # run what is missing
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ the full DE's embeddings of unlabelled queries and corpus passages, its batch an
 training text scaled to one epoch of ``max_steps``) and scored *symmetrically*: it encodes the dev
 queries and the whole corpus itself; its "retention" is its NDCG@10 over the full DE's.
 
-    python -m ce_utils.experiments.curves --profile default --strategy subset:0,5 --de2ce ce:1 --max-steps 300 --test
+    python -m ce_utils curve --profile default --strategy subset:0,5 --de2ce ce:1 --max-steps 300 --test
 """
 
 from __future__ import annotations
