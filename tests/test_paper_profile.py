@@ -373,6 +373,10 @@ def test_paper_profile_runs_every_notebook(paper_env, tmp_path):
     for book in books:
         run_notebook(book, tmp_path / "executed" / book.name, {"profile": str(profile), **params.get(book.name[:2], {})},
                      progress=False)
+    from ce_utils.runner import noise
+
+    frames = {b.name: noise(tmp_path / "executed" / b.name) for b in books}
+    assert not any(frames.values()), frames  # no traceback, no progress-bar frames in an executed notebook
 
     # 01: per-layer probing of the hub CE and DE; the CE's own check
     probe = pd.read_csv(res / "layer_probe.csv")

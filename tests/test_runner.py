@@ -175,3 +175,24 @@ def test_executed_notebooks_keep_no_timestamps(tmp_path):
     nb = json.loads(a.read_text())
     assert nb["metadata"]["papermill"] == {"parameters": {"a": 1}}
     assert nb["cells"][0]["metadata"] == {"papermill": {"status": "completed", "exception": False}, "tags": ["x"]}
+
+
+def test_progress_bars_ask_the_environment(monkeypatch):
+    """tqdm honours TQDM_DISABLE only for bars made without an explicit ``disable``; every bar of the
+    package passes one, so each goes through ``show_progress`` (quiet notebook kernels, no frames)."""
+    import ast
+
+    from ce_utils.core.config import show_progress
+
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    assert show_progress(True) and not show_progress(False)
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    assert not show_progress(True)
+    raw = []
+    for path in (runner.repo_root() / "ce_utils").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.keyword) and node.arg in ("disable", "show_progress_bar", "disable_tqdm"):
+                src = ast.unparse(node.value)
+                if "progress" in src and "show_progress(" not in src:
+                    raw.append(f"{path.name}: {node.arg}={src}")
+    assert not raw, raw

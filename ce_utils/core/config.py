@@ -21,6 +21,13 @@ class ConfigError(ValueError):
     """A bad parameter or a missing input; the message says how to fix it."""
 
 
+def show_progress(requested: bool) -> bool:
+    """``requested``, unless the environment turns progress bars off (``TQDM_DISABLE=1``, which the
+    runner sets for notebook kernels): tqdm reads that variable only for bars made without an explicit
+    ``disable``, and every bar of this package passes one, so each asks here first."""
+    return bool(requested) and os.environ.get("TQDM_DISABLE", "").strip().lower() not in ("1", "true", "yes")
+
+
 def repo_root() -> Path:
     """The repository root: $CE_REPO_ROOT, else the folder above this package."""
     env = os.environ.get("CE_REPO_ROOT")

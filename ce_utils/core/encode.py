@@ -24,7 +24,7 @@ import torch
 import tempfile
 from pathlib import Path
 from sentence_transformers import SentenceTransformer
-from ce_utils.core.config import ConfigError
+from ce_utils.core.config import ConfigError, show_progress
 from ce_utils.core.io import cached_array, fingerprint
 from ce_utils.core.layers import encode_layers
 import json
@@ -85,7 +85,7 @@ def encode(model, texts: Sequence[str], batch_size: int = 32, progress: bool = F
            normalize: bool = False) -> np.ndarray:
     """``model.encode`` of ``texts`` as a float32 array: a model in training, or any text outside the cache."""
     return np.asarray(model.encode(list(texts), batch_size=batch_size, convert_to_numpy=True,
-                                   normalize_embeddings=normalize, show_progress_bar=progress), dtype=np.float32)
+                                   normalize_embeddings=normalize, show_progress_bar=show_progress(progress)), dtype=np.float32)
 
 
 def native_bf16(device: str | torch.device | None = None) -> bool:
@@ -229,7 +229,7 @@ def sentence_embeddings(cfg: dict, model, texts: Sequence[str], ids: Sequence[st
         try:
             with autocast(es["dtype"], dev):
                 return np.asarray(model.encode(list(texts), batch_size=es["batch_size"], convert_to_numpy=True,
-                                               show_progress_bar=progress), dtype=np.float32)
+                                               show_progress_bar=show_progress(progress)), dtype=np.float32)
         finally:
             model.max_seq_length = old
 
@@ -330,8 +330,7 @@ def encode_to_memmap(path: str | os.PathLike, texts: Sequence[str], encode: Call
     else:
         arr = np.load(partial, mmap_mode="r+")
     starts = range(done, len(texts), chunk_size)
-    if progress:
-
+    if show_progress(progress):
         starts = tqdm(starts, desc=f"encoding {path.stem}", unit="chunk", initial=done // chunk_size,
                       total=-(-len(texts) // chunk_size))
     for start in starts:

@@ -17,7 +17,7 @@ from typing import Sequence
 import numpy as np
 import torch
 from tqdm.auto import tqdm
-from ce_utils.core.config import ConfigError
+from ce_utils.core.config import ConfigError, show_progress
 from ce_utils.core.students import backbone
 
 
@@ -110,7 +110,7 @@ def encode_layers(model, texts: Sequence[str], kind: str, max_length: int, batch
     out = np.zeros((n_hidden, len(texts), dim), dtype=np.float32)
     order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))  # similar lengths share a batch
     starts = range(0, len(texts), batch_size)
-    for start in tqdm(starts, desc=desc, disable=not progress or len(starts) < 2):
+    for start in tqdm(starts, desc=desc, disable=not show_progress(progress) or len(starts) < 2):
         idx = order[start:start + batch_size]
         chunk = [texts[i] for i in idx]
         if kind == "ce":

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from ce_utils.core.config import ConfigError
+from ce_utils.core.config import ConfigError, show_progress
 from ce_utils.core.data import BeirDataset, doc_text
 from ce_utils.core.encode import autocast, encode_settings, weights_fingerprint
 from ce_utils.core.io import atomic_write_text, fingerprint
@@ -50,7 +50,7 @@ def ce_scores(ce, pairs: list[tuple[str, str]], batch_size: int = 32, dtype: str
     if n_labels > 1:
         kw["activation_fn"] = torch.nn.Identity()
     with autocast(dtype, getattr(ce, "device", "cpu")):
-        out = np.asarray(ce.predict(pairs, batch_size=batch_size, show_progress_bar=progress, **kw), dtype=np.float32)
+        out = np.asarray(ce.predict(pairs, batch_size=batch_size, show_progress_bar=show_progress(progress), **kw), dtype=np.float32)
     if n_labels > 1:
         out = relevance_from_logits(out.reshape(len(pairs), n_labels), int(label))
     return out.reshape(-1).tolist()

@@ -21,7 +21,7 @@ from sentence_transformers import SentenceTransformerTrainer, SentenceTransforme
 from sentence_transformers.sentence_transformer.losses import MSELoss
 from transformers import PrinterCallback, TrainerCallback, set_seed
 import os
-from ce_utils.core.config import ConfigError, section
+from ce_utils.core.config import ConfigError, section, show_progress
 from ce_utils.core.encode import encode, native_bf16
 from ce_utils.core.io import cached_array, fingerprint
 from ce_utils.core.texts import distillation_texts
@@ -73,7 +73,7 @@ def trainer_kwargs(tc: dict, output_dir: str | os.PathLike, seed: int, device: s
         logging_steps=max(1, int(tc.get("logging_steps") or logging_steps)),
         report_to="none",
         use_cpu=not cuda,
-        disable_tqdm=not progress,
+        disable_tqdm=not show_progress(progress),
         **extra,
     )
 

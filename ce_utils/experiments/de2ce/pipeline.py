@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
-from ce_utils.core.config import ConfigError
+from ce_utils.core.config import ConfigError, show_progress
 from ce_utils.core.data import BeirDataset, doc_text
 from ce_utils.core.encode import autocast, check_dtype, dataset_embeddings, encode_settings, model_max_length
 from ce_utils.core.io import LATENCY_METRICS, QUERIES_ONLY
@@ -148,7 +148,7 @@ def pipeline_latency(stages: dict[str, tuple], ds: BeirDataset, ce, depths: list
     torch.set_num_threads(int(threads))
     try:
         schedule = [(q, False) for q in warm] + [(q, True) for q in qids]
-        for i, (q, keep) in enumerate(tqdm(schedule, desc=f"latency {ds.name}", disable=not progress)):
+        for i, (q, keep) in enumerate(tqdm(schedule, desc=f"latency {ds.name}", disable=not show_progress(progress))):
             text = ds.queries[q]
             for name in names[i % len(names):] + names[: i % len(names)]:
                 model, mat = stages[name][0], mats[name]

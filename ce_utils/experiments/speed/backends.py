@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ce_utils.core.config import ConfigError
+from ce_utils.core.config import ConfigError, show_progress
 from ce_utils.core.encode import weights_fingerprint
 from ce_utils.core.evaluate import AsymmetricEvaluator, eval_datasets
 from ce_utils.core.retrieval import evaluate, exact_search
@@ -190,7 +190,7 @@ def quality_rows(cfg: dict, models: Sequence[tuple[str, str, object]], names: Se
     work = Path(cfg.get("cache_dir") or ".") / "onnx"
     rows = []
     plan = [(m, b) for m in models for b in names]
-    for (name, model_id, model), backend in tqdm(plan, desc="backend quality", disable=not progress):
+    for (name, model_id, model), backend in tqdm(plan, desc="backend quality", disable=not show_progress(progress)):
         bm = build(model, backend, name, work_dir=work)
         for ds_name, ds in ev.datasets.items():
             q = bm.encode(ds.query_texts(), batch_size=64)

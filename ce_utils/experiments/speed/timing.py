@@ -11,7 +11,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from ce_utils.core.config import ConfigError
+from ce_utils.core.config import ConfigError, show_progress
 from ce_utils.core.runinfo import device_name
 from ce_utils.experiments.speed.encoders import Encoder, to_device
 from ce_utils.experiments.speed.flops import flop_ratio, flops_per_item
@@ -92,7 +92,7 @@ def run_speed(cfg: dict, sp: dict, encoders: list[Encoder], queries: list[str], 
     plan = schedule(settings(sp, cuda_available), encoders, batch_sizes, tok_modes, rounds,
                     int(cfg.get("seed", 42)), int(max_bs_ce) if max_bs_ce else None)
     rows, current = [], None
-    for r, s, bs, tok, block in tqdm(plan, desc="timing (blocks)", disable=not progress):
+    for r, s, bs, tok, block in tqdm(plan, desc="timing (blocks)", disable=not show_progress(progress)):
         if current != (s["device"], s["dtype"]):
             for e in encoders:
                 move(e, s["device"], s["dtype"])
