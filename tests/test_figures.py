@@ -190,14 +190,24 @@ def test_notebook_05_reads_only_csvs(tmp_path, monkeypatch):
     assert str(ROOT) not in executed and "notebooks/05_figures.ipynb" in executed  # paths made relative
 
 
-def test_readme_headline_is_the_generated_table():
-    table = ROOT / "results" / "default" / "tables" / "headline.md"
-    if not table.is_file():
-        pytest.skip("no committed headline table yet")
+@pytest.mark.parametrize("doc, table", [("README.md", "verdicts"), ("RESULTS.md", "headline")])
+def test_documents_carry_the_generated_tables(doc, table):
+    path = ROOT / "results" / "default" / "tables" / f"{table}.md"
+    if not path.is_file():
+        pytest.skip(f"no committed {table} table yet")
+    text = (ROOT / doc).read_text()
+    rows = [row for row in path.read_text().splitlines() if row.startswith("|")]   # the table, not its caption
+    missing = [row for row in rows if row not in text]
+    assert not missing, f"{doc}'s {table} table is stale; paste results/default/tables/{table}.md: {missing}"
+
+
+def test_readme_is_short_and_gives_the_verdicts_first():
     readme = (ROOT / "README.md").read_text()
-    rows = [row for row in table.read_text().splitlines() if row.startswith("|")]   # the table, not its caption
-    missing = [row for row in rows if row not in readme]
-    assert not missing, f"README's headline table is stale; paste results/default/tables/headline.md: {missing}"
+    assert len(readme.splitlines()) <= 250
+    heads = [line for line in readme.splitlines() if line.startswith("## ")]
+    assert heads[0] == "## Verdicts", heads
+    assert "arxiv.org/abs/2502.03552" in readme and "arxiv.org/abs/2306.11550" in readme and "@article" in readme
+    assert (ROOT / "LICENSE").is_file()
 
 
 def test_committed_executed_notebooks_name_no_machine_paths():

@@ -18,6 +18,7 @@ from ce_utils.report.pareto import pareto_figure
 from ce_utils.report.speed import backends_figure, speed_figure
 from ce_utils.report.style import setup_matplotlib
 from ce_utils.report.tables import DEFAULTS, Output, read_result, read_results
+from ce_utils.report.verdicts import verdict_table
 
 
 def check_options(results: dict[str, pd.DataFrame], opts: dict) -> None:
@@ -95,6 +96,14 @@ def make_all(results_dir: str | Path, figures_dir: str | Path, cfg: dict | None 
                 if s in results] + ([os.path.relpath(geometry, results_dir)] if geo is not None else [])
         out.table(head, "headline", srcs, "Headline claims: each paper's claim (paper) next to this reproduction's "
                   "number (ours), computed from the result CSVs; details and budgets in the other tables.")
+    verdicts = verdict_table(results, metric, results_dir.name, geometry=geo)
+    if not verdicts.empty:
+        srcs = [s for s in ("peer_check.csv", "layer_probe.csv", "ce_quality.csv", "de2ce.csv", "budgets.csv", "speed.csv",
+                            "query_distill.csv") if s in results] + ([os.path.relpath(geometry, results_dir)] if geo is not None else [])
+        out.table(verdicts, "verdicts", srcs, "Every claim of both papers (P1: Ananthakrishnan et al. 2025; P2: Wang & Lyu "
+                  "2023), the paper's number, ours and the verdict, computed from the result CSVs by the rules of "
+                  "ce_utils.report.verdicts (reproduced / partly / not reproduced / not testable offline; seeds "
+                  "stated; a level missed while the budget sweep still rises is marked budget not converged).")
     out.write_manifest()
     return out.manifest
 

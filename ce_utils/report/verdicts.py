@@ -1,0 +1,194 @@
+"""The verdict table: every claim of both papers, the paper's number, ours (with its seeds or spread), a
+verdict and the CSV it rests on -- computed from the result CSVs, so a rerun at other budgets or seeds
+rewrites the verdicts with the numbers.
+
+Rules (one place, stated so a reader can check them):
+
+* ``reproduced``: ours within the claim's tolerance of the paper's number (or better), from a component
+  that works; ``partly``: the claim's direction holds but its level or its premise does not;
+  ``not reproduced``: it does not hold at the budget measured; ``not testable offline``: it needs what is
+  not here (a GPU, the paper's models).
+* A number from fewer than 3 seeds says so (``1 seed``); with >= 3 seeds it is ``mean +- sd`` and two
+  systems within each other's spread are ``tied``.
+* A level claim missed while the budget sweep (``budgets.csv``) still rises at its largest measured budget
+  says ``budget not converged`` (``budget not measured`` without a sweep): more training was not shown useless.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ce_utils.report.budgets import budget_runs, over_seeds, recipe_rates
+
+COLUMNS = ["claim", "paper", "ours", "verdict", "evidence"]
+TOLERANCE_PTS = 1.0        # retention points: "within ~1%" (paper 1), "92.5%" (paper 2)
+SPEARMAN_AGREES = 0.7      # a ranking of layer subsets agrees with the paper's at this Spearman or above
+
+
+def seeds_text(values: pd.Series | np.ndarray, fmt: str = "{:.1f}", unit: str = "") -> str:
+    """``x (1 seed)`` or ``mean ± sd (n seeds)``, ``unit`` after each number."""
+    v = np.asarray(values, dtype=float)
+    if len(v) < 2:
+        return f"{fmt.format(v.mean())}{unit} (1 seed)"
+    return f"{fmt.format(v.mean())}{unit} ± {fmt.format(v.std(ddof=1))}{unit} ({len(v)} seeds)"
+
+
+def budget_trend(budgets: pd.DataFrame | None, student: str) -> str:
+    """What the budget sweep says of ``student`` at its recipe's learning rate: ``dev 50.5% -> 69.5% at
+    150 -> 600 steps, still rising`` (two doublings gaining < 1 point: ``flat from N steps``); ``""``
+    when the sweep has no run of it."""
+    if budgets is None or budgets.empty or student not in set(budgets["student"]):
+        return ""
+    runs = budget_runs(budgets)
+    rate = recipe_rates(budgets)[student]
+    g = runs[(runs["student"] == student) & np.isclose(runs["learning_rate"], rate)]
+    m = over_seeds(g, ["budget_steps"]).sort_values("budget_steps")
+    if m.empty:
+        return ""
+    steps, ret = m["budget_steps"].astype(int).tolist(), (100 * m["retention"]).tolist()
+    flat = next((steps[i] for i in range(len(steps) - 2) if ret[i + 2] - ret[i] < TOLERANCE_PTS), None)
+    state = f"flat from {flat} steps" if flat is not None else (
+        "still rising" if len(steps) > 1 and ret[-1] > ret[-2] else "not converged")
+    return f"dev {ret[0]:.1f}% → {ret[-1]:.1f}% at {steps[0]} → {steps[-1]} steps, {state}"
+
+
+def _level_verdict(ours: float, paper: float, trend: str) -> str:
+    if ours >= paper - TOLERANCE_PTS:
+        return "reproduced"
+    why = ("budget not measured" if not trend else
+           "budget not converged" if "rising" in trend or "not converged" in trend else "at the budget measured")
+    return f"not reproduced ({why})"
+
+
+def _pct_of_full(d: pd.DataFrame, model: str) -> tuple[np.ndarray, list[str]]:
+    """Per seed, the mean over datasets of ``model``'s score as % of the full DE's."""
+    full = d[d["init"] == "full"].groupby("dataset")["value"].mean()
+    two = d[d["model"] == model]
+    common = sorted(x for x in set(two["dataset"]) if x in full.index and full[x])
+    per_seed = [100 * np.mean([g.loc[g["dataset"] == x, "value"].mean() / full[x] for x in common])
+                for _, g in two.groupby("seed")] if common else []
+    return np.asarray(per_seed), common
+
+
+def _link(profile: str, name: str) -> str:
+    return f"[{name}](results/{profile}/{name})"
+
+
+def verdict_table(results: dict, metric: str = "NDCG@10", profile: str = "default",
+                  geometry: tuple[pd.DataFrame, dict] | None = None) -> pd.DataFrame:
+    """One row per claim of both papers (and the evaluator check first), from whatever CSVs exist."""
+    rows = []
+    L = lambda *names: ", ".join(_link(profile, n) for n in names)  # noqa: E731
+    budgets = results.get("budgets.csv")
+    pc = results.get("peer_check.csv")
+    if pc is not None:
+        for _, r in pc[pc["metric"] == metric].iterrows():
+            ok = abs(r["delta"]) <= r["tolerance"]
+            rows.append(["Our evaluator scores a public DE as published (check)", f"MTEB {r['published']:.3f}",
+                         f"{r['value']:.3f} (Δ {r['delta']:+.3f})", "reproduced" if ok else "not reproduced",
+                         L("peer_check.csv")])
+    probe = results.get("layer_probe.csv")
+    if probe is not None:
+        ret = probe[(probe["section"] == "retrieval") & (probe["metric"] == metric)]
+        best, early = [], []
+        for _, g in ret.groupby("dataset"):
+            by = {k: s.groupby("layer")["value"].mean() for k, s in g.groupby("model_kind")}
+            if "ce" in by and "de" in by:
+                best.append(int(by["ce"].idxmax()))
+                early.append(100 * by["ce"][by["ce"].index <= 2].mean() / by["de"][by["de"].index <= 2].mean())
+        cka = probe[(probe["section"] == "control") & (probe["model_kind"] == "ce-vs-de") & (probe["metric"] == "CKA")
+                    & (probe["layer"] <= 2)]["value"]
+        if best:
+            shape = all(b <= 2 for b in best) and min(early) >= 100 - TOLERANCE_PTS
+            shared = not cka.empty and cka.min() >= 0.9
+            verdict = ("partly (CE fine-tuned from the DE: shared early weights, CKA ≥ "
+                       f"{np.floor(100 * cka.min()) / 100:.2f})" if shape and shared else
+                       "reproduced" if shape else "not reproduced")
+            rows.append(["P1: a CE's early-layer self-pair embeddings work for retrieval",
+                         "best at early layers, worse with depth",
+                         f"CE best at layer {'/'.join(map(str, sorted(set(best))))} on {len(best)} sets; "
+                         f"{min(early):.0f}-{max(early):.0f}% of the DE over layers 0-2", verdict,
+                         L("layer_probe.csv")])
+    cq = results.get("ce_quality.csv")
+    if cq is not None:
+        d = cq[cq["metric"] == metric]
+        for ds, g in d.groupby("dataset"):
+            first = g[g["stage"] == "first_stage"].groupby("seed")["value"].mean()
+            ce = g[g["stage"] == "ce_rerank"].groupby("seed")["value"].mean()
+            gain = (ce - first.reindex(ce.index)).dropna()
+            if gain.empty:
+                continue
+            depth = int(g["depth"].iloc[0])
+            if len(gain) >= 3:
+                lo = gain.mean() - gain.std(ddof=1)
+                verdict = "reproduced" if lo > 0 else "tied (gain within its spread of 0)"
+            else:
+                verdict = "partly (1 seed: no spread)" if gain.iloc[0] > 0 else "not reproduced"
+            rows.append([f"P1: a CE re-ranks the DE's top-{depth} ({ds})", "gains over the first stage",
+                         f"{metric} {seeds_text(gain, '{:+.3f}')}", verdict, L("ce_quality.csv")])
+    de2ce = results.get("de2ce.csv")
+    if de2ce is not None:
+        d = de2ce[de2ce["metric"] == metric]
+        ce2, sets = _pct_of_full(d, "DE-2 CE")
+        de2, _ = _pct_of_full(d, "DE-2 DE")
+        if len(ce2):
+            steps = int(d.loc[d["model"] == "DE-2 CE", "train_steps"].max())
+            trend = budget_trend(budgets, "DE-2 CE") or budget_trend(budgets, "DE-2 DE")
+            rows.append(["P1: DE-2 CE retrieves within ~1% of the full DE", "~99%",
+                         f"{seeds_text(ce2, unit='%')}, {steps} steps", _level_verdict(ce2.mean(), 99.0, trend),
+                         L("de2ce.csv", "budgets.csv") if trend else L("de2ce.csv")])
+        if len(ce2) and len(de2):
+            if len(ce2) >= 3 and len(de2) >= 3:
+                tied = abs(ce2.mean() - de2.mean()) <= max(ce2.std(ddof=1), de2.std(ddof=1))
+                verdict = "tied" if tied else ("reproduced" if ce2.mean() > de2.mean() else "not reproduced")
+            else:
+                verdict = "not reproduced (1 seed)" if ce2.mean() <= de2.mean() else "partly (1 seed)"
+            rows.append(["P1: a CE start beats a DE start (DE-2 CE vs DE-2 DE)", "CE start better",
+                         f"{ce2.mean():.1f}% vs {de2.mean():.1f}%", verdict + "; CE derived from the DE",
+                         L("de2ce.csv")])
+        top, _ = _pct_of_full(d, "DE-2 CE+top")
+        if len(top):
+            rows.append(["Beyond both: DE-2 CE with the full DE's top layer (DE-2 CE+top)", "—",
+                         f"{seeds_text(top, unit='%')} of the full DE", "—", L("de2ce.csv")])
+    sp = results.get("speed.csv")
+    if sp is not None:
+        keep = {"tokenization": "included", "device": "cpu", "threads": 1, "backend": "torch"}
+        one = sp[np.logical_and.reduce([sp[c] == v for c, v in keep.items() if c in sp.columns] + [np.ones(len(sp), bool)])]
+        for model, claim, paper in (("DE-2 CE", "P1: DE-2 CE encodes faster than the full DE", "5.15x (GPU)"),
+                                    ("query-student L0_5", "P2: a 2-layer query encoder is faster", "GPU throughput")):
+            g = one[one["model"] == model]
+            if not g.empty:
+                rows.append([claim, paper, f"CPU {g['speedup_vs_de'].min():.2f}-{g['speedup_vs_de'].max():.2f}x "
+                             f"(FLOP ratio {g['flop_ratio'].iloc[0]:.1f})", "not testable offline (no GPU)",
+                             L("speed.csv")])
+    qd = results.get("query_distill.csv")
+    if qd is not None:
+        ret = qd[(qd["metric"] == f"retention_{metric}") & (qd["dataset"] == "mean") & (qd["n_layers"] == 2)]
+        teacher = qd[qd["student"] == "teacher"]
+        n_t = int(teacher["n_layers"].max()) if not teacher.empty and teacher["n_layers"].notna().any() else None
+        pick = ret[ret["layers"].astype(str) == f"0,{n_t - 1}"] if n_t else ret.iloc[0:0]
+        if not pick.empty:
+            student = str(pick["student"].iloc[0])
+            trend = budget_trend(budgets, student)
+            ours = 100 * pick.groupby("seed")["value"].mean()
+            steps = int(qd.loc[qd["student"] == student, "train_steps"].max())
+            rows.append([f"P2: bottom + top layers keep 92.5% of the teacher ({{{pick['layers'].iloc[0]}}} of {n_t})",
+                         "92.5% (15 BEIR sets)", f"{seeds_text(ours, unit='%')}, {steps} steps",
+                         _level_verdict(ours.mean(), 92.5, trend),
+                         L("query_distill.csv", "budgets.csv") if trend else L("query_distill.csv")])
+    if geometry is not None and not geometry[0].empty:
+        tab, agree = geometry
+        ok = agree["spearman_same_sets"] >= SPEARMAN_AGREES and agree["best_2_ours"] == agree["best_2_paper"]
+        rows.append([f"P2: the ranking of its {agree['n_subsets']} layer subsets (12-layer teacher)",
+                     f"best 2-layer {{{agree['best_2_paper']}}}",
+                     f"Spearman {agree['spearman_same_sets']:.2f}; best {{{agree['best_2_ours']}}}",
+                     "reproduced" if ok else "not reproduced", "[query_distill.csv](results/mpnet/query_distill.csv)"])
+        row = tab[tab["layers"] == "0,11"]
+        if not row.empty:
+            r = row.iloc[0]
+            rows.append(["P2: the same level with a 12-layer teacher ({0,11})",
+                         f"{100 * r['paper_same_sets']:.1f}% (same sets)", f"{100 * r['ours_mean']:.1f}% (1 seed)",
+                         _level_verdict(100 * r["ours_mean"], 100 * r["paper_same_sets"], ""),
+                         "[query_distill.csv](results/mpnet/query_distill.csv)"])
+    return pd.DataFrame(rows, columns=COLUMNS)

@@ -1,0 +1,78 @@
+"""The verdict table (ce_utils.report.verdicts): each rule on tiny result frames made here."""
+
+import pandas as pd
+
+from ce_utils.report.verdicts import budget_trend, seeds_text, verdict_table
+
+
+def budgets(student, points, rate=1e-4, kind="query-student"):
+    rows = []
+    for steps, retention in points:
+        for ds in ("a", "b"):
+            rows.append({"student": student, "spec": "subset:0,5", "kind": kind, "sweep": "budget", "budget_steps": steps,
+                         "step": steps, "seed": 42, "learning_rate": rate, "schedule": "linear", "phase": "dev",
+                         "dataset": ds, "retention": retention})
+    return pd.DataFrame(rows)
+
+
+def query_distill(retentions, steps=80):
+    rows = [{"student": "teacher", "layers": "0,1,2,3,4,5", "n_layers": 6, "metric": "NDCG@10", "dataset": "a",
+             "value": 0.5, "seed": 42, "train_steps": 0}]
+    for seed, r in zip((42, 43, 44), retentions):
+        rows.append({"student": "L0_5", "layers": "0,5", "n_layers": 2, "metric": "retention_NDCG@10", "dataset": "mean",
+                     "value": r, "seed": seed, "train_steps": steps})
+    return pd.DataFrame(rows)
+
+
+def row(table, prefix):
+    hit = table[table["claim"].str.startswith(prefix)]
+    assert len(hit) == 1, table["claim"].tolist()
+    return hit.iloc[0]
+
+
+def test_seeds_are_stated():
+    assert seeds_text([49.6], unit="%") == "49.6% (1 seed)"
+    assert seeds_text([1.0, 2.0, 3.0]) == "2.0 ± 1.0 (3 seeds)"
+
+
+def test_budget_trend_says_rising_or_flat():
+    rising = budgets("L0_5", [(80, 0.82), (160, 0.85), (320, 0.87)])
+    assert budget_trend(rising, "L0_5").endswith("still rising")
+    flat = budgets("L0_5", [(80, 0.82), (160, 0.85), (320, 0.87), (640, 0.874), (1280, 0.876)])
+    assert budget_trend(flat, "L0_5").endswith("flat from 320 steps")
+    assert budget_trend(rising, "DE-2 CE") == ""
+
+
+def test_a_level_missed_while_the_sweep_rises_is_not_converged():
+    res = {"query_distill.csv": query_distill([0.826]), "budgets.csv": budgets("L0_5", [(80, 0.82), (160, 0.85)])}
+    r = row(verdict_table(res), "P2: bottom + top")
+    assert r["verdict"] == "not reproduced (budget not converged)" and "(1 seed)" in r["ours"]
+    flat = budgets("L0_5", [(80, 0.82), (160, 0.823), (320, 0.825)])
+    r = row(verdict_table({"query_distill.csv": query_distill([0.826]), "budgets.csv": flat}), "P2: bottom + top")
+    assert r["verdict"] == "not reproduced (at the budget measured)"
+    r = row(verdict_table({"query_distill.csv": query_distill([0.92, 0.93, 0.925])}), "P2: bottom + top")
+    assert r["verdict"] == "reproduced" and "3 seeds" in r["ours"]
+
+
+def test_a_ce_gain_within_its_spread_is_a_tie():
+    def cq(gains):
+        rows = []
+        for seed, g in zip((42, 43, 44), gains):
+            rows += [{"stage": "first_stage", "metric": "NDCG@10", "value": 0.6, "seed": seed, "dataset": "s", "depth": 20},
+                     {"stage": "ce_rerank", "metric": "NDCG@10", "value": 0.6 + g, "seed": seed, "dataset": "s", "depth": 20}]
+        return pd.DataFrame(rows)
+
+    assert row(verdict_table({"ce_quality.csv": cq([0.02, -0.01, 0.005])}), "P1: a CE re-ranks")["verdict"].startswith("tied")
+    assert row(verdict_table({"ce_quality.csv": cq([0.03, 0.035, 0.04])}), "P1: a CE re-ranks")["verdict"] == "reproduced"
+    assert row(verdict_table({"ce_quality.csv": cq([0.016])}), "P1: a CE re-ranks")["verdict"].startswith("partly")
+
+
+def test_ce_start_against_de_start_follows_the_spread():
+    rows = []
+    for seed, (ce, de) in zip((42, 43, 44), ((0.50, 0.49), (0.47, 0.52), (0.52, 0.50))):
+        for model, v in (("DE-6 full", 1.0), ("DE-2 CE", ce), ("DE-2 DE", de)):
+            rows.append({"model": model, "init": "full" if model == "DE-6 full" else model[5:].lower(), "dataset": "a",
+                         "metric": "NDCG@10", "value": v, "seed": seed, "train_steps": 150})
+    r = row(verdict_table({"de2ce.csv": pd.DataFrame(rows)}), "P1: a CE start")
+    assert r["verdict"].startswith("tied")
+    assert row(verdict_table({"de2ce.csv": pd.DataFrame(rows)}), "P1: DE-2 CE retrieves")["ours"].endswith("(3 seeds), 150 steps")
