@@ -196,6 +196,7 @@ def preflight(cfg: dict, books: list[Path]) -> None:
     for name, spec in (cfg.get("datasets") or {}).items():
         folder = root / spec.get("path", f"beir/{name}")
         need = ["corpus.jsonl", "queries.jsonl", f"qrels/{spec.get('split', 'test')}.tsv"]
+        need = [f"{m}/{f}" for m in spec.get("members") or [] for f in need] or need   # a group: every member
         if not all((folder / f).is_file() for f in need) and not (cfg.get("allow_download") and spec.get("beir_name")):
             missing.append(f"dataset {name} ({folder})")
     for name, rel in (cfg.get("query_files") or {}).items():

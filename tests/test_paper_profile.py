@@ -101,6 +101,10 @@ def paper_yaml() -> dict:
 
 
 # --------------------------------------------------------------------------- the profile follows the papers
+CQADUPSTACK_FORUMS = ["android", "english", "gaming", "gis", "mathematica", "physics", "programmers", "stats", "tex",
+                      "unix", "webmasters", "wordpress"]
+
+
 def test_paper_profile_follows_both_papers(monkeypatch):
     from ce_utils.core.config import get_dotted, load_profile
     from ce_utils.report.reference import PAPER_RETENTION
@@ -112,14 +116,15 @@ def test_paper_profile_follows_both_papers(monkeypatch):
     assert cfg["models"]["de"] == PAPER_MODELS["de"] and cfg["models"]["ce"] == PAPER_MODELS["ce"]
     assert cfg["query_distill"]["teacher"] == PAPER_MODELS["teacher"] == cfg["models"]["teacher"]
 
-    # paper 2's evaluation sets: every set of its table but cqadupstack (12 sub-forums, see the profile)
+    # paper 2's evaluation sets: every set of its table; cqadupstack as the group of its 12 sub-forums
     qd = cfg["query_distill"]
-    assert set(qd["datasets"]) == PAPER2_TABLE - {"cqadupstack"}
+    assert set(qd["datasets"]) == PAPER2_TABLE
     assert qd["paper_datasets"] == {d: d for d in qd["datasets"]}
     for name in qd["datasets"]:
         spec = cfg["datasets"][name]
         split = "dev" if name == "msmarco" else "test"
-        assert spec == {"path": f"beir/{name}", "split": split, "beir_name": name}, name
+        members = {"members": CQADUPSTACK_FORUMS} if name == "cqadupstack" else {}
+        assert spec == {"path": f"beir/{name}", "split": split, "beir_name": name, **members}, name
     # the 13 published layer subsets of the 12-layer teacher
     layers = {s.layers_str for s in parse_strategies(qd["strategies"], 12)}
     assert layers == set(PAPER_RETENTION) and len(qd["strategies"]) == 13
@@ -164,7 +169,7 @@ def test_paper_datasets_match_the_published_table():
     published = set(pd.read_csv(table)["dataset_name"])
     assert published == PAPER2_TABLE
     qd = paper_yaml()["query_distill"]
-    assert set(qd["paper_datasets"].values()) == published - {"cqadupstack"}
+    assert set(qd["paper_datasets"].values()) == published
 
 
 def _leaves(d: dict, prefix: str = ""):
@@ -215,11 +220,12 @@ def build_tiny_cross_encoder(folder: Path, num_layers: int = 6, hidden: int = 32
     return folder
 
 
-def beir_zip(path: Path, name: str, split: str, rng: random.Random) -> None:
+def beir_zip(path: Path, name: str, split: str, rng: random.Random, members: tuple = ()) -> None:
     """A tiny BEIR dataset zipped as BEIR ships it: ``<name>/corpus.jsonl``, ``queries.jsonl``,
-    ``qrels/<split>.tsv`` (and ``qrels/train.tsv``)."""
+    ``qrels/<split>.tsv`` (and ``qrels/train.tsv``); a group (CQADupStack) as ``<name>/<member>/...``."""
     src = path.parent / f".{name}-src" / name
-    write_beir(src, rng, n_docs=30, n_queries=8, splits=tuple(dict.fromkeys((split, "train"))))
+    for m in members or [""]:
+        write_beir(src / m if m else src, rng, n_docs=30, n_queries=8, splits=tuple(dict.fromkeys((split, "train"))))
     path.parent.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(path, "w") as zf:
         for f in sorted(src.rglob("*")):
@@ -283,7 +289,7 @@ def paper_assets(tmp_path_factory):
     for spec in cfg["datasets"].values():
         if spec.get("beir_name"):
             url_path = urlsplit(BEIR_URL.format(name=spec["beir_name"])).path.lstrip("/")
-            beir_zip(mirror / url_path, spec["beir_name"], spec.get("split", "test"), rng)
+            beir_zip(mirror / url_path, spec["beir_name"], spec.get("split", "test"), rng, tuple(spec.get("members") or ()))
     return {"base": base, "hub": hub, "data": data, "mirror": mirror, "snapshots": snapshots}
 
 
@@ -336,9 +342,11 @@ def test_every_paper_dataset_downloads_from_the_mirror(paper_env):
 
     cfg = load_profile("paper")
     for name, spec in cfg["datasets"].items():
-        ds = load_beir_dataset(cfg, name)
-        assert ds.split == spec["split"] and len(ds.queries) == 8 and len(ds.corpus) == 30, name
-        assert (paper_env["data"] / spec["path"] / "corpus.jsonl").is_file()
+        for member in spec.get("members") or [None]:   # cqadupstack: each of its forums, from one zip
+            ds = load_beir_dataset(cfg, name, member=member)
+            assert ds.split == spec["split"] and len(ds.queries) == 8 and len(ds.corpus) == 30, name
+            assert (paper_env["data"] / spec["path"] / (member or "") / "corpus.jsonl").is_file()
+    assert len(cfg["datasets"]["cqadupstack"]["members"]) == 12
     fetched = {Path(p).name for p in _Mirror.requested}
     assert fetched == {f"{spec['beir_name']}.zip" for spec in cfg["datasets"].values()}
 

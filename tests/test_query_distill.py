@@ -198,3 +198,27 @@ def test_a_trained_query_student_is_saved_for_the_backends(teacher, tmp_path):
     np.testing.assert_allclose(again.encode(texts), student.encode(texts), atol=1e-6)
     assert not [p for p in path.parent.iterdir() if p.name.startswith(".")]  # no partial folder left
     assert qd.save_query_student(student, strategy, {}, {}) is None  # no models directory: nothing saved
+
+
+def test_a_group_of_collections_scores_as_the_mean_of_its_members(teacher, smoke_cfg):
+    """CQADupStack's way: one dataset of several collections, each searched in its own corpus, reported
+    as the mean of the members' metrics (BEIR's and paper 2's cqadupstack column)."""
+    import copy
+
+    from ce_utils.core.data import load_beir_dataset
+
+    cfg = copy.deepcopy(smoke_cfg)
+    cfg["datasets"]["both"] = {"path": "beir", "split": "test", "members": ["tiny-a", "tiny-b"]}
+    ds = eval_datasets(cfg, ["both", "tiny-a", "tiny-b"])
+    ev = AsymmetricEvaluator(teacher=teacher, datasets=ds, teacher_spec="tiny", cfg=cfg)
+    scores = ev.evaluate(teacher)
+    for metric, value in scores["both"].items():
+        assert value == pytest.approx((scores["tiny-a"][metric] + scores["tiny-b"][metric]) / 2, abs=1e-6), metric
+    rows = {r["dataset"]: r for r in ev.rows(scores, {"student": "teacher"})}
+    a, b = ds["tiny-a"], ds["tiny-b"]
+    assert rows["both"]["n_queries"] == len(a.queries) + len(b.queries)
+    assert rows["both"]["n_docs"] == len(a.corpus) + len(b.corpus)
+    assert not rows["both"]["approximate"] and rows["tiny-b"]["approximate"]  # the group's own spec says
+    with pytest.raises(ConfigError, match="group of 2 collections"):
+        load_beir_dataset(cfg, "both")
+    assert load_beir_dataset(cfg, "both", member="tiny-b").name == "both/tiny-b"

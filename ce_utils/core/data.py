@@ -106,17 +106,19 @@ def load_beir_folder(folder: str | Path, split: str = "test", name: str | None =
                        path=str(folder))
 
 
-def load_beir_dataset(cfg: dict, name: str, split: str | None = None) -> BeirDataset:
-    """Load a dataset named in the profile, from the data directory.
+def dataset_members(cfg: dict, name: str) -> list[str]:
+    """The member collections of a dataset that is a group (``members:`` in its spec, e.g. CQADupStack's 12
+    forums, each a BEIR folder under the group's path); ``[]`` for a plain dataset."""
+    return [str(m) for m in (dataset_spec(cfg, name).get("members") or [])]
 
-    If it is missing there and the profile allows downloads (paper profile), BEIR's
-    official zip is downloaded into the data directory first.
-    """
-    spec = dataset_spec(cfg, name)
-    split = split or spec.get("split", "test")
+
+def _dataset_folder(cfg: dict, name: str, spec: dict, members: list[str]) -> Path:
+    """The dataset's folder in the data directory, downloaded first when missing and the profile allows it."""
     root = data_dir(cfg, must_exist=not cfg.get("allow_download"))
     folder = root / spec.get("path", f"beir/{name}")
-    if not (folder / "corpus.jsonl").is_file():
+    present = (all((folder / m / "corpus.jsonl").is_file() for m in members) if members
+               else (folder / "corpus.jsonl").is_file())
+    if not present:
         if cfg.get("allow_download") and spec.get("beir_name"):
             _download_beir(spec["beir_name"], folder)
         else:
@@ -125,7 +127,29 @@ def load_beir_dataset(cfg: dict, name: str, split: str | None = None) -> BeirDat
                 f"holds {spec.get('path', 'beir/' + name)}, or use a profile with allow_download: true and "
                 "internet access."
             )
-    ds = load_beir_folder(folder, split=split, name=name)
+    return folder
+
+
+def load_beir_dataset(cfg: dict, name: str, split: str | None = None, member: str | None = None) -> BeirDataset:
+    """Load a dataset named in the profile, from the data directory; of a group, one ``member``
+    (named ``<group>/<member>``).
+
+    If it is missing there and the profile allows downloads (paper profile), BEIR's
+    official zip is downloaded into the data directory first.
+    """
+    spec = dataset_spec(cfg, name)
+    members = dataset_members(cfg, name)
+    if members and member not in members:
+        raise ConfigError(
+            f"Dataset {name!r} is a group of {len(members)} collections ({', '.join(members)}): load one with "
+            f"member=..., or evaluate the group with ce_utils.core.evaluate.eval_datasets (the mean over its "
+            "members, as BEIR reports it).")
+    if member is not None and not members:
+        raise ConfigError(f"Dataset {name!r} has no members; drop member={member!r}.")
+    split = split or spec.get("split", "test")
+    folder = _dataset_folder(cfg, name, spec, members)
+    ds = load_beir_folder(folder / member if member else folder, split=split,
+                          name=f"{name}/{member}" if member else name)
     ds.approximate = bool(spec.get("approximate", False))
     ds.note = spec.get("note", "")
     return ds
@@ -251,11 +275,11 @@ def read_sts_file(path: str | Path, fmt: str = "stsb", split: str | None = None)
     return pairs
 
 
-def load_eval_dataset(cfg: dict, name: str) -> BeirDataset:
-    """A test collection as every notebook evaluates it: the profile's ``eval.max_queries`` /
-    ``eval.max_docs`` subsample (seeded by the profile seed; ``None`` keeps everything)."""
+def load_eval_dataset(cfg: dict, name: str, member: str | None = None) -> BeirDataset:
+    """A test collection (of a group, one ``member``) as every notebook evaluates it: the profile's
+    ``eval.max_queries`` / ``eval.max_docs`` subsample (seeded by the profile seed; ``None`` keeps everything)."""
     ev = cfg.get("eval") or {}
-    ds = load_beir_dataset(cfg, name)
+    ds = load_beir_dataset(cfg, name, member=member)
     spec = dataset_spec(cfg, name)
     max_q = spec.get("max_queries", ev.get("max_queries"))
     max_d = spec.get("max_docs", ev.get("max_docs"))
