@@ -11,7 +11,7 @@ ce_utils but ``core.config`` and ``core.io``. Modules:
   table and geometry);
 * both: :mod:`~ce_utils.report.curves` (learning curves), :mod:`~ce_utils.report.budgets` (the budget sweep),
   :mod:`~ce_utils.report.speed` and :mod:`~ce_utils.report.pareto` (speed, backends, quality vs speed),
-  :mod:`~ce_utils.report.headline`.
+  :mod:`~ce_utils.report.headline`, :mod:`~ce_utils.report.verdicts` (the verdict table of the README).
 """
 
 from ce_utils.report.budgets import budget_runs, budgets_table, draw_budgets, recipe_rates
@@ -25,12 +25,13 @@ from ce_utils.report.paper2 import geometry_summary, geometry_table
 from ce_utils.report.pareto import join_speed, pareto_front, quality_points, speed_lookup
 from ce_utils.report.speed import backend_table, flop_goal_table
 from ce_utils.report.style import setup_matplotlib, system_color
+from ce_utils.report.verdicts import verdict_table
 from ce_utils.report.tables import (SCHEMAS, SchemaError, check_manifest, read_result, read_results, to_latex,
                                     to_markdown)
 
 __all__ = ["SCHEMAS", "SchemaError", "backend_table", "budget_runs", "budgets_table", "check_manifest",
            "check_options", "curve_summary", "draw_budgets", "draw_de2ce", "draw_layer_probe", "draw_learning_curve",
            "draw_pipeline", "draw_query_curve", "figure_options", "flop_goal_table", "geometry_summary",
-           "geometry_table", "headline_table", "join_speed", "make_all", "other_ce_summary", "pareto_front",
+           "geometry_table", "headline_table", "verdict_table", "join_speed", "make_all", "other_ce_summary", "pareto_front",
            "pipeline_latency_table", "probe_lines", "probe_summary", "quality_points", "read_result", "read_results",
            "recipe_rates", "setup_matplotlib", "speed_lookup", "system_color", "to_latex", "to_markdown"]
