@@ -8,27 +8,29 @@
     peer-check     a model on SciFact against its published score (``make peer-check``)
     probe-other-ce paper 1's layer probe of another cross encoder (``make probe-other-ce``)
     distill-queries paper 2's recipe on your own teacher and queries (no profile needed)
+    export         a query student (or any sentence-transformers model) as one lean ONNX graph + tokenizer
+    encode         encode a query file with an exported folder (onnxruntime + tokenizers only)
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import pandas as pd
 from ce_utils import convert, runner
-from ce_utils.core import download
+from ce_utils.core import download, lean
 from ce_utils.core.config import ConfigError, load_profile, output_dir
-from ce_utils.core.io import add_model_ids, model_label, write_csv_atomic
+from ce_utils.core.data import load_query_file
+from ce_utils.core.io import add_model_ids, model_label, write_csv_atomic, write_rows
 from ce_utils.core.models import default_device
 from ce_utils.core.runinfo import run_metadata
 from ce_utils.experiments import peer_check, probing
 from ce_utils.experiments.curves import budgets
 from ce_utils.experiments.curves import run as curves
-from ce_utils.core.io import write_rows
-from pathlib import Path
-from ce_utils.core.data import load_query_file
 from ce_utils.experiments.query_distill import distill_query_encoder
 from ce_utils.report.curves import curve_summary
 
@@ -290,6 +292,45 @@ def cmd_distill_queries(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def cmd_export(argv: Sequence[str] | None = None) -> int:
+    """Export a sentence-transformers model (a query student, the full DE) as one ONNX graph with its pooling
+    and normalisation, plus its fast tokenizer (ce_utils.core.lean)."""
+    ap = argparse.ArgumentParser(prog="python -m ce_utils export", description=cmd_export.__doc__)
+    ap.add_argument("--model", required=True, help="a sentence-transformers folder or hub id")
+    ap.add_argument("--out", required=True, help="the folder to write (model.onnx, tokenizer.json, lean.json)")
+    ap.add_argument("--opset", type=int, default=17)
+    args = ap.parse_args(argv)
+    try:
+        out = lean.export_lean(args.model, args.out, args.opset)
+    except (ConfigError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {out}/ ({lean.GRAPH}, {lean.TOKENIZER}, {lean.MANIFEST})")
+    return 0
+
+
+def cmd_encode(argv: Sequence[str] | None = None) -> int:
+    """Encode queries (id<TAB>text lines, or one per line) with an exported folder into a float32 .npy."""
+    ap = argparse.ArgumentParser(prog="python -m ce_utils encode", description=cmd_encode.__doc__)
+    ap.add_argument("--model", required=True, help="a folder written by `python -m ce_utils export`")
+    ap.add_argument("--input", required=True, help="id<TAB>text lines, or one text per line")
+    ap.add_argument("--out", required=True, help="the .npy to write, one row per input line")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--batch-size", type=int, default=64)
+    args = ap.parse_args(argv)
+    try:
+        emb = lean.LeanEncoder(args.model, threads=args.threads).encode(read_queries(args.input), args.batch_size)
+        out = Path(args.out)
+        tmp = out.with_name(out.name + ".partial.npy")
+        np.save(tmp, emb)
+        tmp.replace(out)
+    except (ConfigError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.out}: {emb.shape[0]} x {emb.shape[1]}")
+    return 0
+
+
 def cmd_run(argv: Sequence[str] | None = None) -> int:
     """The papermill runner (:mod:`ce_utils.runner`): notebooks of a profile, checked before any kernel."""
     try:
@@ -299,7 +340,7 @@ def cmd_run(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
-COMMANDS = {"data": cmd_data, "distill-queries": cmd_distill_queries, "budgets": cmd_budgets, "curve": cmd_curve, "peer-check": cmd_peer_check,
+COMMANDS = {"data": cmd_data, "export": cmd_export, "encode": cmd_encode, "distill-queries": cmd_distill_queries, "budgets": cmd_budgets, "curve": cmd_curve, "peer-check": cmd_peer_check,
             "probe-other-ce": cmd_probe_other_ce}
 
 

@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 from ce_utils.core.config import ConfigError, show_progress
 from ce_utils.core.encode import weights_fingerprint
 from ce_utils.core.evaluate import AsymmetricEvaluator, eval_datasets
+from ce_utils.core.lean import INPUTS, export_onnx
 from ce_utils.core.retrieval import evaluate, exact_search
 
 
@@ -37,7 +38,6 @@ BACKENDS = {
     "onnx": "ONNX Runtime fp32",
     "onnx-int8": "ONNX Runtime dynamic int8",
 }
-INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
 def check_backends(names: Sequence[str] | None) -> list[str]:
@@ -54,18 +54,6 @@ def check_backends(names: Sequence[str] | None) -> list[str]:
             raise ConfigError(f"Backend(s) {[n for n in names if n.startswith('onnx')]} need the [onnx] extra "
                               f"(`pip install -e '.[onnx]'`): {exc}") from exc
     return names
-
-
-class _SentenceEmbedding(torch.nn.Module):
-    """The whole SentenceTransformer (transformer, pooling, normalisation) as one traced function."""
-
-    def __init__(self, model, names: Sequence[str]):
-        super().__init__()
-        self.model = model
-        self.names = list(names)
-
-    def forward(self, *tensors):
-        return self.model(dict(zip(self.names, tensors)))["sentence_embedding"]
 
 
 @dataclass
@@ -111,28 +99,6 @@ class BackendModel:
                 emb = self.run(self.features(texts[i:i + batch_size]))
                 out.append(emb.float().cpu().numpy() if isinstance(emb, torch.Tensor) else np.asarray(emb))
         return np.concatenate(out).astype(np.float32) if out else np.zeros((0, 0), np.float32)
-
-
-def export_onnx(model, path: str | Path, opset: int = 17) -> Path:
-    """Export a SentenceTransformer (tokens in, sentence embedding out) to ONNX, atomically."""
-    path = Path(path)
-    if path.is_file():
-        return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    model = copy.deepcopy(model).cpu().float().eval()
-    feats = model.preprocess(["an example query for tracing", "a second one"])
-    names = [k for k in INPUTS if k in feats]
-    args = tuple(feats[k] for k in names)
-    axes = {k: {0: "batch", 1: "tokens"} for k in names}
-    axes["sentence_embedding"] = {0: "batch"}
-    tmp = path.with_name(path.name + ".partial")
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(_SentenceEmbedding(model, names), args, str(tmp), input_names=names,
-                          output_names=["sentence_embedding"], dynamic_axes=axes, opset_version=opset,
-                          dynamo=False)
-    tmp.replace(path)
-    return path
 
 
 def quantize_onnx(src: str | Path, dst: str | Path) -> Path:
