@@ -151,7 +151,7 @@ VOLATILE = ("start_time", "end_time", "duration")
 
 def strip_volatile(notebook: str | Path) -> None:
     """Drop what changes on every execution without changing a result (papermill's start / end times and
-    durations, the kernel's execution timestamps): rerunning a notebook whose outputs are the same leaves
+    durations, the kernel's execution timestamps, the random id of its injected-parameters cell): rerunning a notebook whose outputs are the same leaves
     its committed copy byte for byte the same."""
     notebook = Path(notebook)
     nb = json.loads(notebook.read_text(encoding="utf-8"))
@@ -161,6 +161,9 @@ def strip_volatile(notebook: str | Path) -> None:
             for k in VOLATILE:
                 pm_meta.pop(k, None)
         meta.pop("execution", None)
+    for cell in nb.get("cells", []):   # papermill gives the cell it injects a random id on every run
+        if "injected-parameters" in (cell.get("metadata", {}).get("tags") or []):
+            cell["id"] = "injected-parameters"
     atomic_write_text(notebook, json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
 
 

@@ -159,10 +159,12 @@ def test_executed_notebooks_keep_no_timestamps(tmp_path):
     import json
 
     def executed(t):
+        injected = {"cell_type": "code", "id": t[-8:], "source": "a = 1", "outputs": [], "execution_count": 1,
+                    "metadata": {"tags": ["injected-parameters"]}}   # papermill's random id
         return {"cells": [{"cell_type": "code", "source": "1", "outputs": [], "execution_count": 1,
                            "metadata": {"papermill": {"start_time": t, "end_time": t, "duration": 0.1 + len(t),
                                                       "status": "completed", "exception": False},
-                                        "execution": {"iopub.status.busy": t}, "tags": ["x"]}}],
+                                        "execution": {"iopub.status.busy": t}, "tags": ["x"]}}, injected],
                 "metadata": {"papermill": {"start_time": t, "end_time": t, "duration": 1.5, "parameters": {"a": 1}}},
                 "nbformat": 4, "nbformat_minor": 5}
 
