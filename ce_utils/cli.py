@@ -19,13 +19,12 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 import pandas as pd
 from ce_utils import convert, runner
 from ce_utils.core import download, lean
 from ce_utils.core.config import ConfigError, load_profile, output_dir
 from ce_utils.core.data import load_query_file
-from ce_utils.core.io import add_model_ids, model_label, write_csv_atomic, write_rows
+from ce_utils.core.io import add_model_ids, model_label, save_array_atomic, write_csv_atomic, write_rows
 from ce_utils.core.models import default_device
 from ce_utils.core.runinfo import run_metadata
 from ce_utils.experiments import peer_check, probing
@@ -320,10 +319,7 @@ def cmd_encode(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         emb = lean.LeanEncoder(args.model, threads=args.threads).encode(read_queries(args.input), args.batch_size)
-        out = Path(args.out)
-        tmp = out.with_name(out.name + ".partial.npy")
-        np.save(tmp, emb)
-        tmp.replace(out)
+        save_array_atomic(emb, args.out)
     except (ConfigError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -175,6 +175,16 @@ def fingerprint(**parts) -> str:
     return hashlib.sha1(blob.encode()).hexdigest()[:16]
 
 
+def save_array_atomic(arr, path: str | Path) -> np.ndarray:
+    """``np.save`` to a temporary file beside ``path``, then rename: readers never see half an array."""
+    arr, path = np.asarray(arr), Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as fh:
+        np.save(fh, arr)
+    tmp.replace(path)
+    return arr
+
+
 def cached_array(cache_dir: str | Path | None, name: str, compute: Callable[[], np.ndarray],
                  **key) -> np.ndarray:
     """Load ``name`` from the cache if its key matches, else compute and store it (atomically).
@@ -188,11 +198,7 @@ def cached_array(cache_dir: str | Path | None, name: str, compute: Callable[[], 
     arr_path = cache_dir / f"{name}-{tag}.npy"
     if arr_path.is_file():
         return np.load(arr_path)
-    arr = np.asarray(compute())
-    tmp = arr_path.with_suffix(".npy.tmp")
-    with open(tmp, "wb") as fh:
-        np.save(fh, arr)
-    tmp.replace(arr_path)
+    arr = save_array_atomic(compute(), arr_path)
     atomic_write_text(cache_dir / f"{name}-{tag}.json", json.dumps(key, sort_keys=True, default=str, indent=1))
     return arr
 
