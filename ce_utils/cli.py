@@ -229,20 +229,23 @@ def cmd_budgets(argv: Sequence[str] | None = None) -> int:
         return 2
     path = output_dir(cfg, "results_dir") / budgets.BUDGETS_CSV
     device = default_device()
+    precision = budgets.sweep_precision(cfg, device)
+    print(f"new runs train in {precision} on {device}")
     n = 0
     while True:
         done = pd.read_csv(path) if path.is_file() else None
-        todo = budgets.pending(cfg, done)
+        todo = budgets.pending(cfg, done, precision)
         if args.dry_run:
             keys = budgets.done_keys(done)
-            for r in budgets.plan(cfg, done):
+            for r in budgets.plan(cfg, done, precision):
                 print(f"{'done' if r.key() in keys else 'todo'}  {r.sweep:<6} {r.spec:<14} {r.budget_steps:>6} steps  "
-                      f"lr {r.learning_rate:g}  seed {r.seed}")
+                      f"lr {r.learning_rate:g}  seed {r.seed}  {r.precision}")
             break
         if not todo or (args.max_runs is not None and n >= args.max_runs):
             break
         run = todo[0]
-        print(f"run {run.sweep}: {run.spec} {run.budget_steps} steps, lr {run.learning_rate:g}, seed {run.seed}",
+        print(f"run {run.sweep}: {run.spec} {run.budget_steps} steps, lr {run.learning_rate:g}, seed {run.seed}, "
+              f"{run.precision}",
               flush=True)
         rows = budgets.run_one(cfg, run, device)
         for key, value in run_metadata(cfg, run.seed, device).items():

@@ -78,9 +78,18 @@ def trainer_kwargs(tc: dict, output_dir: str | os.PathLike, seed: int, device: s
     )
 
 
-def overrides(learning_rate: float | None = None, schedule: str | None = None) -> dict:
-    """A training section's learning rate and scheduler, where given."""
+PRECISIONS = ("fp32", "bf16")
+
+
+def overrides(learning_rate: float | None = None, schedule: str | None = None, precision: str | None = None) -> dict:
+    """A training section's learning rate, scheduler and precision (``fp32``, or ``bf16`` autocast: applied where
+    the device computes bf16 natively, a GPU or a CPU with AVX512-BF16 / AMX, else fp32), where given."""
     out = {}
+    if precision is not None:
+        if precision not in PRECISIONS:
+            raise ConfigError(f"training precision must be one of {', '.join(PRECISIONS)}, not {precision!r}.")
+        bf16 = "bf16" if precision == "bf16" else None
+        out.update(mixed_precision=bf16, cpu_mixed_precision=bf16)
     if learning_rate is not None:
         out["learning_rate"] = float(learning_rate)
     if schedule is not None:

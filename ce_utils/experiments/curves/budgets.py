@@ -13,6 +13,12 @@ each student of ``budgets.students`` the sweep runs, in this order:
 3. ``seed``: the chosen budget (the smallest within ``flat`` of the best measured) at the chosen
    learning rate (the best of the grid) with every seed of ``seeds``.
 
+New runs train in ``budgets.precision`` (``auto``: bf16 autocast where the device computes bf16 natively,
+a GPU or a CPU with AVX512-BF16 / AMX, else fp32; about 2x faster than fp32 on such a CPU). Whenever that
+is not fp32, a ``precision`` sweep runs first and shows the two equal: at each budget of a student's
+``precision_check`` (``{steps: [seeds]}``) the same run in fp32 and in bf16. Runs of both precisions
+make up one curve (the mean at a budget); ``summary`` prints the check.
+
 Scoring is as in :mod:`ce_utils.experiments.curves`: a query student against the teacher's document
 embeddings, a DE-k CE student symmetric; retention = student / teacher (full DE) on the same dev
 queries. Each finished run is appended to ``results/<profile>/budgets.csv`` at once (temp file, then
@@ -30,16 +36,18 @@ from pathlib import Path
 
 import pandas as pd
 from ce_utils.core.config import ConfigError
+from ce_utils.core.encode import native_bf16
 from ce_utils.core.io import merge_rows, write_csv_atomic
+from ce_utils.core.train import PRECISIONS
 from ce_utils.experiments.curves.run import DEFAULT_DEV, run_curve, run_de2ce_curve
 
 
 BUDGETS_CSV = "budgets.csv"
-KEY = ["spec", "budget_steps", "seed", "learning_rate", "schedule"]
+KEY = ["spec", "budget_steps", "seed", "learning_rate", "schedule", "precision"]
 COLUMNS = ["student", "spec", "kind", "sweep", "budget_steps", "step", "seed", "learning_rate", "schedule",
-           "epochs_of_text", "train_texts", "minutes", "steps_per_s", "texts_per_s", "phase", "dataset", "split",
+           "precision", "epochs_of_text", "train_texts", "minutes", "steps_per_s", "texts_per_s", "phase", "dataset", "split",
            "metric", "value", "teacher_value", "retention", "n_queries", "n_docs"]
-SWEEPS = ("budget", "lr", "seed")
+SWEEPS = ("precision", "budget", "lr", "seed")
 
 
 @dataclass(frozen=True)
@@ -48,15 +56,17 @@ class Run:
     budget_steps: int
     learning_rate: float
     seed: int
-    sweep: str                # budget | lr | seed
+    sweep: str                # precision | budget | lr | seed
     schedule: str = "linear"
+    precision: str = "fp32"   # fp32 | bf16 (autocast)
 
     @property
     def kind(self) -> str:
         return "de-k-ce" if self.spec.startswith("de2ce:") else "query-student"
 
     def key(self) -> tuple:
-        return (self.spec, int(self.budget_steps), int(self.seed), float(self.learning_rate), self.schedule)
+        return (self.spec, int(self.budget_steps), int(self.seed), float(self.learning_rate), self.schedule,
+                self.precision)
 
 
 def recipe_learning_rate(cfg: dict, spec: str) -> float:
@@ -99,8 +109,20 @@ def student_settings(cfg: dict) -> dict[str, dict]:
             "seeds": [int(x) for x in s.get("seeds", b.get("seeds", [42, 43, 44]))],
             "pool": s.get("pool", b.get("pool")),
             "flat": float(s.get("flat", b.get("flat", 0.01))),
+            "precision_check": {int(k): [int(x) for x in v] for k, v in (s.get("precision_check") or {}).items()},
         }
     return out
+
+
+def sweep_precision(cfg: dict, device: str | None = None) -> str:
+    """The precision of new runs: ``budgets.precision`` (fp32 / bf16 / auto), ``auto`` and ``bf16`` resolved
+    to fp32 where ``device`` has no native bf16."""
+    p = str((cfg.get("budgets") or {}).get("precision") or "fp32")
+    if p not in ("auto", *PRECISIONS):
+        raise ConfigError(f"budgets.precision must be auto, fp32 or bf16, not {p!r}.")
+    if p == "fp32":
+        return p
+    return "bf16" if native_bf16(device or "cpu") else "fp32"
 
 
 def mean_retention(done: pd.DataFrame, spec: str, lr: float | None = None, seed: int | None = None) -> pd.Series:
@@ -137,26 +159,36 @@ def flattened(curve: pd.Series, flat: float = 0.01) -> bool:
     return b[1] == 2 * b[0] and b[2] == 2 * b[1] and c.iloc[-1] - c.iloc[-3] < flat
 
 
-def plan(cfg: dict, done: pd.DataFrame | None = None) -> list[Run]:
-    """Every run of the sweep that the finished runs ``done`` call for, in order (finished ones included)."""
+def plan(cfg: dict, done: pd.DataFrame | None = None, precision: str = "fp32") -> list[Run]:
+    """Every run of the sweep that the finished runs ``done`` call for, in order (finished ones included);
+    new runs in ``precision`` (:func:`sweep_precision`)."""
     runs: list[Run] = []
+    done = with_precision(done)
     for spec, s in student_settings(cfg).items():
         lr0, seed0 = s["learning_rate"], s["seeds"][0]
+        if precision != "fp32":
+            runs += [Run(spec, steps, lr0, seed, "precision", precision=p)
+                     for steps, seeds in sorted(s["precision_check"].items()) for seed in seeds
+                     for p in ("fp32", precision)]
         curve = mean_retention(done, spec, lr0, seed0)
+
+        def run(steps, lr, seed, sweep):  # a finished run keeps its precision, a new one trains in `precision`
+            return Run(spec, steps, lr, seed, sweep, precision=_done_precision(done, spec, steps, lr, seed, precision))
+
         for steps in s["budgets"]:
             if flattened(curve[curve.index < steps], s["flat"]):
                 break  # two doublings gained less than `flat`: no larger budget
-            runs.append(Run(spec, steps, lr0, seed0, "budget"))
+            runs.append(run(steps, lr0, seed0, "budget"))
             if steps not in curve.index:
                 break  # the next doubling waits for this one's result
-        runs += [Run(spec, s["lr_budget_steps"], lr, seed0, "lr") for lr in s["learning_rates"]]
-        runs += [Run(spec, steps, lr0, seed0, "budget") for steps in s["extra_steps"]]
+        runs += [run(s["lr_budget_steps"], lr, seed0, "lr") for lr in s["learning_rates"]]
+        runs += [run(steps, lr0, seed0, "budget") for steps in s["extra_steps"]]
         grid = {lr: mean_retention(done, spec, lr, seed0).get(s["lr_budget_steps"]) for lr in s["learning_rates"]}
         if any(v is None or pd.isna(v) for v in grid.values()):
             continue  # the seeds wait for the learning-rate grid
         best_lr = max(grid, key=grid.get)
         chosen = converged_budget(mean_retention(done, spec, lr0, seed0), s["flat"])
-        runs += [Run(spec, chosen, best_lr, seed, "seed") for seed in s["seeds"]]
+        runs += [run(chosen, best_lr, seed, "seed") for seed in s["seeds"]]
     seen, out = set(), []
     for r in runs:  # one run per key: the first sweep that asks for it names it
         if r.key() not in seen:
@@ -165,18 +197,39 @@ def plan(cfg: dict, done: pd.DataFrame | None = None) -> list[Run]:
     return out
 
 
+def with_precision(done: pd.DataFrame | None) -> pd.DataFrame | None:
+    """``done`` with a ``precision`` column (rows written before it existed trained in fp32)."""
+    if done is None:
+        return None
+    if "precision" not in done.columns:
+        return done.assign(precision="fp32")
+    return done.assign(precision=done["precision"].fillna("fp32"))
+
+
+def _done_precision(done: pd.DataFrame | None, spec: str, steps: int, lr: float, seed: int, default: str) -> str:
+    """The precision of the finished run (spec, steps, lr, seed) of the budget or learning-rate curve; ``default``
+    when there is none (the precision of ``default`` first when both exist)."""
+    if done is None or done.empty:
+        return default
+    d = done[(done["spec"] == spec) & (done["budget_steps"] == steps) & (done["seed"] == seed)
+             & ((done["learning_rate"] - lr).abs() < 1e-12) & (done["schedule"] == "linear")]
+    have = set(d["precision"])
+    return default if not have or default in have else sorted(have)[0]
+
+
 def row_keys(df: pd.DataFrame) -> list[tuple]:
     """Each row's run key (:meth:`Run.key`)."""
-    return [(str(a), int(b), int(c), float(d), str(e)) for a, b, c, d, e in df[KEY].itertuples(index=False)]
+    df = with_precision(df)
+    return [(str(a), int(b), int(c), float(d), str(e), str(f)) for a, b, c, d, e, f in df[KEY].itertuples(index=False)]
 
 
 def done_keys(done: pd.DataFrame | None) -> set[tuple]:
     return set() if done is None or done.empty else set(row_keys(done))
 
 
-def pending(cfg: dict, done: pd.DataFrame | None) -> list[Run]:
+def pending(cfg: dict, done: pd.DataFrame | None, precision: str = "fp32") -> list[Run]:
     keys = done_keys(done)
-    return [r for r in plan(cfg, done) if r.key() not in keys]
+    return [r for r in plan(cfg, done, precision) if r.key() not in keys]
 
 
 def run_one(cfg: dict, run: Run, device: str | None = None, progress: bool = True) -> pd.DataFrame:
@@ -185,7 +238,7 @@ def run_one(cfg: dict, run: Run, device: str | None = None, progress: bool = Tru
     s = student_settings(cfg)[run.spec]
     dev = (cfg.get("budgets") or {}).get("dev") or DEFAULT_DEV
     common = dict(dev=dev, device=device, progress=progress, learning_rate=run.learning_rate, schedule=run.schedule,
-                  seed=run.seed, pool=s["pool"], eval_at=[run.budget_steps], score_start=False)
+                  seed=run.seed, pool=s["pool"], eval_at=[run.budget_steps], score_start=False, precision=run.precision)
     if run.kind == "de-k-ce":
         init, _, k = run.spec[len("de2ce:"):].partition(":")
         rows, _, info = run_de2ce_curve(cfg, init, int(k), run.budget_steps, run.budget_steps, **common)
@@ -197,7 +250,8 @@ def run_one(cfg: dict, run: Run, device: str | None = None, progress: bool = Tru
     df = df[df["step"] == info["train_steps"]].copy()
     seconds = max(float(df["minutes"].max()) * 60, 1e-9)
     df = df.assign(spec=run.spec, kind=run.kind, sweep=run.sweep, budget_steps=run.budget_steps, seed=run.seed,
-                   learning_rate=run.learning_rate, schedule=run.schedule, train_texts=info["train_texts"],
+                   learning_rate=run.learning_rate, schedule=run.schedule, precision=info["train_precision"],
+                   train_texts=info["train_texts"],
                    epochs_of_text=df["step"] * batch / info["train_texts"],
                    steps_per_s=df["step"] / seconds, texts_per_s=df["step"] * batch / seconds)
     return df
@@ -216,10 +270,31 @@ def append_run(path: Path, rows: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def precision_check(done: pd.DataFrame | None, spec: str) -> pd.DataFrame:
+    """Runs of ``spec`` at the budgets where both precisions were trained: one row per (budget_steps,
+    precision) with the mean, sd and number of seeds of the runs' mean dev retention."""
+    done = with_precision(done)
+    if done is None or done.empty:
+        return pd.DataFrame(columns=["budget_steps", "precision", "mean", "sd", "seeds"])
+    d = done[(done["spec"] == spec) & (done["phase"] == "dev") & (done["step"] == done["budget_steps"])]
+    per_run = d.groupby(["budget_steps", "precision", "seed"], as_index=False)["retention"].mean()
+    both = per_run.groupby("budget_steps")["precision"].nunique()
+    per_run = per_run[per_run["budget_steps"].isin(both[both > 1].index)]
+    return per_run.groupby(["budget_steps", "precision"], as_index=False).agg(
+        mean=("retention", "mean"), sd=("retention", "std"), seeds=("seed", "nunique"))
+
+
 def summary(done: pd.DataFrame, cfg: dict) -> list[str]:
-    """One line per student: mean dev retention per budget, where it flattens, the chosen budget and rate."""
+    """One line per student: mean dev retention per budget, where it flattens, the chosen budget and rate;
+    and the precision check where there is one."""
     lines = []
+    done = with_precision(done)
     for spec, s in student_settings(cfg).items():
+        chk = precision_check(done, spec)
+        for steps, g in chk.groupby("budget_steps"):
+            parts = [f"{r.precision} {100 * r.mean:.1f}%" + (f" \u00b1 {100 * r.sd:.1f}" if r.seeds > 1 else "")
+                     + f" ({r.seeds} seed{'s' if r.seeds > 1 else ''})" for r in g.itertuples()]
+            lines.append(f"{spec} precision check at {steps} steps: " + " vs ".join(parts) + ".")
         curve = mean_retention(done, spec, s["learning_rate"], s["seeds"][0])
         if curve.empty:
             lines.append(f"{spec}: no finished run yet.")

@@ -123,11 +123,12 @@ class CurveRecorder:
 def run_curve(cfg: dict, strategy_spec: str, max_steps: int, eval_steps: int, dev: dict[str, str] | None = None,
               device: str | None = None, test: bool = False, metric: str = "NDCG@10", progress: bool = True, *,
               learning_rate: float | None = None, schedule: str | None = None, seed: int | None = None,
-              pool: int | str | None = None, eval_at=None, score_start: bool = True):
+              pool: int | str | None = None, eval_at=None, score_start: bool = True, precision: str | None = None):
     """Train one student for ``max_steps`` (batch and learning rate of ``query_distill``), scoring it on
     the dev collections at step 0 and every ``eval_steps`` (or at the steps of ``eval_at``).
 
-    ``learning_rate`` and ``schedule`` (a transformers scheduler name) override the profile's; ``seed``
+    ``learning_rate``, ``schedule`` (a transformers scheduler name) and ``precision`` (``fp32`` / ``bf16``
+    autocast where native, :func:`ce_utils.core.train.overrides`) override the profile's; ``seed``
     seeds the student's initialisation and the training order (the training text is sampled with the
     profile's seed, so every seed of one budget trains on the same text and shares the teacher's
     targets); ``pool``: the training queries, ``None`` = a sample of ``max_steps`` x batch (one epoch),
@@ -146,7 +147,7 @@ def run_curve(cfg: dict, strategy_spec: str, max_steps: int, eval_steps: int, de
     run_cfg = copy.deepcopy(cfg)
     run_cfg["query_distill"] = {**qd, "max_steps": int(max_steps), "epochs": 1,
                                 "max_train_queries": None if pool == "all" else int(pool or int(max_steps) * batch),
-                                **overrides(learning_rate, schedule)}
+                                **overrides(learning_rate, schedule, precision)}
     datasets = list(qd.get("datasets") or cfg.get("datasets") or [])
     queries = training_queries(run_cfg, datasets)
     texts = list(queries.values())
@@ -235,13 +236,13 @@ def scaled_text_counts(tc: dict, n_texts: int) -> dict[str, int]:
 def run_de2ce_curve(cfg: dict, init: str, k: int, max_steps: int, eval_steps: int, dev: dict[str, str] | None = None,
                     device: str | None = None, test: bool = False, metric: str = "NDCG@10", progress: bool = True, *,
                     learning_rate: float | None = None, schedule: str | None = None, seed: int | None = None,
-                    pool: int | None = None, eval_at=None, score_start: bool = True):
+                    pool: int | None = None, eval_at=None, score_start: bool = True, precision: str | None = None):
     """Paper 1's DE-k CE students (notebook 02's recipe: ``init`` ce / ce-top / de / random, ``k`` copied layers + one
     random layer; MSE toward the full DE's embeddings of unlabelled queries and corpus passages) trained for
     ``max_steps``, with the training text scaled to one epoch of that many steps (or to ``pool`` texts, in
     notebook 02's mix, cycled over epochs when the budget needs more), scored on the dev collections at step
     0 and every ``eval_steps`` (or at ``eval_at``), symmetric (the student encodes queries and documents).
-    ``learning_rate``, ``schedule`` and ``seed`` as in :func:`run_curve`. Returns (rows, student, info)."""
+    ``learning_rate``, ``schedule``, ``precision`` and ``seed`` as in :func:`run_curve`. Returns (rows, student, info)."""
 
     if max_steps < 1 or eval_steps < 1:
         raise ConfigError("max_steps and eval_steps must be >= 1.")
@@ -252,7 +253,7 @@ def run_de2ce_curve(cfg: dict, init: str, k: int, max_steps: int, eval_steps: in
     tc = dict(dc["train"])
     batch = int(tc.get("batch_size", 32))
     dc["train"] = {**tc, "max_steps": int(max_steps), **scaled_text_counts(tc, int(pool or max_steps * batch)),
-                   **overrides(learning_rate, schedule)}
+                   **overrides(learning_rate, schedule, precision)}
     de = load_sentence_transformer(cfg["models"]["de"], cfg, device=device, max_length=(cfg.get("encode") or {}).get("max_length"))
     ce = load_cross_encoder(cfg["models"]["ce"], cfg, device=device) if init in CE_INITS else None
     student = build_de2ce(de, ce, init, k, seed=seed)
