@@ -95,3 +95,59 @@ def test_sweep_runs_independent_runs_and_resumes(smoke_cfg, tmp_path):
     assert cmd_budgets(["--profile", str(path), "--results-dir", str(out)]) == 0   # resumed: nothing to do
     assert (out / B.BUDGETS_CSV).stat().st_mtime_ns == stamp
     assert len(pd.read_csv(out / B.BUDGETS_CSV).groupby(B.KEY).size()) == len(runs)
+
+
+def test_precision_sweep_comes_first_and_finished_runs_keep_their_precision():
+    """With bf16 new runs, the precision check trains each (budget, seed) of ``precision_check`` in both
+    precisions first; a budget already measured in fp32 is not trained again in bf16, the next one is bf16;
+    rows written before the precision column count as fp32."""
+    sweep = copy.deepcopy(SWEEP)
+    sweep["students"]["subset:0,1"]["precision_check"] = {10: [1, 2]}
+    cfg = cfg_with(sweep)
+    d = done({10: 0.50})                                   # no precision column: an fp32 run
+    assert "precision" not in d.columns
+    runs = B.pending(cfg, d, "bf16")
+    assert [(r.sweep, r.budget_steps, r.seed, r.precision) for r in runs[:4]] == [
+        ("precision", 10, 1, "bf16"), ("precision", 10, 2, "fp32"), ("precision", 10, 2, "bf16"),
+        ("budget", 20, 1, "bf16")]
+    assert all(r.key() not in B.done_keys(d) for r in runs)
+    assert ("subset:0,1", 10, 1, 1e-4, "linear", "fp32") in B.done_keys(d)
+    at10 = [r for r in B.plan(cfg, d, "bf16") if r.budget_steps == 10 and r.seed == 1]
+    assert sorted(r.precision for r in at10) == ["bf16", "fp32"]     # the finished fp32 run, listed once
+    assert not [r for r in B.pending(cfg, d, "fp32") if r.sweep == "precision"]  # fp32 runs need no check
+
+
+def test_sweep_precision_resolves_auto_and_refuses_unknown(monkeypatch):
+    monkeypatch.setattr(B, "native_bf16", lambda device=None: False)
+    assert B.sweep_precision({"budgets": {"precision": "auto"}}) == "fp32"
+    assert B.sweep_precision({"budgets": {"precision": "bf16"}}) == "fp32"   # emulated bf16 is slower: never
+    monkeypatch.setattr(B, "native_bf16", lambda device=None: True)
+    assert B.sweep_precision({"budgets": {"precision": "auto"}}) == "bf16"
+    assert B.sweep_precision({"budgets": {}}) == "fp32"
+    with pytest.raises(ConfigError, match="auto, fp32 or bf16"):
+        B.sweep_precision({"budgets": {"precision": "fp16"}})
+
+
+def test_precision_override_reaches_the_trainer(monkeypatch, tmp_path):
+    from ce_utils.core import train as T
+    monkeypatch.setattr(T, "native_bf16", lambda device=None: True)
+    bf16 = T.trainer_kwargs(T.overrides(precision="bf16"), tmp_path, 1, "cpu", batch_size=4, learning_rate=1e-4)
+    fp32 = T.trainer_kwargs({"cpu_mixed_precision": "bf16", **T.overrides(precision="fp32")}, tmp_path, 1, "cpu",
+                            batch_size=4, learning_rate=1e-4)
+    assert bf16.get("bf16") is True and not fp32.get("bf16")
+    with pytest.raises(ConfigError, match="fp32, bf16"):
+        T.overrides(precision="int8")
+
+
+def test_precision_table_compares_the_two_precisions_at_a_budget():
+    from ce_utils.report.budgets import budgets_table, precision_table
+    d = pd.concat([done({10: 0.50}, seed=1).assign(precision="fp32"), done({10: 0.52}, seed=2).assign(precision="fp32"),
+                   done({10: 0.53}, seed=1).assign(precision="bf16"), done({20: 0.6}).assign(precision="bf16")])
+    d = d.assign(student="S", kind="query-student", minutes=1.0)
+    t = precision_table(d)
+    assert list(t["budget (steps)"]) == [10]                       # 20 has one precision only
+    assert t["fp32 seeds"].iloc[0] == 2 and t["bf16 seeds"].iloc[0] == 1
+    assert t["bf16 - fp32 (pt)"].iloc[0] == pytest.approx(100 * (0.53 - 0.51))
+    b = budgets_table(d)
+    row = b[b["budget (steps)"] == 10].iloc[0]
+    assert row["runs"] == 3 and row["seeds"] == 2 and row["precision"] == "bf16+fp32"

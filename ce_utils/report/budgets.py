@@ -2,8 +2,9 @@
 many steps, at which learning rate, each kind of student needs, from independent runs with their own complete
 schedule, scored on dev splits carved from training data.
 
-A run is (spec, budget_steps, seed, learning_rate, schedule); its score is the mean retention over its dev
-collections. A partial CSV (a sweep still running) is drawn as far as it goes."""
+A run is (spec, budget_steps, seed, learning_rate, schedule, precision); its score is the mean retention over
+its dev collections. Runs in fp32 and in bf16 autocast make up one curve once the precision sweep shows them
+equal (``precision_table``). A partial CSV (a sweep still running) is drawn as far as it goes."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import pandas as pd
 from ce_utils.report.style import REFERENCE, legend_right, subplots, system_color
 from ce_utils.report.tables import PCT, Output, saved
 
-RUN = ["spec", "budget_steps", "seed", "learning_rate", "schedule"]
+RUN = ["spec", "budget_steps", "seed", "learning_rate", "schedule", "precision"]
 KINDS = {"query-student": ("query students (asymmetric: the teacher's documents)", 92.5,
                            "paper 2: 92.5% of the teacher (2 of 12 layers)"),
          "de-k-ce": ("DE-k CE students (symmetric: own documents)", 99.0, "paper 1: DE-2 CE ~99% of the full DE")}
@@ -26,7 +27,8 @@ def budget_runs(df: pd.DataFrame) -> pd.DataFrame:
     if "step" in d.columns:
         d = d[d["step"].isna() | (d["step"] == d["budget_steps"])]
     d = d.assign(**{c: d.get(c, default) for c, default in (("schedule", "linear"), ("minutes", np.nan),
-                                                           ("epochs_of_text", np.nan))})
+                                                           ("epochs_of_text", np.nan), ("precision", "fp32"))})
+    d = d.assign(precision=d["precision"].fillna("fp32"))  # rows written before the column: fp32
     return d.groupby(RUN, as_index=False, sort=False, dropna=False).agg(
         student=("student", "first"), kind=("kind", "first"), sweep=("sweep", "first"),
         retention=("retention", "mean"), n_datasets=("dataset", "nunique"), minutes=("minutes", "max"),
@@ -48,8 +50,9 @@ def over_seeds(runs: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     epochs of text, and the sweeps they came from."""
     return runs.groupby(by, as_index=False, sort=False).agg(
         retention=("retention", "mean"), lo=("retention", "min"), hi=("retention", "max"), seeds=("seed", "nunique"),
-        minutes=("minutes", "mean"), epochs_of_text=("epochs_of_text", "mean"),
-        sweep=("sweep", lambda s: "+".join(dict.fromkeys(s.astype(str)))))
+        runs=("seed", "size"), minutes=("minutes", "mean"), epochs_of_text=("epochs_of_text", "mean"),
+        sweep=("sweep", lambda s: "+".join(dict.fromkeys(s.astype(str)))),
+        precision=("precision", lambda s: "+".join(sorted(set(s.astype(str))))))
 
 
 def _budget_panel(ax, runs: pd.DataFrame, rates: dict, kind: str) -> None:
@@ -121,8 +124,8 @@ def draw_budgets(plt, df: pd.DataFrame):
 
 
 def budgets_table(df: pd.DataFrame) -> pd.DataFrame:
-    """Per student, budget and learning rate: mean retention (%) over seeds, its min-max, the number of seeds,
-    minutes of training and epochs of text."""
+    """Per student, budget and learning rate: mean retention (%) over its runs (seeds, and fp32 / bf16 where both
+    ran), its min-max, the number of seeds and runs, the precisions, minutes of training and epochs of text."""
     runs = budget_runs(df)
     t = over_seeds(runs, ["kind", "student", "budget_steps", "learning_rate"])
     order = {s: i for i, s in enumerate(dict.fromkeys(runs["student"]))}
@@ -131,7 +134,27 @@ def budgets_table(df: pd.DataFrame) -> pd.DataFrame:
         "student": t["student"], "kind": t["kind"], "budget (steps)": t["budget_steps"].astype(int),
         "learning rate": [f"{x:g}" for x in t["learning_rate"]], "sweep": t["sweep"],
         "retention % (mean)": 100 * t["retention"], "min %": 100 * t["lo"], "max %": 100 * t["hi"],
-        "seeds": t["seeds"], "minutes": t["minutes"], "epochs of text": t["epochs_of_text"]}).reset_index(drop=True)
+        "seeds": t["seeds"], "runs": t["runs"], "precision": t["precision"], "minutes": t["minutes"],
+        "epochs of text": t["epochs_of_text"]}).reset_index(drop=True)
+
+
+def precision_table(df: pd.DataFrame) -> pd.DataFrame:
+    """The precision sweep: per student and budget where both fp32 and bf16 runs exist, each precision's mean
+    dev retention (%) over seeds, its sd, seeds and minutes per run, and bf16 - fp32 (points)."""
+    runs = budget_runs(df)
+    rows = []
+    for (student, budget, lr), g in runs.groupby(["student", "budget_steps", "learning_rate"], sort=False):
+        if g["precision"].nunique() < 2:
+            continue
+        by = g.groupby("precision")
+        m, sd, n, mins = by["retention"].mean(), by["retention"].std(), by["seed"].nunique(), by["minutes"].mean()
+        rows.append({"student": student, "budget (steps)": int(budget), "learning rate": f"{lr:g}",
+                     "fp32 %": 100 * m.get("fp32", np.nan), "fp32 sd": 100 * sd.get("fp32", np.nan),
+                     "fp32 seeds": int(n.get("fp32", 0)), "bf16 %": 100 * m.get("bf16", np.nan),
+                     "bf16 sd": 100 * sd.get("bf16", np.nan), "bf16 seeds": int(n.get("bf16", 0)),
+                     "bf16 - fp32 (pt)": 100 * (m.get("bf16", np.nan) - m.get("fp32", np.nan)),
+                     "fp32 min/run": mins.get("fp32", np.nan), "bf16 min/run": mins.get("bf16", np.nan)})
+    return pd.DataFrame(rows)
 
 
 def budgets_figure(plt, out: Output, df: pd.DataFrame) -> None:
@@ -145,3 +168,10 @@ def budgets_figure(plt, out: Output, df: pd.DataFrame) -> None:
               f"DE's NDCG@10, averaged over its dev collections: {splits}), its min-max over seeds, the number of seeds, "
               "minutes of training (CPU) and epochs of the training text.", floatfmt=PCT,
               formats={"minutes": ".1f", "epochs of text": ".2f"})
+    chk = precision_table(df)
+    if not chk.empty:
+        out.table(chk, "budget_precision", ["budgets.csv"],
+                  "Precision sweep: the same runs trained in fp32 and in bf16 autocast (where the CPU computes bf16 natively) "
+                  "at one budget, mean dev retention (%) over seeds with its sd; bf16 runs join the budget curves "
+                  "where the two agree within the seed spread.", floatfmt=PCT,
+                  formats={"fp32 min/run": ".1f", "bf16 min/run": ".1f"})
