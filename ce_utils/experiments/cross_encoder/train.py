@@ -9,6 +9,12 @@ cross-entropy of the positive among those candidates (sentence-transformers'
 ``MultipleNegativesRankingLoss`` for cross encoders, with no in-batch negatives, raw logits and
 scale 1). Pointwise BCE with one negative per query does not learn within a CPU budget; this does.
 
+The base may be a plain encoder (the default: the DE's own MiniLM weights, a fresh one-logit head) or a
+pair classifier with several labels (the judge profile: an NLI-style model trained apart from the DE). A
+classifier's head is folded into one logit that starts as the log-odds direction of its relevance label
+(``relevance_head``: that label's row minus the mean of the others), so fine-tuning starts from what the
+classifier already scores instead of from a random head.
+
 Model selection uses a *dev* split carved from the train queries (never test queries): every
 ``eval_steps`` the CE re-ranks the DE's top ``dev_depth`` for the dev queries over the whole
 corpus, scored with the same pytrec_eval metrics as every result table; the best step's weights
@@ -39,7 +45,8 @@ from transformers import TrainerCallback, set_seed
 from ce_utils.core.config import ConfigError, section
 from ce_utils.core.data import BeirDataset
 from ce_utils.core.encode import check_dtype, encode_settings, forget_fingerprint
-from ce_utils.core.models import default_device, load_cross_encoder, load_sentence_transformer, resolve_model
+from ce_utils.core.models import (converted_info, default_device, entailment_index, load_cross_encoder,
+                                  load_sentence_transformer, resolve_model)
 from ce_utils.core.train import trainer_kwargs
 from ce_utils.core.retrieval import evaluate, rerank
 from ce_utils.core.runinfo import run_metadata
@@ -136,6 +143,40 @@ def _curve_callback(curve: list, state: dict, t0: float, max_length: int, depth:
 
 
 # --------------------------------------------------------------------------- training
+def relevance_head(base: str | Path, work: Path) -> str:
+    """``base`` as a one-logit pair model: a folder as it is when its config has one label; for a classifier
+    with several labels, a copy in ``work`` whose head is one logit, its weights the relevance label's row
+    minus the mean of the other rows (and so for the bias): the classifier's log-odds of relevance for two
+    labels. The relevance label: the converter's record (``relevance_label``), else the entailment label."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+    config = AutoConfig.from_pretrained(str(base))
+    n = int(getattr(config, "num_labels", 1) or 1)
+    if n <= 1 or not getattr(config, "architectures", None) or not any(
+            a.endswith("ForSequenceClassification") for a in config.architectures):
+        return str(base)
+    label = converted_info(base).get("relevance_label")
+    label = int(label) if label is not None else entailment_index(config)
+    clf = AutoModelForSequenceClassification.from_pretrained(str(base))
+    head = clf.classifier if hasattr(clf, "classifier") else None
+    if not isinstance(head, nn.Linear):
+        raise ConfigError(f"ce_training.base {base}: a {n}-label classifier whose head is not one linear layer; "
+                          "give a one-logit model or a plain encoder as the base.")
+    others = [i for i in range(n) if i != label]
+    one = nn.Linear(head.in_features, 1)
+    with torch.no_grad():
+        one.weight.copy_(head.weight[label:label + 1] - head.weight[others].mean(0, keepdim=True))
+        one.bias.copy_(head.bias[label:label + 1] - head.bias[others].mean(0, keepdim=True))
+    clf.classifier = one
+    clf.config.num_labels = 1
+    clf.config.id2label, clf.config.label2id = {0: "relevance"}, {"relevance": 0}
+    clf.num_labels = 1
+    work.mkdir(parents=True, exist_ok=True)
+    clf.save_pretrained(str(work))
+    AutoTokenizer.from_pretrained(str(base)).save_pretrained(str(work))
+    return str(work)
+
+
 def listwise_loss(model):
     """Softmax cross-entropy of the positive among its hard negatives (raw logits, scale 1, no
     in-batch negatives): sentence-transformers' cross-encoder ``MultipleNegativesRankingLoss``
@@ -184,6 +225,7 @@ def train_listwise(cfg: dict, output: str | Path, kind: str = "ce", device: str 
     base = resolve_model(tc["base"], cfg)
     if kind == "ce":
         Trainer, Args = CrossEncoderTrainer, CrossEncoderTrainingArguments
+        base = relevance_head(base, Path(output).parent / f".{Path(output).name}-base")
         model = CrossEncoder(base, num_labels=1, max_length=max_length, device=device)
         loss = listwise_loss(model)
         train = Dataset.from_list(examples)
@@ -232,6 +274,7 @@ def train_listwise(cfg: dict, output: str | Path, kind: str = "ce", device: str 
     if kind == "de":
         model.max_seq_length = eval_length
     shutil.rmtree(work, ignore_errors=True)
+    shutil.rmtree(output.parent / f".{output.name}-base", ignore_errors=True)  # relevance_head's copy, if any
     ds = data["dataset"]
     info = {"kind": kind, "base": tc["base"], "dataset": tc["dataset"], "split": tc.get("split", "train"),
             "recipe": RECIPES[kind], "n_train_queries": len(data["train_queries"]),

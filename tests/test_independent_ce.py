@@ -1,0 +1,66 @@
+"""Paper 1 on a cross encoder trained apart from the DE (the judge profile): a pair classifier with several labels
+becomes a one-logit relevance CE whose head starts as the classifier's log-odds, is fine-tuned with the default
+CE's listwise recipe, and its layers are copied exactly into its DE-2 students."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from ce_utils.core.students import backbone, build_de2ce, same_weights
+
+
+@pytest.fixture(scope="module")
+def classifier_dir(tiny_bert_dir, tmp_path_factory) -> Path:
+    """A stand-in for the judge: a 2-label pair classifier (labels as NLI names them) with weights of its own."""
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    folder = tmp_path_factory.mktemp("judge") / "tiny-judge"
+    config = BertConfig.from_pretrained(str(tiny_bert_dir))
+    config.num_labels = 2
+    config.id2label, config.label2id = {0: "not_entailment", 1: "entailment"}, {"not_entailment": 0, "entailment": 1}
+    config.architectures = ["BertForSequenceClassification"]
+    torch.manual_seed(7)
+    BertForSequenceClassification(config).save_pretrained(str(folder))
+    AutoTokenizer.from_pretrained(str(tiny_bert_dir)).save_pretrained(str(folder))
+    return folder
+
+
+def test_relevance_head_is_the_classifiers_log_odds(classifier_dir, tmp_path, tiny_bert_dir):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from ce_utils.experiments.cross_encoder.train import relevance_head
+
+    one = relevance_head(classifier_dir, tmp_path / "one")
+    assert relevance_head(str(tiny_bert_dir), tmp_path / "plain") == str(tiny_bert_dir)   # no head: as it is
+    tok = AutoTokenizer.from_pretrained(str(classifier_dir))
+    batch = tok(["cell protein", "gene cell"], ["protein gene cell", "star planet"], return_tensors="pt", padding=True)
+    with torch.no_grad():
+        two = AutoModelForSequenceClassification.from_pretrained(str(classifier_dir)).eval()(**batch).logits
+        got = AutoModelForSequenceClassification.from_pretrained(one).eval()(**batch).logits
+    assert got.shape == (2, 1)
+    torch.testing.assert_close(got[:, 0], two[:, 1] - two[:, 0], rtol=1e-5, atol=1e-5)
+
+
+def test_a_classifier_base_trains_as_a_relevance_ce_whose_layers_go_into_de2(smoke_cfg, classifier_dir, tmp_path, teacher):
+    from ce_utils.experiments.cross_encoder import load_or_train_cross_encoder
+
+    cfg = copy.deepcopy(smoke_cfg)
+    cfg["models"] = {**cfg["models"], "ce": "trained:ce-judge-tiny"}
+    cfg["models_dir"] = str(tmp_path / "models")
+    cfg["ce_training"] = {**cfg["ce_training"], "base": str(classifier_dir)}
+    ce, info = load_or_train_cross_encoder(cfg)
+    assert ce.model.config.num_labels == 1 and info["base"] == str(classifier_dir)
+    assert not (tmp_path / "models" / ".ce-judge-tiny-base").exists()      # the folded copy is cleaned up
+    curve = json.loads((tmp_path / "models" / "ce-judge-tiny" / "learning_curve.json").read_text())
+    assert [r["step"] for r in curve][0] == 0 and len(curve) >= 2
+    student = build_de2ce(teacher, ce, "ce", 1, seed=3)
+    s, c = backbone(student), backbone(ce)
+    for name, tensor in s.embeddings.state_dict().items():
+        assert torch.equal(tensor, c.embeddings.state_dict()[name])
+    for name, tensor in s.encoder.layer[0].state_dict().items():
+        assert torch.equal(tensor, c.encoder.layer[0].state_dict()[name])
+    assert not same_weights(s.encoder.layer[0], backbone(teacher).encoder.layer[0])
