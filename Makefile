@@ -7,7 +7,7 @@ ONLY    ?=
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: env data reproduce notebooks figures test lab clean-cache convert peer-check probe-other-ce query-curve paper2-geometry budgets
+.PHONY: env data reproduce notebooks figures test lab clean-cache convert peer-check probe-other-ce query-curve paper1-independent paper2-geometry budgets
 
 env: .venv/.installed
 
@@ -71,6 +71,14 @@ query-curve: env
 # Paper 2 in its own geometry (configs/mpnet.yaml): notebook 03 with the 12-layer all-mpnet-base-v2 teacher and the
 # 13 layer subsets of the published table, into results/mpnet/; then the figures (notebook 05 of $(PROFILE) draws
 # them next to the paper's). The teacher first needs its five part packages (see `peer-check` above).
+# Paper 1 on a cross encoder trained apart from the DE: the optional judge fine-tuned as a relevance CE (notebooks
+# 01 and 02 of the judge profile into results/judge/). The judge states no licence: install it first with
+#   .venv/bin/pip install -e ".[judge,onnx]"
+paper1-independent: env
+	$(MAKE) convert PROFILE=judge
+	$(PYTHON) -m ce_utils run --profile judge --only 01 02
+	$(MAKE) figures
+
 paper2-geometry: env
 	$(MAKE) convert PROFILE=mpnet
 	$(PYTHON) -m ce_utils run --profile mpnet --only 03

@@ -64,3 +64,43 @@ def test_a_classifier_base_trains_as_a_relevance_ce_whose_layers_go_into_de2(smo
     for name, tensor in s.encoder.layer[0].state_dict().items():
         assert torch.equal(tensor, c.encoder.layer[0].state_dict()[name])
     assert not same_weights(s.encoder.layer[0], backbone(teacher).encoder.layer[0])
+
+
+def judge_smoke_profile(smoke_profile: Path, classifier_dir: Path, folder: Path) -> Path:
+    """The judge profile's shape at smoke size: the smoke profile with the 2-label stand-in as the CE's base."""
+    import yaml
+
+    judge = yaml.safe_load((Path(__file__).resolve().parent.parent / "configs" / "judge.yaml").read_text())
+    prof = {"extends": str(smoke_profile), "name": "judge-smoke", "results_dir": str(folder / "results"),
+            "models_dir": str(folder / "models"),
+            "models": {"ce": "trained:ce-judge-tiny"}, "ce_training": {"base": str(classifier_dir)},
+            "probing": {"models": {"ce": {"kind": "ce", "spec": "trained:ce-judge-tiny"}, "de-ft": None}}}
+    assert judge["extends"] == "default" and judge["probing"]["models"]["de-ft"] is None
+    assert judge["models"]["ce"].startswith("trained:") and judge["ce_training"]["base"].startswith("onnx-bert:")
+    path = folder / "judge-smoke.yaml"
+    path.write_text(yaml.safe_dump(prof))
+    return path
+
+
+@pytest.mark.slow
+def test_judge_profile_smoke_run(smoke_profile, classifier_dir, tmp_path):
+    """Notebooks 01 and 02 of the judge profile's shape: the independent CE is trained from the classifier, probed
+    layer by layer beside the DE with CKA to the DE, and DE-2 CE is built from it."""
+    import pandas as pd
+    from ce_utils.core.config import load_profile
+    from ce_utils.runner import run_notebook
+
+    path = judge_smoke_profile(smoke_profile, classifier_dir, tmp_path)
+    cfg = load_profile(path)
+    root = Path(__file__).resolve().parent.parent
+    for nb in ("01_layer_probing.ipynb", "02_de2ce.ipynb"):
+        run_notebook(root / "notebooks" / nb, tmp_path / nb, {"profile": str(path), "allow_broken_ce": True},
+                     progress=False)
+    res = Path(cfg["results_dir"])
+    probe = pd.read_csv(res / "layer_probe.csv")
+    assert set(probe[probe.section == "retrieval"].model_kind) == {"ce", "de"}
+    assert set(probe[probe.section == "control"].model_kind) == {"ce-vs-de"}
+    info = json.loads((Path(cfg["models_dir"]) / "ce-judge-tiny" / "training_info.json").read_text())
+    assert info["base"] == str(classifier_dir)
+    q = pd.read_csv(res / "de2ce.csv")
+    assert {"DE-2 CE", "DE-2 DE", "DE-2 random", "DE-2 CE+top"} <= set(q["model"])

@@ -72,6 +72,8 @@ def _as_model_dict(models, cfg: dict) -> dict[str, dict]:
         raise ConfigError("`models` must be a dict {label: spec} or {label: {kind: ce|de, spec: ...}}.")
     out = {}
     for label, value in models.items():
+        if value is None and label not in KINDS:
+            continue  # null drops a model that the profile this one extends names
         if isinstance(value, str) or value is None:
             if label not in KINDS:
                 raise ConfigError(f"Model {label!r}: give {{'kind': 'ce' or 'de', 'spec': {value!r}}}; only the "
