@@ -7,7 +7,7 @@ ONLY    ?=
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: env data reproduce notebooks figures test lab clean-cache convert peer-check probe-other-ce query-curve paper1-independent paper2-geometry budgets
+.PHONY: env data reproduce notebooks figures test lab clean-cache convert peer-check probe-other-ce query-curve ce-seeds paper1-independent paper2-geometry budgets
 
 env: .venv/.installed
 
@@ -74,6 +74,11 @@ query-curve: env
 # Paper 1 on a cross encoder trained apart from the DE: the optional judge fine-tuned as a relevance CE (notebooks
 # 01 and 02 of the judge profile into results/judge/). The judge states no licence: install it first with
 #   .venv/bin/pip install -e ".[judge,onnx]"
+# The CE trained with every seed of ce_training.seeds (~20 min each on 2 CPU cores): its re-ranking gain over the
+# DE's first stage with its spread, into results/<profile>/ce_seeds.csv (resumes: a finished seed is kept).
+ce-seeds: env
+	$(PYTHON) -m ce_utils ce-seeds --profile $(PROFILE)
+
 paper1-independent: env
 	$(MAKE) convert PROFILE=judge
 	$(PYTHON) -m ce_utils run --profile judge --only 01 02

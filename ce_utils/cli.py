@@ -4,6 +4,7 @@
     data           fetch what a profile needs from official sources (``make data``)
     convert        turn an optional packaged model into a plain model folder once
     budgets        the budget sweep: independent runs per budget, learning rate and seed (``make budgets``)
+    ce-seeds       the CE trained with every seed of ce_training.seeds: its re-ranking gain with its spread
     curve          learning curves of query / DE-k CE students on dev splits (``make query-curve``)
     peer-check     a model on SciFact against its published score (``make peer-check``)
     probe-other-ce paper 1's layer probe of another cross encoder (``make probe-other-ce``)
@@ -15,6 +16,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -28,12 +30,36 @@ from ce_utils.core.io import add_model_ids, model_label, save_array_atomic, writ
 from ce_utils.core.models import default_device
 from ce_utils.core.runinfo import run_metadata
 from ce_utils.experiments import peer_check, probing
+from ce_utils.experiments.cross_encoder import seeds as ce_seeds
 from ce_utils.experiments.curves import budgets
 from ce_utils.experiments.curves import run as curves
 from ce_utils.experiments.query_distill import distill_query_encoder
 from ce_utils.report.curves import curve_summary
 
 
+def handles_errors(command):
+    """The one error handler of every command: a bad parameter, a missing file or model, and an offline
+    download end the command with one line that names the fix (exit 2; a failed download exits 1), no
+    traceback."""
+
+    @functools.wraps(command)
+    def wrapped(argv=None) -> int:
+        try:
+            return command(argv)
+        except download.OfflineError as exc:
+            print(str(exc), file=sys.stderr)
+            return 2
+        except download.DownloadError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        except (ConfigError, OSError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+
+    return wrapped
+
+
+@handles_errors
 def cmd_data(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m ce_utils data", description=download.__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -48,20 +74,11 @@ def cmd_data(argv: list[str] | None = None) -> int:
     ap.add_argument("--strict", action="store_true", help="exit 1 when a target has no official download")
     ap.add_argument("--quiet", action="store_true", help="no progress bars or progress lines")
     args = ap.parse_args(argv)
-    try:
-        return download.run(args.profile, args.dest, args.sources, only=args.only, mirror=args.mirror, quiet=args.quiet,
-                   dry_run=args.dry_run, keep_archives=args.keep_archives, strict=args.strict)
-    except download.OfflineError as exc:
-        print(str(exc), file=sys.stderr)
-        return 2
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except download.DownloadError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    return download.run(args.profile, args.dest, args.sources, only=args.only, mirror=args.mirror, quiet=args.quiet,
+               dry_run=args.dry_run, keep_archives=args.keep_archives, strict=args.strict)
 
 
+@handles_errors
 def cmd_peer_check(argv=None) -> int:
     """``python -m ce_utils.experiments.peer_check --profile default --model SPEC [--model SPEC ...]``: the peer
     check of models other than the profile's DE, merged into ``results/<profile>/peer_check_models.csv``."""
@@ -73,30 +90,27 @@ def cmd_peer_check(argv=None) -> int:
     ap.add_argument("--datasets", nargs="*", default=None)
     ap.add_argument("--results-dir", default=None)
     args = ap.parse_args(argv)
-    try:
-        cfg = load_profile(args.profile, {"results_dir": args.results_dir})
-        device = default_device()
-        out = output_dir(cfg, "results_dir") / peer_check.MODELS_CSV
-        meta = run_metadata(cfg, int(cfg.get("seed", 42)), device)
-        for spec in args.model:
-            df = peer_check.run_peer_check(cfg, spec, args.datasets, device=device)
-            df = add_model_ids(df, "peer_check.csv")
-            for key, value in meta.items():
-                if key not in df.columns:
-                    df[key] = value
-            merged = peer_check.merge_peer_rows(out, df)
-            write_csv_atomic(merged, out)
-            print(df[["model", "dataset", "metric", "value", "published", "delta", "within_tolerance"]].to_string())
-            bad = peer_check.failures(df)
-            if len(bad):
-                print(f"WARNING: {spec} misses its published score beyond the tolerance.", file=sys.stderr)
-        print(f"wrote {out}")
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    cfg = load_profile(args.profile, {"results_dir": args.results_dir})
+    device = default_device()
+    out = output_dir(cfg, "results_dir") / peer_check.MODELS_CSV
+    meta = run_metadata(cfg, int(cfg.get("seed", 42)), device)
+    for spec in args.model:
+        df = peer_check.run_peer_check(cfg, spec, args.datasets, device=device)
+        df = add_model_ids(df, "peer_check.csv")
+        for key, value in meta.items():
+            if key not in df.columns:
+                df[key] = value
+        merged = peer_check.merge_peer_rows(out, df)
+        write_csv_atomic(merged, out)
+        print(df[["model", "dataset", "metric", "value", "published", "delta", "within_tolerance"]].to_string())
+        bad = peer_check.failures(df)
+        if len(bad):
+            print(f"WARNING: {spec} misses its published score beyond the tolerance.", file=sys.stderr)
+    print(f"wrote {out}")
     return 0
 
 
+@handles_errors
 def cmd_probe_other_ce(argv=None) -> int:
     """``python -m ce_utils probe-other-ce --profile default --label judge --ce SPEC``: paper 1's probe of
     another cross encoder, merged into ``results/<profile>/layer_probe_extra.csv`` and
@@ -111,16 +125,12 @@ def cmd_probe_other_ce(argv=None) -> int:
     ap.add_argument("--first-stage-dtype", default=None, help="the DE first stage's encode dtype (default: --dtype)")
     ap.add_argument("--results-dir", default=None)
     args = ap.parse_args(argv)
-    try:
-        cfg = load_profile(args.profile, {"results_dir": args.results_dir, "encode.dtype": args.dtype})
-        device = default_device()
-        out = output_dir(cfg, "results_dir")
-        meta = run_metadata(cfg, int(cfg.get("seed", 42)), device)
-        rows, quality, works = probing.probe_other_ce(cfg, args.label, args.ce, device=device,
-                                              first_stage_dtype=args.first_stage_dtype)
-    except (ConfigError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    cfg = load_profile(args.profile, {"results_dir": args.results_dir, "encode.dtype": args.dtype})
+    device = default_device()
+    out = output_dir(cfg, "results_dir")
+    meta = run_metadata(cfg, int(cfg.get("seed", 42)), device)
+    rows, quality, works = probing.probe_other_ce(cfg, args.label, args.ce, device=device,
+                                          first_stage_dtype=args.first_stage_dtype)
     written = []
     for name, new in [(probing.EXTRA_QUALITY_CSV, quality), (probing.EXTRA_PROBE_CSV, rows)]:
         if not new:
@@ -146,6 +156,7 @@ def cmd_probe_other_ce(argv=None) -> int:
     return 0
 
 
+@handles_errors
 def cmd_curve(argv: Sequence[str] | None = None) -> int:
 
 
@@ -162,36 +173,32 @@ def cmd_curve(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--test", action="store_true", help="also score the last student on the full test collections")
     ap.add_argument("--results-dir", default=None)
     args = ap.parse_args(argv)
-    try:
-        dev = None
-        if args.dev:
-            bad = [d for d in args.dev if d.count("=") != 1]
-            if bad:
-                raise ConfigError(f"--dev {bad[0]!r}: give DATASET=SPLIT, e.g. scifact=train.")
-            dev = dict(d.split("=") for d in args.dev)
-        cfg = load_profile(args.profile, {"results_dir": args.results_dir})
-        device = default_device()
-        out = output_dir(cfg, "results_dir") / curves.CURVE_CSV
-        meta = run_metadata(cfg, int(cfg.get("seed", 42)), device)
-        frames = []
-        if not args.strategy and not args.de2ce:
-            raise ConfigError("name at least one --strategy (query student) or --de2ce (DE-k CE student).")
-        for spec in args.strategy:
-            rows, _, info = curves.run_curve(cfg, spec, args.max_steps, args.eval_steps, dev=dev, device=device,
-                                      test=args.test)
-            frames.append(pd.DataFrame(rows).assign(kind="query-student", mode="asymmetric",
-                                                    train_loss=info["train_loss"]))
-        for spec in args.de2ce:
-            init, _, k = spec.partition(":")
-            if init not in ("ce", "ce-top", "de", "random") or not k.isdigit() or int(k) < 1:
-                raise ConfigError(f"--de2ce {spec!r}: give INIT:K with INIT ce, ce-top, de or random and K >= 1 "
-                                  "(e.g. ce:1).")
-            rows, _, info = curves.run_de2ce_curve(cfg, init, int(k), args.max_steps, args.eval_steps, dev=dev,
-                                            device=device, test=args.test)
-            frames.append(pd.DataFrame(rows).assign(kind="de-k-ce", mode="symmetric", train_loss=info["train_loss"]))
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    dev = None
+    if args.dev:
+        bad = [d for d in args.dev if d.count("=") != 1]
+        if bad:
+            raise ConfigError(f"--dev {bad[0]!r}: give DATASET=SPLIT, e.g. scifact=train.")
+        dev = dict(d.split("=") for d in args.dev)
+    cfg = load_profile(args.profile, {"results_dir": args.results_dir})
+    device = default_device()
+    out = output_dir(cfg, "results_dir") / curves.CURVE_CSV
+    meta = run_metadata(cfg, int(cfg.get("seed", 42)), device)
+    frames = []
+    if not args.strategy and not args.de2ce:
+        raise ConfigError("name at least one --strategy (query student) or --de2ce (DE-k CE student).")
+    for spec in args.strategy:
+        rows, _, info = curves.run_curve(cfg, spec, args.max_steps, args.eval_steps, dev=dev, device=device,
+                                  test=args.test)
+        frames.append(pd.DataFrame(rows).assign(kind="query-student", mode="asymmetric",
+                                                train_loss=info["train_loss"]))
+    for spec in args.de2ce:
+        init, _, k = spec.partition(":")
+        if init not in ("ce", "ce-top", "de", "random") or not k.isdigit() or int(k) < 1:
+            raise ConfigError(f"--de2ce {spec!r}: give INIT:K with INIT ce, ce-top, de or random and K >= 1 "
+                              "(e.g. ce:1).")
+        rows, _, info = curves.run_de2ce_curve(cfg, init, int(k), args.max_steps, args.eval_steps, dev=dev,
+                                        device=device, test=args.test)
+        frames.append(pd.DataFrame(rows).assign(kind="de-k-ce", mode="symmetric", train_loss=info["train_loss"]))
     new = pd.concat(frames, ignore_index=True)
     new["model_id"] = [(f"qd:{s}@{int(st)}" if kd == "query-student" else f"de2ce:{s}@{int(st)}") if ph == "test"
                        else "" for s, st, ph, kd in zip(new["student"], new["step"], new["phase"], new["kind"])]
@@ -205,6 +212,7 @@ def cmd_curve(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+@handles_errors
 def cmd_budgets(argv: Sequence[str] | None = None) -> int:
 
 
@@ -215,18 +223,14 @@ def cmd_budgets(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--dry-run", action="store_true", help="print the budgets.plan and what is done, train nothing")
     ap.add_argument("--results-dir", default=None)
     args = ap.parse_args(argv)
-    try:
-        cfg = load_profile(args.profile, {"results_dir": args.results_dir})
-        if args.student:
-            known = cfg.get("budgets", {}).get("students") or {}
-            unknown = [s for s in args.student if s not in known]
-            if unknown:
-                raise ConfigError(f"--student {unknown[0]!r} is not in budgets.students (known: {sorted(known)}).")
-            cfg["budgets"] = {**cfg["budgets"], "students": {s: known[s] for s in args.student}}
-        budgets.student_settings(cfg)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    cfg = load_profile(args.profile, {"results_dir": args.results_dir})
+    if args.student:
+        known = cfg.get("budgets", {}).get("students") or {}
+        unknown = [s for s in args.student if s not in known]
+        if unknown:
+            raise ConfigError(f"--student {unknown[0]!r} is not in budgets.students (known: {sorted(known)}).")
+        cfg["budgets"] = {**cfg["budgets"], "students": {s: known[s] for s in args.student}}
+    budgets.student_settings(cfg)
     path = output_dir(cfg, "results_dir") / budgets.BUDGETS_CSV
     device = default_device()
     precision = budgets.sweep_precision(cfg, device)
@@ -259,6 +263,26 @@ def cmd_budgets(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+@handles_errors
+def cmd_ce_seeds(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m ce_utils ce-seeds", description=ce_seeds.__doc__.split("\n\n")[0])
+    ap.add_argument("--profile", default="default")
+    ap.add_argument("--seeds", type=int, nargs="+", default=None, help="default: ce_training.seeds")
+    ap.add_argument("--results-dir", default=None)
+    args = ap.parse_args(argv)
+    cfg = load_profile(args.profile, {"results_dir": args.results_dir, "ce_training.seeds": args.seeds})
+    ce_seeds.seed_settings(cfg)
+    out = output_dir(cfg, "results_dir") / ce_seeds.CE_SEEDS_CSV
+    df = ce_seeds.run_seeds(cfg, out, default_device())
+    t = ce_seeds.gain_summary(df[df["ce"] == cfg["models"]["ce"]])
+    for r in t.itertuples():
+        sd = "" if pd.isna(r.sd) else f" \u00b1 {r.sd:.4f}"
+        print(f"{r.ce} on {r.dataset} {r.metric}: gain {r.mean:+.4f}{sd} over {r.seeds} seeds "
+              f"(min {r.min:+.4f}, max {r.max:+.4f}): {r.verdict}")
+    print(f"wrote {out}")
+    return 0
+
+
 def read_queries(path: str | Path) -> list[str]:
     """Query texts of a file: ``id<TAB>text`` lines (BEIR / MS MARCO query files), else one query per line."""
     lines = [l.rstrip("\n") for l in Path(path).read_text(encoding="utf-8").splitlines() if l.strip()]
@@ -267,6 +291,7 @@ def read_queries(path: str | Path) -> list[str]:
     return lines
 
 
+@handles_errors
 def cmd_distill_queries(argv: Sequence[str] | None = None) -> int:
     """Paper 2's recipe on your own retriever: a query encoder from a subset of the teacher's layers, aligned
     with the teacher's query embeddings on unlabelled queries; the teacher keeps encoding the documents."""
@@ -283,17 +308,17 @@ def cmd_distill_queries(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         layers = [int(x) for x in args.layers.split(",") if x.strip()]
-        queries = read_queries(args.queries)
-        distill_query_encoder(args.teacher, queries, layers, steps=args.steps, epochs=args.epochs,
-                              batch_size=args.batch_size, learning_rate=args.learning_rate, seed=args.seed,
-                              out=args.out)
-    except (ConfigError, ValueError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except ValueError:
+        raise ConfigError(f"--layers {args.layers!r}: give teacher layers as integers, e.g. 0,-1.") from None
+    queries = read_queries(args.queries)
+    distill_query_encoder(args.teacher, queries, layers, steps=args.steps, epochs=args.epochs,
+                          batch_size=args.batch_size, learning_rate=args.learning_rate, seed=args.seed,
+                          out=args.out)
     print(f"wrote {args.out}: {len(layers)} layers of {args.teacher}, {len(queries)} training queries")
     return 0
 
 
+@handles_errors
 def cmd_export(argv: Sequence[str] | None = None) -> int:
     """Export a sentence-transformers model (a query student, the full DE) as one ONNX graph with its pooling
     and normalisation, plus its fast tokenizer (ce_utils.core.lean)."""
@@ -302,15 +327,12 @@ def cmd_export(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--out", required=True, help="the folder to write (model.onnx, tokenizer.json, lean.json)")
     ap.add_argument("--opset", type=int, default=17)
     args = ap.parse_args(argv)
-    try:
-        out = lean.export_lean(args.model, args.out, args.opset)
-    except (ConfigError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    out = lean.export_lean(args.model, args.out, args.opset)
     print(f"wrote {out}/ ({lean.GRAPH}, {lean.TOKENIZER}, {lean.MANIFEST})")
     return 0
 
 
+@handles_errors
 def cmd_encode(argv: Sequence[str] | None = None) -> int:
     """Encode queries (id<TAB>text lines, or one per line) with an exported folder into a float32 .npy."""
     ap = argparse.ArgumentParser(prog="python -m ce_utils encode", description=cmd_encode.__doc__)
@@ -320,26 +342,19 @@ def cmd_encode(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--batch-size", type=int, default=64)
     args = ap.parse_args(argv)
-    try:
-        emb = lean.LeanEncoder(args.model, threads=args.threads).encode(read_queries(args.input), args.batch_size)
-        save_array_atomic(emb, args.out)
-    except (ConfigError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    emb = lean.LeanEncoder(args.model, threads=args.threads).encode(read_queries(args.input), args.batch_size)
+    save_array_atomic(emb, args.out)
     print(f"wrote {args.out}: {emb.shape[0]} x {emb.shape[1]}")
     return 0
 
 
+@handles_errors
 def cmd_run(argv: Sequence[str] | None = None) -> int:
     """The papermill runner (:mod:`ce_utils.runner`): notebooks of a profile, checked before any kernel."""
-    try:
-        return runner.main(list(argv or []))
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return runner.main(list(argv or []))
 
 
-COMMANDS = {"data": cmd_data, "export": cmd_export, "encode": cmd_encode, "distill-queries": cmd_distill_queries, "budgets": cmd_budgets, "curve": cmd_curve, "peer-check": cmd_peer_check,
+COMMANDS = {"data": cmd_data, "export": cmd_export, "encode": cmd_encode, "distill-queries": cmd_distill_queries, "budgets": cmd_budgets, "ce-seeds": cmd_ce_seeds, "curve": cmd_curve, "peer-check": cmd_peer_check,
             "probe-other-ce": cmd_probe_other_ce}
 
 

@@ -151,3 +151,12 @@ def test_precision_table_compares_the_two_precisions_at_a_budget():
     b = budgets_table(d)
     row = b[b["budget (steps)"] == 10].iloc[0]
     assert row["runs"] == 3 and row["seeds"] == 2 and row["precision"] == "bf16+fp32"
+
+
+def test_a_run_appends_to_a_csv_written_before_the_precision_column(tmp_path):
+    path = tmp_path / B.BUDGETS_CSV
+    done({10: 0.5}).to_csv(path, index=False)                          # no precision column
+    new = done({10: 0.52}).assign(precision="bf16")
+    out = B.append_run(path, new)
+    assert sorted(out["precision"]) == ["bf16", "bf16", "fp32", "fp32"]   # both runs kept: different keys
+    assert set(pd.read_csv(path)["precision"]) == {"fp32", "bf16"}

@@ -104,3 +104,47 @@ def test_judge_profile_smoke_run(smoke_profile, classifier_dir, tmp_path):
     assert info["base"] == str(classifier_dir)
     q = pd.read_csv(res / "de2ce.csv")
     assert {"DE-2 CE", "DE-2 DE", "DE-2 random", "DE-2 CE+top"} <= set(q["model"])
+
+
+def test_ce_seeds_train_apart_resume_and_report_their_spread(smoke_cfg, tmp_path):
+    """Each seed of ce_training.seeds trains its own CE (the profile's seed is the notebooks' CE), re-ranks every
+    gain dataset's full test split, and is appended at once; a second call trains nothing."""
+    import pandas as pd
+    from ce_utils.cli import cmd_ce_seeds
+    from ce_utils.experiments.cross_encoder import seeds as S
+    import yaml
+
+    prof = {k: v for k, v in copy.deepcopy(smoke_cfg).items() if k != "profile_path"}
+    prof["models_dir"], prof["cache_dir"] = str(tmp_path / "models"), str(tmp_path / "cache")
+    prof["ce_training"] = {**prof["ce_training"], "seeds": [13, 14], "gain_datasets": ["tiny-a", "tiny-b"]}
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump(prof))
+    out = tmp_path / "res"
+    assert cmd_ce_seeds(["--profile", str(path), "--results-dir", str(out)]) == 0
+    df = pd.read_csv(out / S.CE_SEEDS_CSV)
+    assert set(df["seed"]) == {13, 14} and set(df["dataset"]) == {"tiny-a", "tiny-b"}
+    assert (df["gain"] - (df["reranked"] - df["first_stage"])).abs().max() < 1e-12
+    assert (tmp_path / "models" / "ce-tiny").is_dir() and (tmp_path / "models" / "ce-tiny-s14").is_dir()
+    first = df[df["seed"] == 13].set_index(["dataset", "metric"])["first_stage"]
+    assert (first == df[df["seed"] == 14].set_index(["dataset", "metric"])["first_stage"]).all()  # one first stage
+    stamp = (out / S.CE_SEEDS_CSV).stat().st_mtime_ns
+    assert cmd_ce_seeds(["--profile", str(path), "--results-dir", str(out)]) == 0
+    assert (out / S.CE_SEEDS_CSV).stat().st_mtime_ns == stamp
+    assert cmd_ce_seeds(["--profile", str(path), "--results-dir", str(out), "--seeds", "13"]) == 0
+    prof["ce_training"]["gain_datasets"] = ["nope"]
+    path.write_text(yaml.safe_dump(prof))
+    assert cmd_ce_seeds(["--profile", str(path), "--results-dir", str(out)]) == 2
+
+
+def test_gain_summary_calls_a_gain_within_its_spread_a_tie():
+    import pandas as pd
+    from ce_utils.experiments.cross_encoder.seeds import ce_works, gain_summary
+
+    rows = [{"ce": c, "seed": s, "dataset": "d", "metric": "NDCG@10", "gain": g, "first_stage": 0.6}
+            for c, gains in {"clear": [0.02, 0.03, 0.025], "tied": [0.02, -0.01, 0.001], "one": [0.05]}.items()
+            for s, g in zip((1, 2, 3), gains)]
+    df = pd.DataFrame(rows)
+    t = gain_summary(df).set_index("ce")
+    assert t.loc["clear", "verdict"] == "beats" and t.loc["tied", "verdict"] == "tie" and t.loc["one", "verdict"] == "1 seed"
+    assert t.loc["clear", "seeds"] == 3 and t.loc["clear", "mean"] == pytest.approx(0.025)
+    assert ce_works(df, "clear", "d") is True and ce_works(df, "tied", "d") is False and ce_works(df, "one", "d") is None

@@ -63,12 +63,16 @@ CURVE_COLUMNS = ["step", "minutes", "dev_NDCG@10", "dev_MRR@10", "first_stage_ND
 
 
 # --------------------------------------------------------------------------- data
-def cross_encoder_path(cfg: dict) -> Path | None:
-    """Where a ``trained:`` CE lives (``None`` for a hub / local CE)."""
+def cross_encoder_path(cfg: dict, seed: int | None = None) -> Path | None:
+    """Where a ``trained:`` CE lives (``None`` for a hub / local CE): ``models_dir/<name>``, and for a training
+    seed other than the profile's ``models_dir/<name>-s<seed>``."""
     spec = cfg["models"]["ce"]
-    if spec.startswith("trained:"):
-        return Path(cfg["models_dir"]) / spec.split(":", 1)[1]
-    return None
+    if not spec.startswith("trained:"):
+        return None
+    name = spec.split(":", 1)[1]
+    if seed is not None and int(seed) != int(cfg.get("seed", 42)):
+        name = f"{name}-s{int(seed)}"
+    return Path(cfg["models_dir"]) / name
 
 
 # --------------------------------------------------------------------------- dev evaluation
@@ -203,19 +207,21 @@ RECIPES = {
 
 
 def train_listwise(cfg: dict, output: str | Path, kind: str = "ce", device: str | None = None,
-                   data: dict | None = None):
+                   data: dict | None = None, seed: int | None = None):
     """Fine-tune ``ce_training.base`` on the listwise SciFact-train data and save it (with a JSON
     record and the dev learning curve) to ``output``; returns (model, info).
 
     ``kind="ce"``: a cross encoder (:func:`listwise_loss`). ``kind="de"``: the same-data DE
     control of the paper's setting, a dual encoder fine-tuned from the same base on the same
     examples, with the same budget, learning rate and token length (sentence-transformers'
-    ``MultipleNegativesRankingLoss``). Both keep the dev split's best step."""
+    ``MultipleNegativesRankingLoss``). Both keep the dev split's best step. ``seed``: the training seed (head
+    initialisation, example order, dropout; default the profile's); the dev split and the mined negatives
+    always come from the profile's seed, so the seeds of one CE differ in training only."""
 
     if kind not in RECIPES:
         raise ConfigError(f"kind must be 'ce' or 'de', not {kind!r}.")
     tc = section(cfg, "ce_training")
-    seed = int(cfg.get("seed", 42))
+    seed = int(cfg.get("seed", 42) if seed is None else seed)
     set_seed(seed)
     device = device or default_device()
     t_start = time.time()
@@ -289,7 +295,7 @@ def train_listwise(cfg: dict, output: str | Path, kind: str = "ce", device: str 
     return model, info
 
 
-def _trained(cfg: dict, path: Path, kind: str, device: str | None, retrain: bool) -> dict:
+def _trained(cfg: dict, path: Path, kind: str, device: str | None, retrain: bool, seed: int | None = None) -> dict:
     """Train into ``path`` unless a finished model is there (one training at a time: others wait
     on a lock, then load it); returns its training record."""
     if retrain or not (path / INFO_FILE).is_file():
@@ -299,20 +305,23 @@ def _trained(cfg: dict, path: Path, kind: str, device: str | None, retrain: bool
             fcntl.flock(lock, fcntl.LOCK_EX)
             if retrain or not (path / INFO_FILE).is_file():
                 log.info("Training the %s into %s", "cross encoder" if kind == "ce" else "DE control", path)
-                train_listwise(cfg, path, kind, device=device)
+                train_listwise(cfg, path, kind, device=device, seed=seed)
     return json.loads((path / INFO_FILE).read_text())
 
 
-def load_or_train_cross_encoder(cfg: dict, device: str | None = None, retrain: bool = False):
-    """The profile's CE and a dict describing it. A ``trained:`` CE is trained on first use."""
+def load_or_train_cross_encoder(cfg: dict, device: str | None = None, retrain: bool = False, seed: int | None = None):
+    """The profile's CE and a dict describing it. A ``trained:`` CE is trained on first use; ``seed`` other than
+    the profile's: the same CE trained with that seed (:func:`cross_encoder_path`)."""
     spec = cfg["models"].get("ce")
     if not spec:
         raise ConfigError(f"Profile {cfg.get('name')!r} names no cross encoder (models.ce).")
-    path = cross_encoder_path(cfg)
+    path = cross_encoder_path(cfg, seed)
     max_length = rerank_max_length(cfg)
     if path is None:
+        if seed is not None and int(seed) != int(cfg.get("seed", 42)):
+            raise ConfigError(f"models.ce {spec!r} is not trained here: it has no seeds (a trained: CE has).")
         return load_cross_encoder(spec, cfg, device=device, max_length=max_length), {"source": spec}
-    info = _trained(cfg, path, "ce", device, retrain)
+    info = _trained(cfg, path, "ce", device, retrain, seed)
     return load_cross_encoder(str(path), cfg, device=device, max_length=max_length), {"source": spec, **info}
 
 
