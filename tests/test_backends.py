@@ -14,11 +14,15 @@ def _cos(a, b):
     return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
 
 
+CALIBRATION = [f"training query {i} about cells proteins and genes" for i in range(40)]
+
+
 @pytest.mark.parametrize("backend,min_cos", [("torch", 0.99999), ("onnx", 0.99999), ("torch-int8", 0.99),
-                                             ("onnx-int8", 0.99)])
+                                             ("onnx-int8", 0.99), ("onnx-int8-pc", 0.99), ("onnx-int8-mm", 0.99),
+                                             ("onnx-int8-static", 0.95)])
 def test_backend_embeddings_match_eager_pytorch(teacher, tmp_path, backend, min_cos):
     ref = teacher.encode(TEXTS, convert_to_numpy=True)
-    bm = backends.build(teacher, backend, "tiny", work_dir=tmp_path)
+    bm = backends.build(teacher, backend, "tiny", work_dir=tmp_path, calibration=CALIBRATION)
     got = bm.encode(TEXTS, batch_size=2)
     assert got.shape == ref.shape
     assert _cos(got, ref).min() >= min_cos
@@ -86,3 +90,44 @@ def test_backend_table_and_recommendation():
     # the full DE loses too much in onnx-int8: torch-int8 is the fastest that keeps its quality
     assert backends.recommend(tab, "DE-6 full")["backend"] == "torch-int8"
     assert backends.recommend(tab, "query-student L0_5")["backend"] == "onnx-int8"
+
+
+def test_quantisation_variants_quantise_what_they_say(teacher, tmp_path):
+    """Per-channel weights carry one scale per output column; the -mm and static variants leave the embedding
+    table (the Gather) in fp32; static int8 needs calibration queries and names its graph by them."""
+    import onnx
+
+    def graph(backend, **kw):
+        return onnx.load(str(backends.build(teacher, backend, "tiny", work_dir=tmp_path, **kw).onnx_path))
+
+    def ops(g):
+        return {n.op_type for n in g.graph.node}
+
+    def scale_sizes(g):
+        init = {i.name: i for i in g.graph.initializer}
+        return {int(np.prod(init[n].dims)) for n in init if n.endswith("_scale")}
+
+    per_tensor, per_channel, mm = graph("onnx-int8"), graph("onnx-int8-pc"), graph("onnx-int8-mm")
+    assert scale_sizes(per_tensor) == {1} and max(scale_sizes(per_channel)) > 1
+    gathers = [n for n in mm.graph.node if n.op_type == "Gather" and "word_embeddings" in n.input[0]]
+    float_tables = {i.name for i in mm.graph.initializer if i.data_type == onnx.TensorProto.FLOAT and len(i.dims) == 2}
+    assert gathers and all(n.input[0] in float_tables for n in gathers)
+    quantised = {i.name for i in per_channel.graph.initializer
+                 if i.data_type in (onnx.TensorProto.INT8, onnx.TensorProto.UINT8)}
+    assert [n.input[0] for n in per_channel.graph.node if n.op_type == "Gather" and "word_embeddings" in n.input[0]
+            ][0] in quantised                                           # the default quantises the table
+    static = graph("onnx-int8-static", calibration=CALIBRATION)
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops(static)
+    other = graph("onnx-int8-static", calibration=CALIBRATION[:20])
+    assert other is not static and len(list(tmp_path.glob("*-int8-static-*.onnx"))) == 2
+    with pytest.raises(ConfigError, match="calibration"):
+        backends.build(teacher, "onnx-int8-static", "tiny", work_dir=tmp_path / "none")
+
+
+def test_bf16_backend_only_where_native(teacher, monkeypatch):
+    monkeypatch.setattr(backends, "native_bf16", lambda device=None: False)
+    with pytest.raises(ConfigError, match="natively"):
+        backends.build(teacher, "torch-bf16", "tiny")
+    monkeypatch.setattr(backends, "native_bf16", lambda device=None: True)
+    got = backends.build(teacher, "torch-bf16", "tiny").encode(TEXTS)
+    assert _cos(got, teacher.encode(TEXTS, convert_to_numpy=True)).min() > 0.99

@@ -7,7 +7,14 @@ text with the same tokenizer, so speed and quality are measured on the same inpu
 ``torch-int8``  PyTorch dynamic int8 quantisation of every ``nn.Linear`` (weights int8, activations
                 quantised on the fly), ``torch.ao.quantization.quantize_dynamic``
 ``onnx``        the model exported to ONNX (``torch.onnx.export``) and run by ONNX Runtime, fp32
-``onnx-int8``   that ONNX graph with dynamic int8 quantisation (``onnxruntime.quantization``)
+``onnx-int8``   that ONNX graph with dynamic int8 quantisation (``onnxruntime.quantization``) of every
+                MatMul and of the embedding table (Gather), weights per tensor
+``onnx-int8-pc``     the same with per-channel weights (one scale per output column)
+``onnx-int8-mm``     per-channel int8 MatMuls only: the embedding table stays fp32
+``onnx-int8-static`` static int8 (QDQ): per-channel weights and activation ranges calibrated once on
+                training queries (``calibration``: never test queries), MatMuls only
+``torch-bf16``  eager PyTorch under bf16 autocast, where the CPU computes bf16 natively (AVX512-BF16 /
+                AMX); elsewhere it is refused (emulated bf16 is several times slower than fp32)
 
 The ONNX backends need the ``[onnx]`` extra (onnx, onnxruntime). Exported graphs are cached under
 ``<cache_dir>/onnx/`` by the model's weights fingerprint, so each model is exported once.
@@ -26,10 +33,12 @@ import torch
 from tqdm.auto import tqdm
 
 from ce_utils.core.config import ConfigError, show_progress
-from ce_utils.core.encode import weights_fingerprint
+from ce_utils.core.encode import native_bf16, weights_fingerprint
+from ce_utils.core.io import fingerprint
 from ce_utils.core.evaluate import AsymmetricEvaluator, eval_datasets
 from ce_utils.core.lean import INPUTS, export_onnx
 from ce_utils.core.retrieval import evaluate, exact_search
+from ce_utils.core.texts import training_queries
 
 
 BACKENDS = {
@@ -37,10 +46,20 @@ BACKENDS = {
     "torch-int8": "PyTorch dynamic int8 (nn.Linear)",
     "onnx": "ONNX Runtime fp32",
     "onnx-int8": "ONNX Runtime dynamic int8",
+    "onnx-int8-pc": "ONNX Runtime dynamic int8, per-channel weights",
+    "onnx-int8-mm": "ONNX Runtime dynamic int8, per-channel, embeddings fp32",
+    "onnx-int8-static": "ONNX Runtime static int8 (calibrated), per-channel, embeddings fp32",
+    "torch-bf16": "eager PyTorch bf16 autocast (native)",
 }
+# dynamic int8 variants of the ONNX graph: keyword arguments of onnxruntime.quantization.quantize_dynamic
+DYNAMIC = {"onnx-int8": {}, "onnx-int8-pc": {"per_channel": True},
+           "onnx-int8-mm": {"per_channel": True, "op_types_to_quantize": ["MatMul"]}}
+CALIBRATION_TEXTS = 512
 
 
-def check_backends(names: Sequence[str] | None) -> list[str]:
+def check_backends(names: Sequence[str] | None, available_only: bool = False) -> list[str]:
+    """``names`` checked (an unknown one names the fix); ``available_only``: without ``torch-bf16`` where the
+    CPU has no native bf16 (a profile lists it for the machines that have it)."""
     names = list(names or ["torch"])
     bad = [n for n in names if n not in BACKENDS]
     if bad:
@@ -53,7 +72,16 @@ def check_backends(names: Sequence[str] | None) -> list[str]:
         except ImportError as exc:
             raise ConfigError(f"Backend(s) {[n for n in names if n.startswith('onnx')]} need the [onnx] extra "
                               f"(`pip install -e '.[onnx]'`): {exc}") from exc
+    if available_only and "torch-bf16" in names and not native_bf16("cpu"):
+        names = [n for n in names if n != "torch-bf16"]
     return names
+
+
+def calibration_queries(cfg: dict, n: int = CALIBRATION_TEXTS) -> list[str]:
+    """The queries static int8 calibrates on: the first ``n`` of notebook 03's seeded sample of training queries
+    (never an evaluated set's test queries)."""
+    qd = cfg.get("query_distill") or {}
+    return list(training_queries(cfg, list(qd.get("datasets") or cfg.get("datasets") or [])).values())[:n]
 
 
 @dataclass
@@ -87,6 +115,9 @@ class BackendModel:
 
     def run(self, features: dict):
         if self.onnx_path is None:
+            if self.backend == "torch-bf16":
+                with torch.autocast("cpu", dtype=torch.bfloat16):
+                    return self.model(dict(features))["sentence_embedding"]
             return self.model(dict(features))["sentence_embedding"]
         sess = self.session(torch.get_num_threads())  # the timing harness sets torch's thread count
         names = [i.name for i in sess.get_inputs()]
@@ -101,8 +132,9 @@ class BackendModel:
         return np.concatenate(out).astype(np.float32) if out else np.zeros((0, 0), np.float32)
 
 
-def quantize_onnx(src: str | Path, dst: str | Path) -> Path:
-    """Dynamic int8 quantisation of an ONNX graph (weights int8, activations quantised per call)."""
+def quantize_onnx(src: str | Path, dst: str | Path, **options) -> Path:
+    """Dynamic int8 quantisation of an ONNX graph (weights int8, activations quantised per call); ``options``:
+    ``quantize_dynamic``'s (``per_channel``, ``op_types_to_quantize``; :data:`DYNAMIC`)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     dst = Path(dst)
@@ -111,8 +143,38 @@ def quantize_onnx(src: str | Path, dst: str | Path) -> Path:
     tmp = dst.with_name(dst.stem + ".partial.onnx")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        quantize_dynamic(str(src), str(tmp), weight_type=QuantType.QInt8)
+        quantize_dynamic(str(src), str(tmp), weight_type=QuantType.QInt8, **options)
     tmp.replace(dst)
+    return dst
+
+
+def quantize_onnx_static(src: str | Path, dst: str | Path, batches: Sequence[dict]) -> Path:
+    """Static int8 (QDQ) quantisation of an ONNX graph's MatMuls: per-channel int8 weights and int8 activations
+    whose ranges (min-max) come from running ``batches`` (tokenised calibration queries) through the graph."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    dst = Path(dst)
+    if dst.is_file():
+        return dst
+    if not batches:
+        raise ConfigError("static int8 needs calibration queries (training queries, never test queries).")
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.it = iter(batches)
+
+        def get_next(self):
+            return next(self.it, None)
+
+    tmp = dst.with_name(dst.stem + ".partial.onnx")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        quantize_static(str(src), str(tmp), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        weight_type=QuantType.QInt8, activation_type=QuantType.QInt8, op_types_to_quantize=["MatMul"],
+                        extra_options={"ActivationSymmetric": True})
+    tmp.replace(dst)
+    for extra in dst.parent.glob(dst.stem + ".partial*"):  # calibration's augmented copies
+        extra.unlink(missing_ok=True)
     return dst
 
 
@@ -124,31 +186,49 @@ def torch_int8(model):
                                                       {torch.nn.Linear}, dtype=torch.qint8)
 
 
-def build(model, backend: str, name: str, work_dir: str | Path | None = None) -> BackendModel:
+def build(model, backend: str, name: str, work_dir: str | Path | None = None,
+          calibration: Sequence[str] | None = None) -> BackendModel:
     """``model`` (a SentenceTransformer) in ``backend``; ONNX files go to ``work_dir`` (named by the
-    model's weights fingerprint, so a model is exported once)."""
+    model's weights fingerprint, so a model is exported once). ``calibration``: the queries static int8
+    calibrates on (training queries; the first :data:`CALIBRATION_TEXTS`, in batches of 32)."""
     check_backends([backend])
     model = model.eval()
     if backend == "torch":
         return BackendModel(name, backend, model)
     if backend == "torch-int8":
         return BackendModel(name, backend, torch_int8(model))
+    if backend == "torch-bf16":
+        if not native_bf16("cpu"):
+            raise ConfigError("torch-bf16 needs a CPU that computes bf16 natively (AVX512-BF16 / AMX); drop it from "
+                              "speed.backends on this machine (emulated bf16 is several times slower than fp32).")
+        return BackendModel(name, backend, model)
     if work_dir is None:
         raise ConfigError("ONNX backends need a work directory (the profile's cache_dir).")
     fp32 = export_onnx(model, Path(work_dir) / f"{weights_fingerprint(model)}-fp32.onnx")
-    path = fp32 if backend == "onnx" else quantize_onnx(fp32, fp32.with_name(fp32.name.replace("-fp32", "-int8")))
-    return BackendModel(name, backend, model, onnx_path=path)
+    if backend == "onnx":
+        return BackendModel(name, backend, model, onnx_path=fp32)
+    dst = fp32.with_name(fp32.name.replace("-fp32", backend[len("onnx"):]))
+    if backend in DYNAMIC:
+        return BackendModel(name, backend, model, onnx_path=quantize_onnx(fp32, dst, **DYNAMIC[backend]))
+    texts = list(calibration or [])[:CALIBRATION_TEXTS]
+    probe = BackendModel(name, "onnx", model, onnx_path=fp32)
+    batches = [{k: np.asarray(v) for k, v in probe.features(texts[i:i + 32]).items()} for i in range(0, len(texts), 32)]
+    dst = dst.with_name(f"{dst.stem}-{fingerprint(texts=texts)}.onnx")  # the calibration set names the graph
+    return BackendModel(name, backend, model, onnx_path=quantize_onnx_static(fp32, dst, batches))
 
 
 # --------------------------------------------------------------------------- quality per backend
 def quality_rows(cfg: dict, models: Sequence[tuple[str, str, object]], names: Sequence[str], teacher,
-                 datasets: Sequence[str], teacher_spec: str = "", progress: bool = True) -> list[dict]:
+                 datasets: Sequence[str], teacher_spec: str = "", progress: bool = True,
+                 calibration: Sequence[str] | None = None) -> list[dict]:
     """NDCG@10 & co. of each query encoder in each backend, on the full-corpus protocol of notebook
     03: the encoder embeds every test query, searched against the full DE's (teacher's) cached
     document embeddings. ``models``: (name, model_id, SentenceTransformer). ``torch`` rows are the
     eager fp32 reference of the ``delta`` column (no autocast: the backends run in fp32 too); every
     row's ``model_id`` is ``<model_id>@<backend>``."""
-    names = check_backends(names)
+    names = check_backends(names, available_only=True)
+    if "static" in " ".join(names) and calibration is None:
+        calibration = calibration_queries(cfg)
     if "torch" not in names:
         names = ["torch", *names]
     ev = AsymmetricEvaluator(teacher=teacher, datasets=eval_datasets(cfg, datasets), teacher_spec=teacher_spec,
@@ -157,7 +237,7 @@ def quality_rows(cfg: dict, models: Sequence[tuple[str, str, object]], names: Se
     rows = []
     plan = [(m, b) for m in models for b in names]
     for (name, model_id, model), backend in tqdm(plan, desc="backend quality", disable=not show_progress(progress)):
-        bm = build(model, backend, name, work_dir=work)
+        bm = build(model, backend, name, work_dir=work, calibration=calibration)
         for ds_name, ds in ev.datasets.items():
             q = bm.encode(ds.query_texts(), batch_size=64)
             res = exact_search(q, ev.doc_emb[ds_name], ds.query_ids, ds.doc_ids, top_k=ev.top_k,

@@ -16,7 +16,7 @@ from ce_utils.core.config import ConfigError
 from ce_utils.core.models import ModelNotFoundError, load_sentence_transformer, resolve_model
 from ce_utils.core.students import (RANDOM, compose_student, layer_subset_student, num_layers, query_student_dir,
                                     student_dir, student_name)
-from ce_utils.experiments.speed.backends import BACKENDS as BACKEND_LABELS, check_backends
+from ce_utils.experiments.speed.backends import BACKENDS as BACKEND_LABELS, calibration_queries, check_backends
 from ce_utils.experiments.speed.encoders import (OVERHEAD_NAME, Encoder, arch, backend_encoder, ce_encoder,
                                                  overhead_encoder, st_encoder)
 
@@ -125,11 +125,13 @@ def build_encoders(cfg: dict, sp: dict, device: str = "cpu") -> tuple[list[Encod
         sources[OVERHEAD_NAME] = f"{de_spec} without its transformer layers"
 
     work = Path(cfg.get("cache_dir") or ".") / "onnx"
-    for backend in check_backends(sp.get("backends")):
+    names = check_backends(sp.get("backends"), available_only=True)
+    calibration = calibration_queries(cfg) if any("static" in b for b in names) else None
+    for backend in names:
         if backend == "torch":
             continue
         for enc in [e for e in encoders if e.role in ("de", "query-student") and e.backend == "torch"]:
-            conv = backend_encoder(enc, backend, work)
+            conv = backend_encoder(enc, backend, work, calibration)
             sources[conv.name] = f"{sources.get(enc.name, '')}; {BACKEND_LABELS[backend]}"
             encoders.append(conv)
 

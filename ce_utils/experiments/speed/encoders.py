@@ -116,10 +116,11 @@ def backend_name(name: str, backend: str) -> str:
     return name if backend == "torch" else f"{name} [{backend}]"
 
 
-def backend_encoder(enc: Encoder, backend: str, work_dir: str | Path | None) -> Encoder:
+def backend_encoder(enc: Encoder, backend: str, work_dir: str | Path | None, calibration=None) -> Encoder:
     """``enc`` (a DE or query student, eager PyTorch) converted to an inference backend
-    (:mod:`.backends`); same tokenizer, same architecture columns, CPU only."""
-    bm = build_backend(enc.module, backend, enc.name, work_dir=work_dir)
+    (:mod:`.backends`); same tokenizer, same architecture columns, CPU only. ``calibration``: the training
+    queries static int8 calibrates on."""
+    bm = build_backend(enc.module, backend, enc.name, work_dir=work_dir, calibration=calibration)
     return Encoder(backend_name(enc.name, backend), enc.role, bm.model, bm.features, bm.run, enc.n_layers,
                    enc.n_params, enc.hidden, enc.intermediate, layers=enc.layers, backend=backend, base=enc.name,
                    extra={"backend_model": bm})
