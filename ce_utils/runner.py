@@ -34,6 +34,7 @@ import papermill as pm
 import torch
 from ce_utils.convert import convert_profile
 from ce_utils.core.config import ConfigError, data_dir, load_profile, repo_root
+from ce_utils.core.data import dataset_folder, dataset_members, missing_files
 from ce_utils.core.encode import encode_settings, native_bf16
 from ce_utils.core.io import atomic_write_text, write_csv_atomic
 from ce_utils.core.runinfo import cpu_model
@@ -197,10 +198,9 @@ def preflight(cfg: dict, books: list[Path]) -> None:
     root = data_dir(cfg, must_exist=not cfg.get("allow_download"))
     missing = []
     for name, spec in (cfg.get("datasets") or {}).items():
-        folder = root / spec.get("path", f"beir/{name}")
-        need = ["corpus.jsonl", "queries.jsonl", f"qrels/{spec.get('split', 'test')}.tsv"]
-        need = [f"{m}/{f}" for m in spec.get("members") or [] for f in need] or need   # a group: every member
-        if not all((folder / f).is_file() for f in need) and not (cfg.get("allow_download") and spec.get("beir_name")):
+        folder = dataset_folder(cfg, name)
+        if (missing_files(folder, spec.get("split", "test"), dataset_members(cfg, name))   # a group: every member
+                and not (cfg.get("allow_download") and spec.get("beir_name"))):
             missing.append(f"dataset {name} ({folder})")
     for name, rel in (cfg.get("query_files") or {}).items():
         if not (root / rel).is_file():

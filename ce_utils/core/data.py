@@ -83,11 +83,22 @@ def _download_beir(name: str, target: Path) -> None:
         unpacked.rename(target)
 
 
+def beir_files(split: str = "test", members: list[str] | None = None) -> list[str]:
+    """The files a BEIR folder needs for ``split``, relative to it; of a group, those of every member."""
+    need = ["corpus.jsonl", "queries.jsonl", f"qrels/{split}.tsv"]
+    return [f"{m}/{f}" for m in members for f in need] if members else need
+
+
+def missing_files(folder: str | Path, split: str = "test", members: list[str] | None = None) -> list[str]:
+    """The files of :func:`beir_files` that ``folder`` lacks."""
+    return [f for f in beir_files(split, members) if not (Path(folder) / f).is_file()]
+
+
 def load_beir_folder(folder: str | Path, split: str = "test", name: str | None = None) -> BeirDataset:
     """Load a folder in BEIR layout (corpus.jsonl, queries.jsonl, qrels/<split>.tsv)."""
 
     folder = Path(folder)
-    missing = [f for f in ("corpus.jsonl", "queries.jsonl", f"qrels/{split}.tsv") if not (folder / f).is_file()]
+    missing = missing_files(folder, split)
     if missing:
         raise ConfigError(
             f"{folder} is not a BEIR dataset folder: missing {', '.join(missing)}. Expected corpus.jsonl, "
@@ -112,13 +123,16 @@ def dataset_members(cfg: dict, name: str) -> list[str]:
     return [str(m) for m in (dataset_spec(cfg, name).get("members") or [])]
 
 
+def dataset_folder(cfg: dict, name: str) -> Path:
+    """Where the profile's dataset ``name`` lives in the data directory (present or not)."""
+    spec = dataset_spec(cfg, name)
+    return data_dir(cfg, must_exist=not cfg.get("allow_download")) / spec.get("path", f"beir/{name}")
+
+
 def _dataset_folder(cfg: dict, name: str, spec: dict, members: list[str]) -> Path:
     """The dataset's folder in the data directory, downloaded first when missing and the profile allows it."""
-    root = data_dir(cfg, must_exist=not cfg.get("allow_download"))
-    folder = root / spec.get("path", f"beir/{name}")
-    present = (all((folder / m / "corpus.jsonl").is_file() for m in members) if members
-               else (folder / "corpus.jsonl").is_file())
-    if not present:
+    folder = dataset_folder(cfg, name)
+    if missing_files(folder, spec.get("split", "test"), members):
         if cfg.get("allow_download") and spec.get("beir_name"):
             _download_beir(spec["beir_name"], folder)
         else:
