@@ -14,6 +14,19 @@ from ce_utils.report.tables import PCT, SCORE, Output, datasets_text, distinct, 
 PAPER1_LEVEL = 99.0   # paper 1: DE-2 CE within ~1% of the full DE
 
 
+
+def pct_of_full(d: pd.DataFrame, model: str) -> tuple[np.ndarray, list[str]]:
+    """Per seed, the mean over datasets of ``model``'s score as % of the full DE's (rows of de2ce.csv at one
+    metric), and the datasets it is taken over (those where both have a score)."""
+    full = d[d["init"] == "full"].groupby("dataset")["value"].mean()
+    two = d[d["model"] == model]
+    common = sorted(x for x in set(two["dataset"]) if x in full.index and full[x])
+    by_seed = two.groupby("seed") if "seed" in two.columns else [(None, two)]
+    per_seed = [100 * np.mean([g.loc[g["dataset"] == x, "value"].mean() / full[x] for x in common])
+                for _, g in by_seed] if common else []
+    return np.asarray(per_seed), common
+
+
 def de2ce_order(d: pd.DataFrame) -> list[str]:
     """Models by size in the CSV's order, each student's queries-only row right after its symmetric one."""
     names = list(dict.fromkeys(d.sort_values(["n_layers"], kind="stable")["model"]))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ce_utils.report.de2ce import pipeline_latency_table
+from ce_utils.report.de2ce import pct_of_full, pipeline_latency_table
 
 
 def headline_table(results: dict, cfg: dict | None, metric: str = "NDCG@10",
@@ -35,15 +35,13 @@ def headline_table(results: dict, cfg: dict | None, metric: str = "NDCG@10",
                              "delta": f"{st['ce_rerank'] - st['first_stage']:+.3f} (target: +0.020)"})
     if de2ce is not None:
         d = de2ce[de2ce["metric"] == metric]
-        full = d[d["init"] == "full"].groupby("dataset")["value"].mean()
         for model, claim, paper in (
                 ("DE-2 CE", "DE-2 CE", "within ~1% of the full DE"),
                 ("DE-2 CE+top", "DE-2 CE+top (CE embeddings + CE layer 0 + the full DE's top layer)",
                  "not in paper 1 (its DE-2 CE: within ~1%)")):
-            two = d[d["model"] == model].groupby("dataset")["value"].mean()
-            common = [x for x in two.index if x in full.index and full[x]]
+            per_seed, common = pct_of_full(d, model)
             if common:
-                pct = float(np.mean([100 * two[x] / full[x] for x in common]))
+                pct = float(np.mean(per_seed))
                 rows.append({"claim": f"{claim} {metric}, % of full DE (mean over {', '.join(common)})",
                              "paper": paper, "ours": f"{pct:.1f}%", "delta": f"{pct - 99:+.1f} pts vs 99%"})
     if sp is not None:

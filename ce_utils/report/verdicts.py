@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from ce_utils.report.budgets import budget_runs, over_seeds, recipe_rates
+from ce_utils.report.de2ce import pct_of_full
 
 COLUMNS = ["claim", "paper", "ours", "verdict", "evidence"]
 TOLERANCE_PTS = 1.0        # retention points: "within ~1%" (paper 1), "92.5%" (paper 2)
@@ -59,16 +60,6 @@ def _level_verdict(ours: float, paper: float, trend: str) -> str:
     why = ("budget not measured" if not trend else
            "budget not converged" if "rising" in trend or "not converged" in trend else "at the budget measured")
     return f"not reproduced ({why})"
-
-
-def _pct_of_full(d: pd.DataFrame, model: str) -> tuple[np.ndarray, list[str]]:
-    """Per seed, the mean over datasets of ``model``'s score as % of the full DE's."""
-    full = d[d["init"] == "full"].groupby("dataset")["value"].mean()
-    two = d[d["model"] == model]
-    common = sorted(x for x in set(two["dataset"]) if x in full.index and full[x])
-    per_seed = [100 * np.mean([g.loc[g["dataset"] == x, "value"].mean() / full[x] for x in common])
-                for _, g in two.groupby("seed")] if common else []
-    return np.asarray(per_seed), common
 
 
 def _link(profile: str, name: str) -> str:
@@ -130,8 +121,8 @@ def verdict_table(results: dict, metric: str = "NDCG@10", profile: str = "defaul
     de2ce = results.get("de2ce.csv")
     if de2ce is not None:
         d = de2ce[de2ce["metric"] == metric]
-        ce2, sets = _pct_of_full(d, "DE-2 CE")
-        de2, _ = _pct_of_full(d, "DE-2 DE")
+        ce2, sets = pct_of_full(d, "DE-2 CE")
+        de2, _ = pct_of_full(d, "DE-2 DE")
         if len(ce2):
             steps = int(d.loc[d["model"] == "DE-2 CE", "train_steps"].max())
             trend = budget_trend(budgets, "DE-2 CE") or budget_trend(budgets, "DE-2 DE")
@@ -147,7 +138,7 @@ def verdict_table(results: dict, metric: str = "NDCG@10", profile: str = "defaul
             rows.append(["P1: a CE start beats a DE start (DE-2 CE vs DE-2 DE)", "CE start better",
                          f"{ce2.mean():.1f}% vs {de2.mean():.1f}%", verdict + "; CE derived from the DE",
                          L("de2ce.csv")])
-        top, _ = _pct_of_full(d, "DE-2 CE+top")
+        top, _ = pct_of_full(d, "DE-2 CE+top")
         if len(top):
             rows.append(["Beyond both: DE-2 CE with the full DE's top layer (DE-2 CE+top)", "—",
                          f"{seeds_text(top, unit='%')} of the full DE", "—", L("de2ce.csv")])
