@@ -5,6 +5,7 @@
     convert        turn an optional packaged model into a plain model folder once
     budgets        the budget sweep: independent runs per budget, learning rate and seed (``make budgets``)
     ce-seeds       the CE trained with every seed of ce_training.seeds: its re-ranking gain with its spread
+    matmul         this CPU's matrix-multiply rate at the query encoder's own shapes (fp32, bf16, int8)
     curve          learning curves of query / DE-k CE students on dev splits (``make query-curve``)
     peer-check     a model on SciFact against its published score (``make peer-check``)
     probe-other-ce paper 1's layer probe of another cross encoder (``make probe-other-ce``)
@@ -264,6 +265,31 @@ def cmd_budgets(argv: Sequence[str] | None = None) -> int:
 
 
 @handles_errors
+def cmd_matmul(argv: Sequence[str] | None = None) -> int:
+    from ce_utils.experiments.speed import matmul
+
+    ap = argparse.ArgumentParser(prog="python -m ce_utils matmul", description=matmul.__doc__.split("\n\n")[0])
+    ap.add_argument("--profile", default="default")
+    ap.add_argument("--threads", type=int, nargs="+", default=[1])
+    ap.add_argument("--tokens", type=int, nargs="+", default=[9, 16 * 12, 128 * 12],
+                    help="batch x query length (default: 1 x 9, 16 x 12, 128 x 12)")
+    ap.add_argument("--rounds", type=int, default=9)
+    ap.add_argument("--results-dir", default=None)
+    args = ap.parse_args(argv)
+    cfg = load_profile(args.profile, {"results_dir": args.results_dir})
+    rows = [r for t in args.threads for r in matmul.matmul_rows(args.tokens, threads=t, rounds=args.rounds)]
+    df = pd.DataFrame(rows)
+    for key, value in run_metadata(cfg, int(cfg.get("seed", 42)), "cpu").items():
+        if key not in df.columns:
+            df[key] = value
+    out = output_dir(cfg, "results_dir") / "matmul.csv"
+    write_csv_atomic(df, out)
+    print(matmul.matmul_summary(rows).to_string(index=False))
+    print(f"wrote {out}")
+    return 0
+
+
+@handles_errors
 def cmd_ce_seeds(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m ce_utils ce-seeds", description=ce_seeds.__doc__.split("\n\n")[0])
     ap.add_argument("--profile", default="default")
@@ -354,7 +380,7 @@ def cmd_run(argv: Sequence[str] | None = None) -> int:
     return runner.main(list(argv or []))
 
 
-COMMANDS = {"data": cmd_data, "export": cmd_export, "encode": cmd_encode, "distill-queries": cmd_distill_queries, "budgets": cmd_budgets, "ce-seeds": cmd_ce_seeds, "curve": cmd_curve, "peer-check": cmd_peer_check,
+COMMANDS = {"data": cmd_data, "export": cmd_export, "encode": cmd_encode, "distill-queries": cmd_distill_queries, "budgets": cmd_budgets, "ce-seeds": cmd_ce_seeds, "matmul": cmd_matmul, "curve": cmd_curve, "peer-check": cmd_peer_check,
             "probe-other-ce": cmd_probe_other_ce}
 
 
