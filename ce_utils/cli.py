@@ -35,6 +35,7 @@ from ce_utils.experiments.cross_encoder import seeds as ce_seeds
 from ce_utils.experiments.curves import budgets
 from ce_utils.experiments.curves import run as curves
 from ce_utils.experiments.query_distill import distill_query_encoder
+from ce_utils.report.ce_seeds import gain_summary
 from ce_utils.report.curves import curve_summary
 
 
@@ -300,7 +301,7 @@ def cmd_ce_seeds(argv: Sequence[str] | None = None) -> int:
     ce_seeds.seed_settings(cfg)
     out = output_dir(cfg, "results_dir") / ce_seeds.CE_SEEDS_CSV
     df = ce_seeds.run_seeds(cfg, out, default_device())
-    t = ce_seeds.gain_summary(df[df["ce"] == cfg["models"]["ce"]])
+    t = gain_summary(df[df["ce"] == cfg["models"]["ce"]])
     for r in t.itertuples():
         sd = "" if pd.isna(r.sd) else f" \u00b1 {r.sd:.4f}"
         print(f"{r.ce} on {r.dataset} {r.metric}: gain {r.mean:+.4f}{sd} over {r.seeds} seeds "

@@ -138,7 +138,7 @@ def test_ce_seeds_train_apart_resume_and_report_their_spread(smoke_cfg, tmp_path
 
 def test_gain_summary_calls_a_gain_within_its_spread_a_tie():
     import pandas as pd
-    from ce_utils.experiments.cross_encoder.seeds import ce_works, gain_summary
+    from ce_utils.report.ce_seeds import ce_works, gain_summary
 
     rows = [{"ce": c, "seed": s, "dataset": "d", "metric": "NDCG@10", "gain": g, "first_stage": 0.6}
             for c, gains in {"clear": [0.02, 0.03, 0.025], "tied": [0.02, -0.01, 0.001], "one": [0.05]}.items()

@@ -67,6 +67,22 @@ def test_a_ce_gain_within_its_spread_is_a_tie():
     assert row(verdict_table({"ce_quality.csv": cq([0.016])}), "P1: a CE re-ranks")["verdict"].startswith("partly")
 
 
+def test_ce_seeds_decide_the_ce_rows_when_they_exist():
+    def cs(gains, ds="scifact"):
+        return pd.DataFrame([{"ce": "trained:ce", "seed": s, "dataset": ds, "metric": "NDCG@10", "first_stage": 0.6,
+                              "reranked": 0.6 + g, "gain": g, "depth": 20} for s, g in zip((42, 43, 44), gains)])
+
+    one_seed = pd.DataFrame([{"stage": st, "metric": "NDCG@10", "value": v, "seed": 42, "dataset": "scifact", "depth": 20}
+                             for st, v in (("first_stage", 0.6), ("ce_rerank", 0.65))])
+    tied = verdict_table({"ce_seeds.csv": cs([0.02, -0.01, 0.005]), "ce_quality.csv": one_seed})
+    ce_rows = tied[tied["claim"].str.startswith("P1: a CE re-ranks")]
+    assert len(ce_rows) == 1 and ce_rows["verdict"].iloc[0].startswith("tied")   # the seeds win over one run
+    assert "ce_seeds.csv" in ce_rows["evidence"].iloc[0]
+    both = verdict_table({"ce_seeds.csv": pd.concat([cs([0.03, 0.035, 0.04]), cs([0.01, 0.0, -0.01], "vaswani")])})
+    assert row(both, "P1: a CE re-ranks the DE's top-20 (scifact)")["verdict"] == "reproduced"
+    assert row(both, "P1: a CE re-ranks the DE's top-20 (vaswani)")["verdict"].startswith("tied")
+
+
 def test_ce_start_against_de_start_follows_the_spread():
     rows = []
     for seed, (ce, de) in zip((42, 43, 44), ((0.50, 0.49), (0.47, 0.52), (0.52, 0.50))):

@@ -45,6 +45,7 @@ SCHEMAS = {
                   "median_ms", "queries_per_s", "speedup_vs_de", "flop_ratio"],
     "query_distill_curve.csv": ["student", "phase", "step", "minutes", "dataset", "split", "value", "retention"],
     "backend_quality.csv": ["model", "backend", "dataset", "metric", "value", "delta_vs_torch_fp32"],
+    "ce_seeds.csv": ["ce", "seed", "dataset", "metric", "first_stage", "reranked", "gain"],
     "budgets.csv": ["student", "spec", "kind", "sweep", "budget_steps", "seed", "learning_rate", "dataset",
                     "retention"],
 }

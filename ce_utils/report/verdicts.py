@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from ce_utils.report.budgets import budget_runs, over_seeds, recipe_rates
+from ce_utils.report.ce_seeds import gain_summary
 from ce_utils.report.de2ce import pct_of_full
 
 COLUMNS = ["claim", "paper", "ours", "verdict", "evidence"]
@@ -101,7 +102,16 @@ def verdict_table(results: dict, metric: str = "NDCG@10", profile: str = "defaul
                          f"CE best at layer {'/'.join(map(str, sorted(set(best))))} on {len(best)} sets; "
                          f"{min(early):.0f}-{max(early):.0f}% of the DE over layers 0-2", verdict,
                          L("layer_probe.csv")])
-    cq = results.get("ce_quality.csv")
+    cs = results.get("ce_seeds.csv")
+    if cs is not None and not cs.empty:  # the CE trained with several seeds: its gain with its spread
+        verdicts = {"beats": "reproduced", "tie": "tied (gain within its spread of 0)", "worse": "not reproduced"}
+        for _, r in gain_summary(cs[cs["metric"] == metric]).iterrows():
+            g = cs[(cs["ce"] == r["ce"]) & (cs["dataset"] == r["dataset"]) & (cs["metric"] == metric)]
+            rows.append([f"P1: a CE re-ranks the DE's top-{int(g['depth'].iloc[0])} ({r['dataset']})",
+                         "gains over the first stage", f"{metric} {seeds_text(g['gain'], '{:+.3f}')}",
+                         verdicts.get(r["verdict"], f"partly ({r['verdict']}: no spread)" if r["mean"] > 0
+                                      else "not reproduced"), L("ce_seeds.csv")])
+    cq = results.get("ce_quality.csv") if cs is None or cs.empty else None
     if cq is not None:
         d = cq[cq["metric"] == metric]
         for ds, g in d.groupby("dataset"):

@@ -4,4 +4,4 @@ See the modules of this package: train, data, seeds (the CE's gain over training
 
 from ce_utils.experiments.cross_encoder.train import *  # noqa: F401,F403
 from ce_utils.experiments.cross_encoder.data import *  # noqa: F401,F403
-from ce_utils.experiments.cross_encoder.seeds import CE_SEEDS_CSV, gain_summary, run_seeds  # noqa: F401
+from ce_utils.experiments.cross_encoder.seeds import CE_SEEDS_CSV, run_seeds  # noqa: F401

@@ -6,9 +6,9 @@ test was +0.016 NDCG@10 on one CPU and -0.0001 on another. Here the profile's CE
 training only; the profile's own seed is the CE every notebook uses, another seed ``s`` lives in
 ``models_dir/<name>-s<s>``), and each re-ranks the DE's top ``eval.rerank_depth`` for every test query of each
 collection of ``ce_training.gain_datasets`` (in domain and out of domain). Rows go to ``results/<profile>/
-ce_seeds.csv``, one seed at a time (a killed run resumes); :func:`gain_summary` gives the mean gain, its sd and
-range, and the verdict: the CE beats its first stage only where mean - sd > 0 over >= 3 seeds, a tie where the
-interval mean +- sd holds 0.
+ce_seeds.csv``, one seed at a time (a killed run resumes); ``ce_utils.report.ce_seeds.gain_summary`` gives the
+mean gain, its sd and range, and the verdict: the CE beats its first stage only where mean - sd > 0 over >= 3
+seeds, a tie where the interval mean +- sd holds 0.
 
     python -m ce_utils ce-seeds --profile default          # every seed of ce_training.seeds
 """
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from ce_utils.core.config import ConfigError, section
@@ -34,7 +33,6 @@ CE_SEEDS_CSV = "ce_seeds.csv"
 KEY = ["ce", "seed", "dataset", "metric"]
 COLUMNS = ["ce", "seed", "dataset", "metric", "first_stage", "reranked", "gain", "depth", "n_queries", "n_docs",
            "selected_step", "train_minutes", "first_stage_model"]
-MIN_SEEDS = 3
 
 
 def seed_settings(cfg: dict) -> dict:
@@ -90,36 +88,3 @@ def run_seeds(cfg: dict, out: Path, device: str | None = None, progress: bool = 
         merged = merge_rows(out, rows, KEY)
         write_csv_atomic(merged[[c for c in COLUMNS if c in merged] + [c for c in merged if c not in COLUMNS]], out)
     return pd.read_csv(out)
-
-
-def gain_summary(df: pd.DataFrame, min_seeds: int = MIN_SEEDS) -> pd.DataFrame:
-    """Per CE, dataset and metric: mean gain over seeds, its sd, min and max, the number of seeds, and the verdict:
-    ``beats`` (mean - sd > 0), ``worse`` (mean + sd < 0), ``tie`` (the interval holds 0), or ``1 seed`` /
-    ``n seeds`` when fewer than ``min_seeds``."""
-    g = df.groupby(["ce", "dataset", "metric"], sort=False)["gain"]
-    t = g.agg(mean="mean", sd="std", min="min", max="max", seeds="count").reset_index()
-    t["first_stage"] = df.groupby(["ce", "dataset", "metric"], sort=False)["first_stage"].mean().values
-
-    def verdict(r) -> str:
-        if r["seeds"] < min_seeds:
-            return f"{int(r['seeds'])} seed" + ("s" if r["seeds"] > 1 else "")
-        if r["mean"] - r["sd"] > 0:
-            return "beats"
-        if r["mean"] + r["sd"] < 0:
-            return "worse"
-        return "tie"
-
-    t["verdict"] = t.apply(verdict, axis=1)
-    return t
-
-
-def ce_works(df: pd.DataFrame | None, ce: str, dataset: str, metric: str = "NDCG@10") -> bool | None:
-    """Whether the CE ``ce`` beats its first stage on ``dataset`` by its seeds (``gain_summary``): True for
-    ``beats``, False for a tie or worse, None with fewer than 3 seeds (the one-run guard decides then)."""
-    if df is None or df.empty:
-        return None
-    t = gain_summary(df)
-    r = t[(t["ce"] == ce) & (t["dataset"] == dataset) & (t["metric"] == metric)]
-    if r.empty or r["verdict"].iloc[0] not in ("beats", "tie", "worse"):
-        return None
-    return bool(r["verdict"].iloc[0] == "beats")
