@@ -34,6 +34,7 @@ from ce_utils.experiments import peer_check, probing
 from ce_utils.experiments.cross_encoder import seeds as ce_seeds
 from ce_utils.experiments.curves import budgets
 from ce_utils.experiments.curves import run as curves
+from ce_utils.experiments.speed import matmul
 from ce_utils.experiments.query_distill import distill_query_encoder
 from ce_utils.report.ce_seeds import gain_summary
 from ce_utils.report.curves import curve_summary
@@ -267,8 +268,6 @@ def cmd_budgets(argv: Sequence[str] | None = None) -> int:
 
 @handles_errors
 def cmd_matmul(argv: Sequence[str] | None = None) -> int:
-    from ce_utils.experiments.speed import matmul
-
     ap = argparse.ArgumentParser(prog="python -m ce_utils matmul", description=matmul.__doc__.split("\n\n")[0])
     ap.add_argument("--profile", default="default")
     ap.add_argument("--threads", type=int, nargs="+", default=[1])

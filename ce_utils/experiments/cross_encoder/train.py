@@ -41,7 +41,8 @@ from sentence_transformers.cross_encoder import CrossEncoderTrainer, CrossEncode
 from sentence_transformers.cross_encoder.losses import MultipleNegativesRankingLoss as CrossEncoderMNRL
 from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
 from torch import nn
-from transformers import TrainerCallback, set_seed
+from transformers import (AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, TrainerCallback,
+                          set_seed)
 from ce_utils.core.config import ConfigError, section
 from ce_utils.core.data import BeirDataset
 from ce_utils.core.encode import check_dtype, encode_settings, forget_fingerprint
@@ -152,8 +153,6 @@ def relevance_head(base: str | Path, work: Path) -> str:
     with several labels, a copy in ``work`` whose head is one logit, its weights the relevance label's row
     minus the mean of the other rows (and so for the bias): the classifier's log-odds of relevance for two
     labels. The relevance label: the converter's record (``relevance_label``), else the entailment label."""
-    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
-
     config = AutoConfig.from_pretrained(str(base))
     n = int(getattr(config, "num_labels", 1) or 1)
     if n <= 1 or not getattr(config, "architectures", None) or not any(

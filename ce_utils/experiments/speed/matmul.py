@@ -20,6 +20,7 @@ import warnings
 from typing import Sequence
 
 import numpy as np
+import pandas as pd
 import torch
 
 from ce_utils.core.encode import native_bf16
@@ -84,11 +85,9 @@ def matmul_rows(token_counts: Sequence[int] = (9, 16 * 12, 128 * 12), dtypes: Se
     return rows
 
 
-def matmul_summary(rows) -> "pd.DataFrame":
+def matmul_summary(rows) -> pd.DataFrame:
     """Median and IQR of GFLOP/s over rounds per (tokens, shape, dtype, threads), and the time of one
     layer's multiplies (4 x qkv+out, ffn-in, ffn-out) at the median rate."""
-    import pandas as pd
-
     df = pd.DataFrame(rows)
     g = df.groupby(["tokens", "shape", "op", "dtype", "threads"], sort=False)
     t = g.agg(median_gflop_per_s=("gflop_per_s", "median"), median_ms=("ms_per_call", "median"),
@@ -98,7 +97,7 @@ def matmul_summary(rows) -> "pd.DataFrame":
     return t.drop(columns=["q1", "q3"])
 
 
-def layer_ms(summary) -> "pd.DataFrame":
+def layer_ms(summary) -> pd.DataFrame:
     """Per (tokens, dtype, threads): the median time of one transformer layer's weight multiplies (4 of
     qkv+out, one of each feed-forward), the least a layer can cost on these shapes."""
     count = {"qkv+out": 4, "ffn-in": 1, "ffn-out": 1}
