@@ -92,3 +92,20 @@ def test_ce_start_against_de_start_follows_the_spread():
     r = row(verdict_table({"de2ce.csv": pd.DataFrame(rows)}), "P1: a CE start")
     assert r["verdict"].startswith("tied")
     assert row(verdict_table({"de2ce.csv": pd.DataFrame(rows)}), "P1: DE-2 CE retrieves")["ours"].endswith("(3 seeds), 150 steps")
+
+
+def test_paper_1_is_answered_again_for_a_ce_trained_apart_from_the_de(tmp_path, monkeypatch):
+    from ce_utils.report import build
+    from ce_utils.report.verdicts import INDEPENDENT, independent_rows
+
+    cq = pd.DataFrame([{"stage": st, "metric": "NDCG@10", "value": v, "seed": 42, "dataset": "scifact", "depth": 20,
+                        "model": "m"} for st, v in (("first_stage", 0.6), ("ce_rerank", 0.66))])
+    qd = pd.DataFrame([{"student": "L0_5", "strategy": "subset:0,5", "layers": "0,5", "n_layers": 2, "dataset": "mean",
+                        "metric": "retention_NDCG@10", "value": 0.9, "seed": 42, "train_steps": 80}])
+    t = independent_rows({"ce_quality.csv": cq, "query_distill.csv": qd}, profile="judge")
+    assert len(t) == 1 and t["claim"].iloc[0].startswith(INDEPENDENT)          # paper 1's rows only
+    assert "results/judge/ce_quality.csv" in t["evidence"].iloc[0]
+    assert build.independent_results({"independent_ce": str(tmp_path / "none")}) is None
+    cq.to_csv(tmp_path / "ce_quality.csv", index=False)
+    where, res = build.independent_results({"independent_ce": str(tmp_path)})
+    assert where == tmp_path and set(res) == {"ce_quality.csv"}

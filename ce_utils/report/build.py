@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ce_utils.core.config import ConfigError
+from ce_utils.core.config import ConfigError, repo_root
 from ce_utils.report.budgets import budgets_figure
 from ce_utils.report.curves import query_curve_figure
 from ce_utils.report.de2ce import de2ce_figure, pipeline_figure
@@ -18,7 +18,7 @@ from ce_utils.report.pareto import pareto_figure
 from ce_utils.report.speed import backends_figure, speed_figure
 from ce_utils.report.style import setup_matplotlib
 from ce_utils.report.tables import DEFAULTS, Output, read_result, read_results
-from ce_utils.report.verdicts import verdict_table
+from ce_utils.report.verdicts import independent_rows, verdict_table
 
 
 def check_options(results: dict[str, pd.DataFrame], opts: dict) -> None:
@@ -97,15 +97,33 @@ def make_all(results_dir: str | Path, figures_dir: str | Path, cfg: dict | None 
         out.table(head, "headline", srcs, "Headline claims: each paper's claim (paper) next to this reproduction's "
                   "number (ours), computed from the result CSVs; details and budgets in the other tables.")
     verdicts = verdict_table(results, metric, results_dir.name, geometry=geo)
+    independent = independent_results(opts)
+    if independent is not None:  # paper 1 answered again with a CE that is not derived from the DE
+        where, res = independent
+        verdicts = pd.concat([verdicts, independent_rows(res, metric, where.name)], ignore_index=True)
     if not verdicts.empty:
-        srcs = [s for s in ("peer_check.csv", "layer_probe.csv", "ce_quality.csv", "de2ce.csv", "budgets.csv", "speed.csv",
-                            "query_distill.csv") if s in results] + ([os.path.relpath(geometry, results_dir)] if geo is not None else [])
+        srcs = [s for s in ("peer_check.csv", "layer_probe.csv", "ce_quality.csv", "ce_seeds.csv", "de2ce.csv", "budgets.csv",
+                            "speed.csv", "query_distill.csv") if s in results] + (
+            [os.path.relpath(geometry, results_dir)] if geo is not None else []) + (
+            [os.path.relpath(independent[0] / n, results_dir) for n in sorted(independent[1])] if independent else [])
         out.table(verdicts, "verdicts", srcs, "Every claim of both papers (P1: Ananthakrishnan et al. 2025; P2: Wang & Lyu "
                   "2023), the paper's number, ours and the verdict, computed from the result CSVs by the rules of "
                   "ce_utils.report.verdicts (reproduced / partly / not reproduced / not testable offline; seeds "
                   "stated; a level missed while the budget sweep still rises is marked budget not converged).")
     out.write_manifest()
     return out.manifest
+
+
+def independent_results(opts: dict) -> tuple[Path, dict[str, pd.DataFrame]] | None:
+    """``figures.independent_ce`` (a results folder, relative to the repository root: the judge profile's) and the
+    CSVs it holds; ``None`` when the option is unset or the folder holds none of paper 1's results."""
+    where = opts.get("independent_ce")
+    if not where:
+        return None
+    p = Path(where) if Path(where).is_absolute() else repo_root() / where
+    res = read_results(p, log=lambda *_: None) if p.is_dir() else {}
+    res = {k: v for k, v in res.items() if k in ("layer_probe.csv", "ce_quality.csv", "ce_seeds.csv", "de2ce.csv")}
+    return (p, res) if res else None
 
 
 def peer_table(out: Output, results: dict[str, pd.DataFrame]) -> None:

@@ -193,3 +193,16 @@ def verdict_table(results: dict, metric: str = "NDCG@10", profile: str = "defaul
                          _level_verdict(100 * r["ours_mean"], 100 * r["paper_same_sets"], ""),
                          "[query_distill.csv](results/mpnet/query_distill.csv)"])
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+INDEPENDENT = "P1, CE trained apart from the DE:"
+
+
+def independent_rows(results: dict, metric: str = "NDCG@10", profile: str = "judge") -> pd.DataFrame:
+    """Paper 1's claims answered a second time, on the results of a profile whose CE is not derived from the DE
+    (the judge profile): its P1 rows of :func:`verdict_table`, their claims marked :data:`INDEPENDENT` and their
+    evidence linked to that profile's folder. Empty when the profile has no results."""
+    t = verdict_table(results, metric, profile)
+    t = t[t["claim"].str.startswith("P1:")].copy()
+    t["claim"] = t["claim"].str.replace("P1:", INDEPENDENT, n=1, regex=False)
+    return t.reset_index(drop=True)
