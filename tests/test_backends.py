@@ -19,15 +19,18 @@ CALIBRATION = [f"training query {i} about cells proteins and genes" for i in ran
 
 @pytest.mark.parametrize("backend,min_cos", [("torch", 0.99999), ("onnx", 0.99999), ("torch-int8", 0.99),
                                              ("onnx-int8", 0.99), ("onnx-int8-pc", 0.99), ("onnx-int8-mm", 0.99),
-                                             ("onnx-int8-static", 0.95)])
+                                             ("onnx-int8-static", 0.95), ("lean", 0.99999), ("lean-int8", 0.99)])
 def test_backend_embeddings_match_eager_pytorch(teacher, tmp_path, backend, min_cos):
     ref = teacher.encode(TEXTS, convert_to_numpy=True)
     bm = backends.build(teacher, backend, "tiny", work_dir=tmp_path, calibration=CALIBRATION)
     got = bm.encode(TEXTS, batch_size=2)
     assert got.shape == ref.shape
     assert _cos(got, ref).min() >= min_cos
-    if backend == "onnx":  # the exported graph is the model: equal to float rounding
+    if backend in ("onnx", "lean"):  # the exported graph is the model: equal to float rounding
         np.testing.assert_allclose(got, ref, atol=1e-4)
+    if backend.startswith("lean"):  # its own tokenizer: the same token ids as the model's
+        ours, theirs = bm.features(TEXTS), teacher.preprocess(TEXTS)
+        assert all(np.array_equal(ours[k], theirs[k].numpy()) for k in ours)
     if backend.startswith("onnx"):
         assert bm.onnx_path.is_file() and bm.onnx_path.parent == tmp_path
         assert not list(tmp_path.glob("*partial*"))

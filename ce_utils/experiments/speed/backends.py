@@ -13,6 +13,9 @@ text with the same tokenizer, so speed and quality are measured on the same inpu
 ``onnx-int8-mm``     per-channel int8 MatMuls only: the embedding table stays fp32
 ``onnx-int8-static`` static int8 (QDQ) of the linear layers: per-channel weights and activation ranges
                 calibrated once on training queries (``calibration``: never test queries)
+``lean``        the lean deployable encoder (:mod:`ce_utils.core.lean`): the same fp32 graph driven by the
+                ``tokenizers`` fast tokenizer directly, no torch or transformers per call
+``lean-int8``   the lean encoder with the per-channel int8 graph (``onnx-int8-pc``)
 ``torch-bf16``  eager PyTorch under bf16 autocast, where the CPU computes bf16 natively (AVX512-BF16 /
                 AMX); elsewhere it is refused (emulated bf16 is several times slower than fp32)
 
@@ -36,7 +39,7 @@ from ce_utils.core.config import ConfigError, show_progress
 from ce_utils.core.encode import native_bf16, weights_fingerprint
 from ce_utils.core.io import fingerprint
 from ce_utils.core.evaluate import AsymmetricEvaluator, eval_datasets
-from ce_utils.core.lean import INPUTS, export_onnx
+from ce_utils.core.lean import GRAPH, INPUTS, LeanEncoder, export_lean, export_onnx
 from ce_utils.core.retrieval import evaluate, exact_search
 from ce_utils.core.texts import training_queries
 
@@ -50,6 +53,8 @@ BACKENDS = {
     "onnx-int8-mm": "ONNX Runtime dynamic int8, per-channel, embeddings fp32",
     "onnx-int8-static": "ONNX Runtime static int8 (calibrated), per-channel, embeddings fp32",
     "torch-bf16": "eager PyTorch bf16 autocast (native)",
+    "lean": "lean encoder: ONNX Runtime fp32 + tokenizers",
+    "lean-int8": "lean encoder: ONNX Runtime int8 per-channel + tokenizers",
 }
 # dynamic int8 variants of the ONNX graph: keyword arguments of onnxruntime.quantization.quantize_dynamic
 DYNAMIC = {"onnx-int8": {}, "onnx-int8-pc": {"per_channel": True},
@@ -65,12 +70,12 @@ def check_backends(names: Sequence[str] | None, available_only: bool = False) ->
     if bad:
         raise ConfigError(f"Unknown inference backend(s) {bad}; use some of {', '.join(BACKENDS)} "
                           "(e.g. `speed.backends: [torch, onnx-int8]` in the profile).")
-    if any(n.startswith("onnx") for n in names):
+    if any(n.startswith(("onnx", "lean")) for n in names):
         try:
             import onnx  # noqa: F401
             import onnxruntime  # noqa: F401
         except ImportError as exc:
-            raise ConfigError(f"Backend(s) {[n for n in names if n.startswith('onnx')]} need the [onnx] extra "
+            raise ConfigError(f"Backend(s) {[n for n in names if n.startswith(('onnx', 'lean'))]} need the [onnx] extra "
                               f"(`pip install -e '.[onnx]'`): {exc}") from exc
     if available_only and "torch-bf16" in names and not native_bf16("cpu"):
         names = [n for n in names if n != "torch-bf16"]
@@ -93,9 +98,12 @@ class BackendModel:
     backend: str
     model: object                      # the SentenceTransformer (quantised copy for torch-int8)
     onnx_path: Path | None = None
+    lean: LeanEncoder | None = None    # lean backends: its tokenizer makes the features
     _sessions: dict = field(default_factory=dict)
 
     def features(self, texts: Sequence[str]) -> dict:
+        if self.lean is not None:
+            return self.lean.features(texts)
         feats = self.model.preprocess(list(texts))
         return {k: v for k, v in feats.items() if k in INPUTS}
 
@@ -211,6 +219,12 @@ def build(model, backend: str, name: str, work_dir: str | Path | None = None,
         return BackendModel(name, backend, model)
     if work_dir is None:
         raise ConfigError("ONNX backends need a work directory (the profile's cache_dir).")
+    if backend.startswith("lean"):
+        folder = export_lean(model, Path(work_dir) / f"{weights_fingerprint(model)}-lean")
+        graph = folder / GRAPH
+        if backend == "lean-int8":
+            graph = quantize_onnx(graph, folder / "model-int8-pc.onnx", **DYNAMIC["onnx-int8-pc"])
+        return BackendModel(name, backend, model, onnx_path=graph, lean=LeanEncoder(folder, graph=graph.name))
     fp32 = export_onnx(model, Path(work_dir) / f"{weights_fingerprint(model)}-fp32.onnx")
     if backend == "onnx":
         return BackendModel(name, backend, model, onnx_path=fp32)
