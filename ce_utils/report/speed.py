@@ -13,7 +13,8 @@ from ce_utils.report.style import grid, legend_right, plain_log_ticks, subplots,
 from ce_utils.report.tables import SCORE, Output, datasets_text, span, values_text
 
 # inference backends in the order the backend table lists them (ce_utils.experiments.speed.backends.BACKENDS)
-BACKENDS = ("torch", "torch-int8", "onnx", "onnx-int8")
+BACKENDS = ("torch", "torch-bf16", "torch-int8", "onnx", "onnx-int8", "onnx-int8-pc", "onnx-int8-mm", "onnx-int8-static",
+            "lean", "lean-int8")
 
 
 def flop_goal_table(df: pd.DataFrame, goal: float = 0.9, threads: int = 1, batch_sizes: Sequence[int] | None = None
@@ -124,7 +125,8 @@ def speed_figure(plt, out: Output, df: pd.DataFrame) -> None:
               "FLOP ratio.", floatfmt=".2f")
 
 
-BACKEND_MARKERS = {"torch": "o", "torch-int8": "s", "onnx": "^", "onnx-int8": "D"}
+BACKEND_MARKERS = {"torch": "o", "torch-bf16": "h", "torch-int8": "s", "onnx": "^", "onnx-int8": "D", "onnx-int8-pc": "d",
+                   "onnx-int8-mm": "P", "onnx-int8-static": "X", "lean": "v", "lean-int8": "*"}
 
 
 def backends_figure(plt, out: Output, sp: pd.DataFrame, bq: pd.DataFrame | None, metric: str) -> pd.DataFrame:
