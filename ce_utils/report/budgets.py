@@ -63,6 +63,11 @@ def _budget_panel(ax, runs: pd.DataFrame, rates: dict, kind: str) -> None:
         color = system_color(student)
         ax.plot(m["budget_steps"], 100 * m["retention"], marker="o", ms=3, color=color,
                 label=f"{student} (lr {rates[student]:g})")
+        fastest = g.groupby("budget_steps")["minutes"].min()  # what each point cost: its fastest run's minutes
+        for _, r in m.iterrows():
+            if pd.notna(fastest.get(r["budget_steps"])):
+                ax.annotate(f"{fastest[r['budget_steps']]:.0f} min", (r["budget_steps"], 100 * r["retention"]),
+                            textcoords="offset points", xytext=(4, -8), ha="left", fontsize=5, color=color)
         spread = m[m["seeds"] >= 2]
         if not spread.empty:
             ax.errorbar(spread["budget_steps"], 100 * spread["retention"], fmt="none", ecolor=color, capsize=3,
@@ -75,6 +80,7 @@ def _budget_panel(ax, runs: pd.DataFrame, rates: dict, kind: str) -> None:
     ax.minorticks_off()
     ax.set(title=title, xlabel="budget (training steps; log 2)", ylabel="mean dev retention (%)")
     ax.plot([], [], color="0.4", marker="|", ls="", label="bars: min-max over seeds")
+    ax.plot([], [], ls="", label="labels: minutes of training, fastest run (2 CPU cores)")
     legend_right(ax, fontsize=6)
 
 
@@ -173,5 +179,6 @@ def budgets_figure(plt, out: Output, df: pd.DataFrame) -> None:
         out.table(chk, "budget_precision", ["budgets.csv"],
                   "Precision sweep: the same runs trained in fp32 and in bf16 autocast (where the CPU computes bf16 natively) "
                   "at one budget, mean dev retention (%) over seeds with its sd; bf16 runs join the budget curves "
-                  "where the two agree within the seed spread.", floatfmt=PCT,
+                  "where the two agree within the seed spread. Minutes per run are wall clock on a shared machine "
+                  "under varying load, not a timing of the two precisions.", floatfmt=PCT,
                   formats={"fp32 min/run": ".1f", "bf16 min/run": ".1f"})
