@@ -31,6 +31,7 @@ from ce_utils.core.io import add_model_ids, model_label, save_array_atomic, writ
 from ce_utils.core.models import default_device
 from ce_utils.core.runinfo import run_metadata
 from ce_utils.experiments import peer_check, probing
+from ce_utils.experiments.cross_encoder import load_or_train_cross_encoder
 from ce_utils.experiments.cross_encoder import seeds as ce_seeds
 from ce_utils.experiments.curves import budgets
 from ce_utils.experiments.curves import run as curves
@@ -254,6 +255,8 @@ def cmd_budgets(argv: Sequence[str] | None = None) -> int:
         print(f"run {run.sweep}: {run.spec} {run.budget_steps} steps, lr {run.learning_rate:g}, seed {run.seed}, "
               f"{run.precision}",
               flush=True)
+        if run.spec.startswith(("de2ce:ce:", "de2ce:ce-top:")):
+            load_or_train_cross_encoder(cfg, device)  # DE-2 CE starts from the profile's CE: trained on first use
         rows = budgets.run_one(cfg, run, device)
         for key, value in run_metadata(cfg, run.seed, device).items():
             if key not in rows.columns:

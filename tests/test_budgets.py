@@ -160,3 +160,18 @@ def test_a_run_appends_to_a_csv_written_before_the_precision_column(tmp_path):
     out = B.append_run(path, new)
     assert sorted(out["precision"]) == ["bf16", "bf16", "fp32", "fp32"]   # both runs kept: different keys
     assert set(pd.read_csv(path)["precision"]) == {"fp32", "bf16"}
+
+
+def test_a_de2_ce_sweep_trains_the_profiles_ce_first(smoke_cfg, tmp_path):
+    """DE-2 CE starts from the profile's CE: the sweep trains it on first use instead of stopping."""
+    prof = dict(copy.deepcopy({k: v for k, v in smoke_cfg.items() if k != "profile_path"}))
+    prof["models_dir"] = str(tmp_path / "models")
+    prof["budgets"] = {"dev": {"tiny-a": "train"}, "multipliers": [1], "seeds": [5], "flat": 0.01,
+                       "students": {"de2ce:ce:1": {"base_steps": 2, "learning_rates": [5e-4], "lr_budget_steps": 2,
+                                                   "pool": 16}}}
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(prof))
+    out = tmp_path / "res"
+    assert cmd_budgets(["--profile", str(path), "--results-dir", str(out)]) == 0
+    df = pd.read_csv(out / B.BUDGETS_CSV)
+    assert set(df["spec"]) == {"de2ce:ce:1"} and (tmp_path / "models" / "ce-tiny" / "training_info.json").is_file()
