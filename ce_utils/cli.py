@@ -27,7 +27,7 @@ from ce_utils import convert, runner
 from ce_utils.core import download, lean
 from ce_utils.core.config import ConfigError, load_profile, output_dir
 from ce_utils.core.data import load_query_file
-from ce_utils.core.io import add_model_ids, model_label, save_array_atomic, write_csv_atomic, write_rows
+from ce_utils.core.io import add_model_ids, model_label, save_array_atomic, save_results, write_csv_atomic, write_rows
 from ce_utils.core.models import default_device
 from ce_utils.core.runinfo import run_metadata
 from ce_utils.experiments import peer_check, probing
@@ -281,12 +281,8 @@ def cmd_matmul(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
     cfg = load_profile(args.profile, {"results_dir": args.results_dir})
     rows = [r for t in args.threads for r in matmul.matmul_rows(args.tokens, threads=t, rounds=args.rounds)]
-    df = pd.DataFrame(rows)
-    for key, value in run_metadata(cfg, int(cfg.get("seed", 42)), "cpu").items():
-        if key not in df.columns:
-            df[key] = value
     out = output_dir(cfg, "results_dir") / "matmul.csv"
-    write_csv_atomic(df, out)
+    save_results(rows, out, run_metadata(cfg, int(cfg.get("seed", 42)), "cpu"))
     print(matmul.matmul_summary(rows).to_string(index=False))
     print(f"wrote {out}")
     return 0
