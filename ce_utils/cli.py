@@ -223,6 +223,9 @@ def cmd_budgets(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m ce_utils budgets", description=budgets.__doc__.split("\n\n")[0])
     ap.add_argument("--profile", default="default")
     ap.add_argument("--student", action="append", default=[], help="only these specs of budgets.students (repeatable)")
+    ap.add_argument("--sweep", action="append", default=[], choices=budgets.SWEEPS,
+                    help="only the pending runs of these sweeps (repeatable), e.g. --sweep lr runs the learning-rate "
+                         "grid before the next budget doubling")
     ap.add_argument("--max-runs", type=int, default=None, help="stop after this many runs")
     ap.add_argument("--dry-run", action="store_true", help="print the budgets.plan and what is done, train nothing")
     ap.add_argument("--results-dir", default=None)
@@ -242,7 +245,7 @@ def cmd_budgets(argv: Sequence[str] | None = None) -> int:
     n = 0
     while True:
         done = pd.read_csv(path) if path.is_file() else None
-        todo = budgets.pending(cfg, done, precision)
+        todo = [r for r in budgets.pending(cfg, done, precision) if not args.sweep or r.sweep in args.sweep]
         if args.dry_run:
             keys = budgets.done_keys(done)
             for r in budgets.plan(cfg, done, precision):

@@ -78,6 +78,9 @@ def test_sweep_runs_independent_runs_and_resumes(smoke_cfg, tmp_path):
     path = tmp_path / "sweep.yaml"
     path.write_text(yaml.safe_dump(prof))
     out = tmp_path / "res"
+    assert cmd_budgets(["--profile", str(path), "--results-dir", str(out), "--sweep", "lr"]) == 0
+    first = pd.read_csv(out / B.BUDGETS_CSV)                # --sweep lr: the grid's one new run, no budget run
+    assert set(first["sweep"]) == {"lr"} and set(first["learning_rate"]) == {3e-4}
     assert cmd_budgets(["--profile", str(path), "--results-dir", str(out)]) == 0
     df = pd.read_csv(out / B.BUDGETS_CSV)
     runs = df.groupby(B.KEY).size()
