@@ -58,6 +58,26 @@ def test_learning_rate_grid_then_seeds_at_the_chosen_budget_and_rate():
     assert todo == [("seed", 40, 3e-4, 1), ("seed", 40, 3e-4, 2), ("seed", 40, 3e-4, 3)]
 
 
+def test_seed_runs_are_scored_on_test_and_a_finished_run_without_test_rows_is_trained_again():
+    """The chosen point's seed-1 run was a budget run (dev rows only): the seed sweep names it and asks for it
+    again, with test rows; once they exist it is done. ``headline`` averages the seeds' test retention."""
+    cfg = cfg_with()
+    d = pd.concat([done({10: 0.50, 20: 0.70, 40: 0.71, 80: 0.712}), done({20: 0.65}, lr=3e-4, sweep="lr")])
+    todo = keys(B.pending(cfg, d))
+    assert todo == [("seed", 40, 1e-4, 1), ("seed", 40, 1e-4, 2), ("seed", 40, 1e-4, 3)]
+    test = [{"spec": "subset:0,1", "budget_steps": 40, "step": 40, "seed": s, "learning_rate": 1e-4,
+             "schedule": "linear", "phase": "test", "dataset": ds, "retention": r + (0.02 if ds == "a" else 0),
+             "sweep": "seed"} for s, r in ((1, 0.80), (2, 0.82), (3, 0.84)) for ds in "ab"]
+    d = pd.concat([d, pd.DataFrame(test[:2])])
+    assert keys(B.pending(cfg, d)) == [("seed", 40, 1e-4, 2), ("seed", 40, 1e-4, 3)]
+    d = pd.concat([d, pd.DataFrame(test[2:]), done({40: 0.7}, seed=2), done({40: 0.7}, seed=3)])
+    assert B.pending(cfg, d) == []
+    h = B.headline(d, "subset:0,1").iloc[0]
+    assert (h["budget_steps"], h["seeds"]) == (40, 3)
+    assert h["mean"] == pytest.approx(0.83) and h["sd"] == pytest.approx(0.02) and h["lo"] == pytest.approx(0.81)
+    assert any("headline (40 steps" in line and "83.0% \u00b1 2.0 sd (3 seeds" in line for line in B.summary(d, cfg))
+
+
 def test_bad_students_are_refused_with_the_fix():
     with pytest.raises(ConfigError, match="de2ce:de:1"):
         B.student_settings(cfg_with({"students": {"de2ce:nope:1": {"base_steps": 5}}}))
@@ -85,9 +105,12 @@ def test_sweep_runs_independent_runs_and_resumes(smoke_cfg, tmp_path):
     df = pd.read_csv(out / B.BUDGETS_CSV)
     runs = df.groupby(B.KEY).size()
     assert set(B.COLUMNS) <= set(df.columns)
-    assert (df["step"] == df["budget_steps"]).all() and (df["phase"] == "dev").all()
-    assert set(df.loc[df["sweep"] == "budget", "budget_steps"]) == {2, 4}
-    assert set(df.loc[df["sweep"] == "lr", "learning_rate"]) == {3e-4}
+    assert (df["step"] == df["budget_steps"]).all() and set(df["phase"]) == {"dev", "test"}
+    seed_runs = df[df["sweep"] == "seed"]                 # the headline runs: scored on the test collections too
+    assert set(seed_runs["phase"]) == {"dev", "test"} and (df.loc[df["phase"] == "test", "sweep"] == "seed").all()
+    assert len(B.headline(df, "subset:0,1")) == 1 and B.headline(df, "subset:0,1")["seeds"].iloc[0] == 2
+    assert set(df.loc[df["sweep"] == "budget", "budget_steps"]) <= {2, 4}
+    assert set(df.loc[df["budget_steps"] == 2, "learning_rate"]) == {1e-4, 3e-4}   # the grid at lr_budget_steps
     grid = {lr: B.mean_retention(df, "subset:0,1", lr, 5)[2] for lr in (1e-4, 3e-4)}
     best_lr = max(grid, key=grid.get)
     chosen = B.converged_budget(B.mean_retention(df, "subset:0,1", 1e-4, 5))

@@ -592,6 +592,29 @@ def test_budget_sweep_figure_and_table(tmp_path, capsys):
     md = (res / "tables" / "budgets.md").read_text()
     assert "| L0_5 | query-student | 20 | 0.0001 | budget+seed | 60.0 | 50.0 | 70.0 | 3 |" in md
     assert "min-max over seeds" in md
+    assert F.budget_headline_table(df).empty and not (res / "tables" / "budget_headline.md").exists()  # no test rows yet
     partial = df[(df["kind"] == "query-student") & (df["sweep"] != "lr")]   # a sweep still running: no lr grid
     partial.to_csv(res / "budgets.csv", index=False)
     assert "figures/budgets" in F.make_all(res, tmp_path / "figs")
+
+
+def test_budget_headline_table_from_the_seed_runs_test_rows(tmp_path):
+    """The seed runs' test rows: per collection the mean over seeds; the mean over collections per run, then its
+    mean, sd and min-max over seeds, against the paper's level."""
+    res = write_synthetic(tmp_path / "results")
+    df = pd.read_csv(write_budgets(res / "budgets.csv"))
+    test = [dict(student="L0_5", spec="subset:0,5", kind="query-student", sweep="seed", budget_steps=20, step=20,
+                 seed=seed, learning_rate=1e-4, schedule="linear", phase="test", dataset=ds, split="test",
+                 metric="NDCG@10", retention=r + shift)
+            for seed, r in ((1, 0.90), (2, 0.92), (3, 0.94)) for ds, shift in (("scifact", -0.02), ("vaswani", 0.02))]
+    df = pd.concat([df, pd.DataFrame(test)], ignore_index=True)
+    df.to_csv(res / "budgets.csv", index=False)
+    h = F.budget_headline_table(df).iloc[0]
+    assert (h["student"], h["budget (steps)"], h["seeds"]) == ("L0_5", 20, 3)
+    assert h["scifact %"] == pytest.approx(90.0) and h["vaswani %"] == pytest.approx(94.0)
+    assert h["mean %"] == pytest.approx(92.0) and h["sd (pt)"] == pytest.approx(2.0)
+    assert (h["min %"], h["max %"], h["paper %"]) == (pytest.approx(90.0), pytest.approx(94.0), 92.5)
+    assert h["ours - paper (pt)"] == pytest.approx(-0.5)
+    assert len(F.budget_runs(df)) == 9                   # test rows are not dev runs: the curves are unchanged
+    F.make_all(res, tmp_path / "figs")
+    assert "| L0_5 | query-student | 20 | 0.0001 | 90.0 | 94.0 | 92.0 | 2.0 |" in (res / "tables" / "budget_headline.md").read_text()

@@ -11,7 +11,9 @@ each student of ``budgets.students`` the sweep runs, in this order:
 2. ``lr``: the ``learning_rates`` grid at ``lr_budget_steps``, then ``extra_steps`` (e.g. paper 2's
    own ~3,900 steps) at the recipe's rate;
 3. ``seed``: the chosen budget (the smallest within ``flat`` of the best measured) at the chosen
-   learning rate (the best of the grid) with every seed of ``seeds``.
+   learning rate (the best of the grid) with every seed of ``seeds``. These are the headline runs: each is
+   also scored on the full test collections (``phase == "test"`` rows; :func:`headline`), and a run of the
+   same key finished without test rows (a budget run at the chosen point) is trained again with them.
 
 New runs train in ``budgets.precision`` (``auto``: bf16 autocast where the device computes bf16 natively,
 a GPU or a CPU with AVX512-BF16 / AMX, else fp32; about 2x faster than fp32 on such a CPU). Whenever that
@@ -31,7 +33,7 @@ rename), and a run already there is skipped: a killed sweep resumes where it sto
 from __future__ import annotations
 
 import fcntl
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
@@ -190,10 +192,11 @@ def plan(cfg: dict, done: pd.DataFrame | None = None, precision: str = "fp32") -
         chosen = converged_budget(mean_retention(done, spec, lr0, seed0), s["flat"])
         runs += [run(chosen, best_lr, seed, "seed") for seed in s["seeds"]]
     seen, out = set(), []
-    for r in runs:  # one run per key: the first sweep that asks for it names it
+    headline = {r.key() for r in runs if r.sweep == "seed"}
+    for r in runs:  # one run per key, named by the first sweep that asks for it, or "seed" (scored on test too)
         if r.key() not in seen:
             seen.add(r.key())
-            out.append(r)
+            out.append(replace(r, sweep="seed") if r.key() in headline else r)
     return out
 
 
@@ -227,18 +230,29 @@ def done_keys(done: pd.DataFrame | None) -> set[tuple]:
     return set() if done is None or done.empty else set(row_keys(done))
 
 
+def tested_keys(done: pd.DataFrame | None) -> set[tuple]:
+    """The keys of finished runs scored on the test collections too."""
+    if done is None or done.empty or "phase" not in done.columns:
+        return set()
+    return done_keys(done[done["phase"] == "test"])
+
+
 def pending(cfg: dict, done: pd.DataFrame | None, precision: str = "fp32") -> list[Run]:
-    keys = done_keys(done)
-    return [r for r in plan(cfg, done, precision) if r.key() not in keys]
+    """The runs of :func:`plan` still to train: not finished, or a seed run without its test rows."""
+    keys, tested = done_keys(done), tested_keys(done)
+    return [r for r in plan(cfg, done, precision)
+            if r.key() not in keys or (r.sweep == "seed" and r.key() not in tested)]
 
 
 def run_one(cfg: dict, run: Run, device: str | None = None, progress: bool = True) -> pd.DataFrame:
-    """Train and score one run of the sweep; its dev rows at its last step."""
+    """Train and score one run of the sweep; its dev rows at its last step, and for a seed run (a headline
+    run) its rows on the full test collections too."""
 
     s = student_settings(cfg)[run.spec]
     dev = (cfg.get("budgets") or {}).get("dev") or DEFAULT_DEV
     common = dict(dev=dev, device=device, progress=progress, learning_rate=run.learning_rate, schedule=run.schedule,
-                  seed=run.seed, pool=s["pool"], eval_at=[run.budget_steps], score_start=False, precision=run.precision)
+                  seed=run.seed, pool=s["pool"], eval_at=[run.budget_steps], score_start=False, precision=run.precision,
+                  test=run.sweep == "seed")
     if run.kind == "de-k-ce":
         init, _, k = run.spec[len("de2ce:"):].partition(":")
         rows, _, info = run_de2ce_curve(cfg, init, int(k), run.budget_steps, run.budget_steps, **common)
@@ -288,6 +302,20 @@ def precision_check(done: pd.DataFrame | None, spec: str) -> pd.DataFrame:
         mean=("retention", "mean"), sd=("retention", "std"), seeds=("seed", "nunique"))
 
 
+def headline(done: pd.DataFrame | None, spec: str) -> pd.DataFrame:
+    """The seed runs of ``spec`` on the full test collections: one row per (budget_steps, learning_rate)
+    with the mean over seeds of each run's mean test retention, its sd, min, max and number of seeds."""
+    cols = ["budget_steps", "learning_rate", "mean", "sd", "lo", "hi", "seeds"]
+    if done is None or done.empty or "phase" not in done.columns:
+        return pd.DataFrame(columns=cols)
+    d = with_precision(done)
+    d = d[(d["spec"] == spec) & (d["phase"] == "test") & (d["sweep"] == "seed")]
+    per_run = d.groupby(["budget_steps", "learning_rate", "seed"], as_index=False)["retention"].mean()
+    return per_run.groupby(["budget_steps", "learning_rate"], as_index=False).agg(
+        mean=("retention", "mean"), sd=("retention", "std"), lo=("retention", "min"), hi=("retention", "max"),
+        seeds=("seed", "nunique"))[cols]
+
+
 def summary(done: pd.DataFrame, cfg: dict) -> list[str]:
     """One line per student: mean dev retention per budget, where it flattens, the chosen budget and rate;
     and the precision check where there is one."""
@@ -308,6 +336,10 @@ def summary(done: pd.DataFrame, cfg: dict) -> list[str]:
             else "still rising" if len(curve) >= 2 and curve.iloc[-1] > curve.iloc[-2] else "not flat yet"
         lines.append(f"{spec} (lr {s['learning_rate']:g}): dev retention by budget {pts}; {state}; "
                      f"smallest budget within {100 * s['flat']:.0f} pt of the best: {converged_budget(curve, s['flat'])}.")
+        for r in headline(done, spec).itertuples():
+            lines.append(f"{spec} headline ({r.budget_steps} steps, lr {r.learning_rate:g}): test retention "
+                         f"{100 * r.mean:.1f}%" + (f" \u00b1 {100 * r.sd:.1f} sd" if r.seeds > 1 else "")
+                         + f" ({r.seeds} seed{'s' if r.seeds > 1 else ''}, range {100 * r.lo:.1f}-{100 * r.hi:.1f}).")
     return lines
 
 
