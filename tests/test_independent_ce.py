@@ -148,3 +148,23 @@ def test_gain_summary_calls_a_gain_within_its_spread_a_tie():
     assert t.loc["clear", "verdict"] == "beats" and t.loc["tied", "verdict"] == "tie" and t.loc["one", "verdict"] == "1 seed"
     assert t.loc["clear", "seeds"] == 3 and t.loc["clear", "mean"] == pytest.approx(0.025)
     assert ce_works(df, "clear", "d") is True and ce_works(df, "tied", "d") is False and ce_works(df, "one", "d") is None
+
+
+def test_the_notebooks_guard_follows_the_seeds_where_there_are_three(tmp_path):
+    """ce_works as notebooks 01/02 record it: the seeds' verdict (a tie is no working CE) where ce_seeds.csv
+    has >= 3 seeds of the CE on the check set, the one-run guard's otherwise, with the reason."""
+    import pandas as pd
+    from ce_utils.report.ce_seeds import seeded_guard
+
+    path = tmp_path / "ce_seeds.csv"
+    assert seeded_guard(path, "trained:ce", "d", True)[0] is True            # no CSV: the one run decides
+    rows = [{"ce": c, "seed": s, "dataset": "d", "metric": "NDCG@10", "gain": g, "first_stage": 0.6}
+            for c, gains in {"tied": [0.02, -0.01, 0.001], "clear": [0.02, 0.03, 0.025], "two": [0.02, 0.03]}.items()
+            for s, g in zip((1, 2, 3), gains)]
+    pd.DataFrame(rows).to_csv(path, index=False)
+    works, why = seeded_guard(path, "tied", "d", True)
+    assert works is False and "3 training seeds" in why and "(tie)" in why and "+0.0037" in why
+    assert seeded_guard(path, "clear", "d", False)[0] is True
+    assert seeded_guard(path, "two", "d", False) == (False, seeded_guard(path, "two", "d", False)[1])
+    assert "one run" in seeded_guard(path, "two", "d", False)[1]
+    assert "one run" in seeded_guard(path, "clear", "other", True)[1]

@@ -3,6 +3,8 @@ mean, spread and what may be said of it."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 
 MIN_SEEDS = 3
@@ -39,3 +41,18 @@ def ce_works(df: pd.DataFrame | None, ce: str, dataset: str, metric: str = "NDCG
     if r.empty or r["verdict"].iloc[0] not in ("beats", "tie", "worse"):
         return None
     return bool(r["verdict"].iloc[0] == "beats")
+
+
+def seeded_guard(path, ce: str, dataset: str, one_run: bool | None, metric: str = "NDCG@10") -> tuple[bool | None, str]:
+    """``ce_works`` as the notebooks record it, and why: the verdict over the CE's training seeds where ``path``
+    (``ce_seeds.csv``) holds >= :data:`MIN_SEEDS` of them on ``dataset`` (True only for ``beats``: a tie is no
+    working CE), else ``one_run`` (the notebook's own one-run guard)."""
+    p = Path(path)
+    df = pd.read_csv(p) if p.is_file() else None
+    seeded = ce_works(df, ce, dataset, metric)
+    if seeded is None:
+        return one_run, f"one run (the guard's re-ranking check); {p.name} has no {MIN_SEEDS} seeds of {ce} on {dataset}"
+    r = gain_summary(df)
+    r = r[(r["ce"] == ce) & (r["dataset"] == dataset) & (r["metric"] == metric)].iloc[0]
+    return seeded, (f"{int(r['seeds'])} training seeds in {p.name}: {metric} gain {r['mean']:+.4f} \u00b1 {r['sd']:.4f} sd "
+                    f"on {dataset} ({r['verdict']})")
