@@ -27,7 +27,8 @@ from ce_utils import convert, runner
 from ce_utils.core import download, lean
 from ce_utils.core.config import ConfigError, load_profile, output_dir
 from ce_utils.core.data import load_query_file
-from ce_utils.core.io import add_model_ids, model_label, save_array_atomic, save_results, write_csv_atomic, write_rows
+from ce_utils.core.io import (add_model_ids, model_label, save_array_atomic, save_results, with_metadata, write_csv_atomic,
+                              write_rows)
 from ce_utils.core.models import default_device
 from ce_utils.core.runinfo import run_metadata
 from ce_utils.experiments import peer_check, probing
@@ -100,10 +101,7 @@ def cmd_peer_check(argv=None) -> int:
     meta = run_metadata(cfg, int(cfg.get("seed", 42)), device)
     for spec in args.model:
         df = peer_check.run_peer_check(cfg, spec, args.datasets, device=device)
-        df = add_model_ids(df, "peer_check.csv")
-        for key, value in meta.items():
-            if key not in df.columns:
-                df[key] = value
+        df = with_metadata(add_model_ids(df, "peer_check.csv"), meta)
         merged = peer_check.merge_peer_rows(out, df)
         write_csv_atomic(merged, out)
         print(df[["model", "dataset", "metric", "value", "published", "delta", "within_tolerance"]].to_string())
@@ -139,10 +137,7 @@ def cmd_probe_other_ce(argv=None) -> int:
     for name, new in [(probing.EXTRA_QUALITY_CSV, quality), (probing.EXTRA_PROBE_CSV, rows)]:
         if not new:
             continue
-        df = add_model_ids(pd.DataFrame(new), name)
-        for key, value in meta.items():
-            if key not in df.columns:
-                df[key] = value
+        df = with_metadata(add_model_ids(pd.DataFrame(new), name), meta)
         col = "model_kind" if name == probing.EXTRA_PROBE_CSV else "model"
         if name == probing.EXTRA_QUALITY_CSV:  # the DE first stage is shared: keep one copy per (dataset, depth, sample)
             old = pd.read_csv(out / name) if (out / name).is_file() else df.iloc[0:0]
@@ -206,10 +201,7 @@ def cmd_curve(argv: Sequence[str] | None = None) -> int:
     new = pd.concat(frames, ignore_index=True)
     new["model_id"] = [(f"qd:{s}@{int(st)}" if kd == "query-student" else f"de2ce:{s}@{int(st)}") if ph == "test"
                        else "" for s, st, ph, kd in zip(new["student"], new["step"], new["phase"], new["kind"])]
-    for key, value in meta.items():
-        if key not in new.columns:
-            new[key] = value
-    new = write_rows(out, new, "student")  # a student's rows replace its earlier ones
+    new = write_rows(out, with_metadata(new, meta), "student")  # a student's rows replace its earlier ones
     for line in curve_summary(new):
         print(line)
     print(f"wrote {out}")
@@ -260,11 +252,7 @@ def cmd_budgets(argv: Sequence[str] | None = None) -> int:
               flush=True)
         if run.spec.startswith(("de2ce:ce:", "de2ce:ce-top:")):
             load_or_train_cross_encoder(cfg, device)  # DE-2 CE starts from the profile's CE: trained on first use
-        rows = budgets.run_one(cfg, run, device)
-        for key, value in run_metadata(cfg, run.seed, device).items():
-            if key not in rows.columns:
-                rows[key] = value
-        budgets.append_run(path, rows)
+        budgets.append_run(path, with_metadata(budgets.run_one(cfg, run, device), run_metadata(cfg, run.seed, device)))
         n += 1
     done = pd.read_csv(path) if path.is_file() else pd.DataFrame(columns=budgets.COLUMNS)
     for line in budgets.summary(done, cfg):

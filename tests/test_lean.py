@@ -58,3 +58,13 @@ def test_the_default_dual_encoder_on_real_queries(tmp_path):
 def test_a_folder_that_was_not_exported_names_the_fix(tmp_path):
     with pytest.raises(ConfigError, match="python -m ce_utils export"):
         LeanEncoder(tmp_path)
+
+
+def test_a_lean_encoder_opens_its_session_on_first_use_only(tmp_path, teacher):
+    folder = export_lean(teacher, tmp_path / "lean")
+    enc = LeanEncoder(folder)
+    assert "session" not in vars(enc)                     # tokenising alone opens no ONNX Runtime session
+    assert set(enc.features(["a query"])) >= {"input_ids", "attention_mask"}
+    assert "session" not in vars(enc)
+    enc.encode(["a query"])
+    assert "session" in vars(enc)

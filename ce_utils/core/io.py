@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
-from pathlib import Path
-from typing import Iterable
-
-import pandas as pd
 import hashlib
 import json
-from typing import Callable
-import numpy as np
+import os
 import shutil
+import tempfile
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+import pandas as pd
 
 
 META_COLUMNS = ["profile", "seed", "device", "cpu", "threads", "python", "torch", "transformers",
@@ -39,13 +38,17 @@ def write_csv_atomic(df: pd.DataFrame, path: str | Path) -> Path:
     return atomic_write_text(path, df.to_csv(index=False))
 
 
-def merge_rows(path: str | Path, new: pd.DataFrame, column: str | list[str] = "model") -> pd.DataFrame:
+def merge_rows(path: str | Path, new: pd.DataFrame, column: str | list[str] = "model",
+               prepare: Callable[[pd.DataFrame], pd.DataFrame] | None = None) -> pd.DataFrame:
     """``path``'s rows whose key (one ``column``, or a list of them) is not in ``new``, then ``new``: a
-    model's (student's, run's, ...) rows replace its earlier ones, every other model's stay."""
+    model's (student's, run's, ...) rows replace its earlier ones, every other model's stay. ``prepare``
+    brings the rows read from ``path`` to today's schema first (e.g. fills a column added since)."""
     path = Path(path)
     if not path.is_file():
         return new.reset_index(drop=True)
     old = pd.read_csv(path)
+    if prepare is not None:
+        old = prepare(old)
     if isinstance(column, str):
         return pd.concat([old[~old[column].isin(set(new[column]))], new], ignore_index=True)
     keys = set(new[column].astype(str).itertuples(index=False, name=None))
@@ -60,6 +63,11 @@ def write_rows(path: str | Path, new: pd.DataFrame, column: str | list[str] = "m
     return out
 
 
+def with_metadata(df: pd.DataFrame, meta: dict) -> pd.DataFrame:
+    """``df`` with the run metadata ``meta`` as columns, where a column of that name is not there already."""
+    return df.assign(**{k: v for k, v in meta.items() if k not in df.columns})
+
+
 def save_results(rows: pd.DataFrame | Iterable[dict], path: str | Path, meta: dict,
                  required: Iterable[str] = ()) -> pd.DataFrame:
     """Append the run metadata as columns and write the CSV atomically.
@@ -69,9 +77,7 @@ def save_results(rows: pd.DataFrame | Iterable[dict], path: str | Path, meta: di
     missing = [c for c in required if c not in df.columns]
     if missing:
         raise ValueError(f"Result rows lack columns {missing}")
-    for key, value in meta.items():
-        if key not in df.columns:
-            df[key] = value
+    df = with_metadata(df, meta)
     write_csv_atomic(df, path)
     return df
 

@@ -14,6 +14,7 @@ The same from the shell: ``python -m ce_utils export --model my_student --out my
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import warnings
 from pathlib import Path
@@ -104,12 +105,18 @@ class LeanEncoder:
         self.tokenizer = Tokenizer.from_file(str(folder / TOKENIZER))
         self.tokenizer.enable_truncation(max_length=self.manifest["max_length"])
         self.tokenizer.enable_padding(pad_id=self.manifest["pad_id"], pad_token=self.manifest["pad_token"])
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = int(threads)
+        self.graph_path = folder / (graph or self.manifest["graph"])
+        self.threads = int(threads)
+        self._ort = ort
+
+    @functools.cached_property
+    def session(self):
+        """The ONNX Runtime session, opened on first use (a caller that only tokenises never opens one)."""
+        so = self._ort.SessionOptions()
+        so.intra_op_num_threads = self.threads
         so.inter_op_num_threads = 1
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(str(folder / (graph or self.manifest["graph"])), so,
-                                            providers=["CPUExecutionProvider"])
+        so.graph_optimization_level = self._ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        return self._ort.InferenceSession(str(self.graph_path), so, providers=["CPUExecutionProvider"])
 
     def features(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
         enc = self.tokenizer.encode_batch(list(texts))

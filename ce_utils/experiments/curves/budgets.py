@@ -277,11 +277,7 @@ def append_run(path: Path, rows: pd.DataFrame) -> pd.DataFrame:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.with_name(f".{path.name}.lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if path.is_file():
-            old = pd.read_csv(path)
-            if "precision" not in old.columns or old["precision"].isna().any():  # written before the column: fp32
-                write_csv_atomic(with_precision(old), path)
-        out = merge_rows(path, with_precision(rows), KEY)
+        out = merge_rows(path, with_precision(rows), KEY, prepare=with_precision)  # rows from before the column: fp32
         first = [c for c in COLUMNS if c in out.columns]
         out = out[first + [c for c in out.columns if c not in first]]
         write_csv_atomic(out, path)
