@@ -31,6 +31,7 @@ from ce_utils.core.io import (add_model_ids, model_label, save_array_atomic, sav
                               write_rows)
 from ce_utils.core.models import default_device
 from ce_utils.core.runinfo import run_metadata
+from ce_utils.core.students import DE2CE_INITS
 from ce_utils.experiments import peer_check, probing
 from ce_utils.experiments.cross_encoder import load_or_train_cross_encoder
 from ce_utils.experiments.cross_encoder import seeds as ce_seeds
@@ -192,8 +193,8 @@ def cmd_curve(argv: Sequence[str] | None = None) -> int:
                                                 train_loss=info["train_loss"]))
     for spec in args.de2ce:
         init, _, k = spec.partition(":")
-        if init not in ("ce", "ce-top", "de", "random") or not k.isdigit() or int(k) < 1:
-            raise ConfigError(f"--de2ce {spec!r}: give INIT:K with INIT ce, ce-top, de or random and K >= 1 "
+        if init not in DE2CE_INITS or not k.isdigit() or int(k) < 1:
+            raise ConfigError(f"--de2ce {spec!r}: give INIT:K with INIT {', '.join(DE2CE_INITS)} and K >= 1 "
                               "(e.g. ce:1).")
         rows, _, info = curves.run_de2ce_curve(cfg, init, int(k), args.max_steps, args.eval_steps, dev=dev,
                                         device=device, test=args.test)

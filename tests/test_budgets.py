@@ -201,3 +201,12 @@ def test_a_de2_ce_sweep_trains_the_profiles_ce_first(smoke_cfg, tmp_path):
     assert cmd_budgets(["--profile", str(path), "--results-dir", str(out)]) == 0
     df = pd.read_csv(out / B.BUDGETS_CSV)
     assert set(df["spec"]) == {"de2ce:ce:1"} and (tmp_path / "models" / "ce-tiny" / "training_info.json").is_file()
+
+
+def test_a_student_set_to_null_is_not_swept():
+    sweep = copy.deepcopy(SWEEP)
+    sweep["students"]["de2ce:ce-base:1"] = {"base_steps": 5}
+    sweep["students"]["subset:0,1"] = None
+    assert list(B.student_settings(cfg_with(sweep))) == ["de2ce:ce-base:1"]
+    with pytest.raises(ConfigError, match="name at least one student"):
+        B.student_settings(cfg_with({"students": {"subset:0,1": None}}))

@@ -168,3 +168,32 @@ def test_the_notebooks_guard_follows_the_seeds_where_there_are_three(tmp_path):
     assert seeded_guard(path, "two", "d", False) == (False, seeded_guard(path, "two", "d", False)[1])
     assert "one run" in seeded_guard(path, "two", "d", False)[1]
     assert "one run" in seeded_guard(path, "clear", "other", True)[1]
+
+
+def test_de2_from_the_untuned_ce_copies_ce_training_base_exactly(smoke_cfg, classifier_dir):
+    """DE-2 untuned CE (init ce-base): the embeddings and layer 0 of ``ce_training.base`` (the judge before its
+    relevance training), bit for bit, then one random layer; a profile without a base is told what to set."""
+    from transformers import AutoModelForSequenceClassification
+    from ce_utils.core.config import ConfigError
+    from ce_utils.core.models import load_cross_encoder, load_sentence_transformer
+    from ce_utils.core.students import student_name
+    from ce_utils.experiments.curves.run import de2ce_ce_spec, run_de2ce_curve
+
+    cfg = copy.deepcopy(smoke_cfg)
+    cfg["ce_training"] = {**cfg["ce_training"], "base": str(classifier_dir)}
+    assert de2ce_ce_spec(cfg, "ce-base") == str(classifier_dir) and de2ce_ce_spec(cfg, "ce") == cfg["models"]["ce"]
+    with pytest.raises(ConfigError, match="ce_training.base"):
+        de2ce_ce_spec({"models": {"ce": "x"}, "ce_training": {}}, "ce-base")
+    base = AutoModelForSequenceClassification.from_pretrained(str(classifier_dir)).bert
+    before = {k: v.clone() for k, v in base.embeddings.state_dict().items()}
+    de = load_sentence_transformer(cfg["models"]["de"], cfg)
+    student = build_de2ce(de, load_cross_encoder(de2ce_ce_spec(cfg, "ce-base"), cfg), "ce-base", 1, seed=3)
+    s = backbone(student)
+    assert student_name("ce-base", 2) == "DE-2 untuned CE"
+    assert not same_weights(s.encoder.layer[1], backbone(de).encoder.layer[1])   # the second layer is random
+    for name, tensor in s.embeddings.state_dict().items():
+        assert torch.equal(tensor, before[name])
+    for name, tensor in s.encoder.layer[0].state_dict().items():
+        assert torch.equal(tensor, base.encoder.layer[0].state_dict()[name])
+    rows, trained, _ = run_de2ce_curve(cfg, "ce-base", 1, 2, 2, dev={"tiny-a": "train"}, progress=False)
+    assert {r["student"] for r in rows} == {"DE-2 untuned CE"} and {r["step"] for r in rows} == {0, 2}

@@ -109,3 +109,37 @@ def test_paper_1_is_answered_again_for_a_ce_trained_apart_from_the_de(tmp_path, 
     cq.to_csv(tmp_path / "ce_quality.csv", index=False)
     where, res = build.independent_results({"independent_ce": str(tmp_path)})
     assert where == tmp_path and set(res) == {"ce_quality.csv"}
+
+
+def headline_runs(student, per_seed, steps, kind="de-k-ce"):
+    """The sweep's seed runs of ``student`` on two test collections (dataset a 2 points under b)."""
+    return pd.DataFrame([{"student": student, "spec": "x", "kind": kind, "sweep": "seed", "budget_steps": steps,
+                          "step": steps, "seed": seed, "learning_rate": 5e-4, "schedule": "linear", "phase": "test",
+                          "dataset": ds, "retention": r + shift}
+                         for seed, r in zip((42, 43, 44), per_seed) for ds, shift in (("a", -0.01), ("b", 0.01))])
+
+
+def test_the_sweeps_headline_runs_decide_the_level_and_the_comparisons():
+    """Where the budget sweep has seed runs on the test collections, they replace notebook 02's / 03's one run:
+    the level at the chosen budget, DE-2 CE against DE-2 DE and against the untuned CE, with the spread."""
+    nb02 = pd.DataFrame([{"model": m, "init": "full" if m == "DE-6 full" else m[5:].lower(), "dataset": "a",
+                          "metric": "NDCG@10", "value": v, "seed": 42, "train_steps": 150}
+                         for m, v in (("DE-6 full", 1.0), ("DE-2 CE", 0.50), ("DE-2 DE", 0.52))])
+    sweep = pd.concat([budgets("DE-2 CE", [(150, 0.5), (300, 0.6)], 5e-4, "de-k-ce"),
+                       headline_runs("DE-2 CE", (0.86, 0.87, 0.88), 1200),
+                       headline_runs("DE-2 DE", (0.80, 0.81, 0.82), 1200),
+                       headline_runs("DE-2 untuned CE", (0.865, 0.875, 0.87), 1200)])
+    t = verdict_table({"de2ce.csv": nb02, "budgets.csv": sweep})
+    level = row(t, "P1: DE-2 CE retrieves")
+    assert level["ours"] == "87.0% ± 1.0% (3 seeds), 1200 steps" and "budgets.csv" in level["evidence"]
+    assert level["verdict"].startswith("not reproduced")
+    vs_de = row(t, "P1: a CE start beats a DE start")
+    assert vs_de["verdict"] == "reproduced; CE derived from the DE" and vs_de["ours"].endswith(", 1200 steps")
+    assert row(t, "P1: a relevance-trained CE start")["verdict"] == "tied (within the seed spread)"
+    assert row(verdict_table({"de2ce.csv": nb02}), "P1: DE-2 CE retrieves")["ours"] == "50.0% (1 seed), 150 steps"
+    judge = verdict_table({"budgets.csv": sweep}, profile="judge")
+    assert row(judge, "P1: a CE start beats a DE start")["verdict"] == "reproduced"   # that CE is not the DE's
+    qd = query_distill([0.826])
+    p2 = row(verdict_table({"query_distill.csv": qd, "budgets.csv": headline_runs("L0_5", (0.92, 0.93, 0.94), 2560,
+                                                                               "query-student")}), "P2: bottom + top")
+    assert p2["ours"] == "93.0% ± 1.0% (3 seeds), 2560 steps" and p2["verdict"] == "reproduced"

@@ -188,16 +188,18 @@ def parse_strategies(specs: Sequence[str], n_teacher_layers: int) -> list[Strate
     return [parse_strategy(s, n_teacher_layers) for s in specs]
 
 
-INITS = ("ce", "ce-top", "random", "de", "full")
+INITS = ("ce", "ce-top", "ce-base", "random", "de", "full")
+DE2CE_INITS = ("ce", "ce-top", "ce-base", "de", "random")   # the trained DE-k CE students (all but "full")
 
 
-CE_INITS = ("ce", "ce-top")      # students whose embeddings and first layers are the CE's
+CE_INITS = ("ce", "ce-top", "ce-base")  # students whose embeddings and first layers are a CE's
+BASE_CE_INITS = ("ce-base",)            # ... of the untuned CE its fine-tuning started from (ce_training.base)
 
 
 def student_name(init: str, n_layers: int, loss: str = "mse") -> str:
     """``DE-2 CE``, ``DE-3 CE``, ``DE-2 CE+top``, ``DE-2 random``, ``DE-2 DE``, ``DE-6 full``; ``+ (MNRL)`` for
     the ablation."""
-    label = {"ce": "CE", "ce-top": "CE+top", "random": "random", "de": "DE", "full": "full"}[init]
+    label = {"ce": "CE", "ce-top": "CE+top", "ce-base": "untuned CE", "random": "random", "de": "DE", "full": "full"}[init]
     name = f"DE-{n_layers} {label}"
     return name + " (MNRL)" if loss == "mnrl" else name
 
@@ -215,8 +217,9 @@ def build_de2ce(de, ce, init: str = "ce", k: int = 1, seed: int = 0):
 
     ``init``: ``"ce"`` (CE embeddings + CE layers 0..k-1 + a random layer), ``"ce-top"`` (CE embeddings + CE
     layers 0..k-1 + the full DE's top layer instead of the random one: the DE's output space from the start),
-    ``"de"`` (DE embeddings + DE layers 0..k, no random layer), ``"random"`` (random embeddings and k+1 random
-    layers), ``"full"`` (the DE as is)."""
+    ``"ce-base"`` (as ``"ce"``, from the CE ``ce`` the caller passes: the untuned CE that ``ce_training`` fine-tuned,
+    e.g. the NLI judge before relevance training), ``"de"`` (DE embeddings + DE layers 0..k, no random layer),
+    ``"random"`` (random embeddings and k+1 random layers), ``"full"`` (the DE as is)."""
     if init not in INITS:
         raise ConfigError(f"Unknown student init {init!r}; use one of {', '.join(INITS)}.")
     if init == "full":
@@ -228,7 +231,7 @@ def build_de2ce(de, ce, init: str = "ce", k: int = 1, seed: int = 0):
         if backbone(ce).config.hidden_size != backbone(de).config.hidden_size:
             raise ConfigError("The cross encoder and the dual encoder have different hidden sizes; "
                               "DE-k CE needs a CE with the DE's architecture (models.ce / models.de).")
-        last = RANDOM if init == "ce" else (de, num_layers(de) - 1)
+        last = (de, num_layers(de) - 1) if init == "ce-top" else RANDOM
         return compose_student(de, [(ce, i) for i in range(k)] + [last], embeddings=ce, seed=seed)
     if init == "de":
         check_layers(de, list(range(k + 1)), "dual encoder")

@@ -55,6 +55,30 @@ def budget_trend(budgets: pd.DataFrame | None, student: str) -> str:
     return f"dev {ret[0]:.1f}% → {ret[-1]:.1f}% at {steps[0]} → {steps[-1]} steps, {state}"
 
 
+def seed_headline(budgets: pd.DataFrame | None, student: str) -> tuple[np.ndarray, int | None]:
+    """The budget sweep's headline runs of ``student`` (``sweep == "seed"``, scored on the full test collections):
+    per seed, its mean test retention in %, and their budget in steps; empty and ``None`` without them."""
+    if budgets is None or budgets.empty or "phase" not in budgets.columns:
+        return np.asarray([]), None
+    t = budgets[(budgets["phase"] == "test") & (budgets["sweep"] == "seed") & (budgets["student"] == student)]
+    if t.empty:
+        return np.asarray([]), None
+    steps = int(t["budget_steps"].max())
+    t = t[t["budget_steps"] == steps]
+    return 100 * t.groupby("seed")["retention"].mean().to_numpy(), steps
+
+
+def compare_verdict(a: np.ndarray, b: np.ndarray) -> str:
+    """``a`` better than ``b``? With >= 3 seeds each: tied when the means differ by no more than the larger sd,
+    else reproduced / not reproduced; with fewer, the direction and the seed count."""
+    if len(a) >= 3 and len(b) >= 3:
+        if abs(a.mean() - b.mean()) <= max(a.std(ddof=1), b.std(ddof=1)):
+            return "tied (within the seed spread)"
+        return "reproduced" if a.mean() > b.mean() else "not reproduced"
+    n = min(len(a), len(b))
+    return f"partly ({n} seed{'s' if n > 1 else ''})" if a.mean() > b.mean() else f"not reproduced ({n} seed{'s' if n > 1 else ''})"
+
+
 def _level_verdict(ours: float, paper: float, trend: str) -> str:
     if ours >= paper - TOLERANCE_PTS:
         return "reproduced"
@@ -129,29 +153,39 @@ def verdict_table(results: dict, metric: str = "NDCG@10", profile: str = "defaul
             rows.append([f"P1: a CE re-ranks the DE's top-{depth} ({ds})", "gains over the first stage",
                          f"{metric} {seeds_text(gain, '{:+.3f}')}", verdict, L("ce_quality.csv")])
     de2ce = results.get("de2ce.csv")
-    if de2ce is not None:
-        d = de2ce[de2ce["metric"] == metric]
-        ce2, sets = pct_of_full(d, "DE-2 CE")
-        de2, _ = pct_of_full(d, "DE-2 DE")
-        if len(ce2):
-            steps = int(d.loc[d["model"] == "DE-2 CE", "train_steps"].max())
-            trend = budget_trend(budgets, "DE-2 CE") or budget_trend(budgets, "DE-2 DE")
-            rows.append(["P1: DE-2 CE retrieves within ~1% of the full DE", "~99%",
-                         f"{seeds_text(ce2, unit='%')}, {steps} steps", _level_verdict(ce2.mean(), 99.0, trend),
-                         L("de2ce.csv", "budgets.csv") if trend else L("de2ce.csv")])
-        if len(ce2) and len(de2):
-            if len(ce2) >= 3 and len(de2) >= 3:
-                tied = abs(ce2.mean() - de2.mean()) <= max(ce2.std(ddof=1), de2.std(ddof=1))
-                verdict = "tied" if tied else ("reproduced" if ce2.mean() > de2.mean() else "not reproduced")
-            else:
-                verdict = "not reproduced (1 seed)" if ce2.mean() <= de2.mean() else "partly (1 seed)"
-            rows.append(["P1: a CE start beats a DE start (DE-2 CE vs DE-2 DE)", "CE start better",
-                         f"{ce2.mean():.1f}% vs {de2.mean():.1f}%", verdict + "; CE derived from the DE",
-                         L("de2ce.csv")])
-        top, _ = pct_of_full(d, "DE-2 CE+top")
-        if len(top):
-            rows.append(["Beyond both: DE-2 CE with the full DE's top layer (DE-2 CE+top)", "—",
-                         f"{seeds_text(top, unit='%')} of the full DE", "—", L("de2ce.csv")])
+    d = de2ce[de2ce["metric"] == metric] if de2ce is not None else None
+
+    def de2(student: str) -> tuple[np.ndarray, int | None, str]:
+        """Per seed, % of the full DE on the test collections: the sweep's headline runs where they exist (the
+        chosen budget), else notebook 02's students; their steps and the CSV."""
+        vals, steps = seed_headline(budgets, student)
+        if len(vals):
+            return vals, steps, "budgets.csv"
+        if d is None or d[d["model"] == student].empty:
+            return np.asarray([]), None, ""
+        return pct_of_full(d, student)[0], int(d.loc[d["model"] == student, "train_steps"].max()), "de2ce.csv"
+
+    ce2, ce_steps, ce_src = de2("DE-2 CE")
+    if len(ce2):
+        trend = budget_trend(budgets, "DE-2 CE") or budget_trend(budgets, "DE-2 DE")
+        rows.append(["P1: DE-2 CE retrieves within ~1% of the full DE", "~99%",
+                     f"{seeds_text(ce2, unit='%')}, {ce_steps} steps", _level_verdict(ce2.mean(), 99.0, trend),
+                     L(*dict.fromkeys([ce_src, "budgets.csv"])) if trend else L(ce_src)])
+    derived = "; CE derived from the DE" if profile == "default" else ""
+    for other, claim in (("DE-2 DE", "P1: a CE start beats a DE start (DE-2 CE vs DE-2 DE)"),
+                         ("DE-2 untuned CE", "P1: a relevance-trained CE start beats its untuned start "
+                                             "(DE-2 CE vs DE-2 untuned CE)")):
+        vals, steps, src = de2(other)
+        if len(ce2) and len(vals):
+            rows.append([claim, "CE start better",
+                         f"{seeds_text(ce2, unit='%')} vs {seeds_text(vals, unit='%')}"
+                         + (f", {ce_steps} steps" if ce_steps == steps else f", {ce_steps} vs {steps} steps"),
+                         compare_verdict(ce2, vals) + (derived if other == "DE-2 DE" else ""),
+                         L(*dict.fromkeys([ce_src, src]))])
+    top, top_steps, top_src = de2("DE-2 CE+top")
+    if len(top):
+        rows.append(["Beyond both: DE-2 CE with the full DE's top layer (DE-2 CE+top)", "—",
+                     f"{seeds_text(top, unit='%')} of the full DE, {top_steps} steps", "—", L(top_src)])
     sp = results.get("speed.csv")
     if sp is not None:
         keep = {"tokenization": "included", "device": "cpu", "threads": 1, "backend": "torch"}
@@ -172,12 +206,15 @@ def verdict_table(results: dict, metric: str = "NDCG@10", profile: str = "defaul
         if not pick.empty:
             student = str(pick["student"].iloc[0])
             trend = budget_trend(budgets, student)
-            ours = 100 * pick.groupby("seed")["value"].mean()
-            steps = int(qd.loc[qd["student"] == student, "train_steps"].max())
+            ours, steps = seed_headline(budgets, student)   # the sweep's headline runs where they exist
+            src = "budgets.csv"
+            if not len(ours):
+                ours = (100 * pick.groupby("seed")["value"].mean()).to_numpy()
+                steps, src = int(qd.loc[qd["student"] == student, "train_steps"].max()), "query_distill.csv"
             rows.append([f"P2: bottom + top layers keep 92.5% of the teacher ({{{pick['layers'].iloc[0]}}} of {n_t})",
                          "92.5% (15 BEIR sets)", f"{seeds_text(ours, unit='%')}, {steps} steps",
                          _level_verdict(ours.mean(), 92.5, trend),
-                         L("query_distill.csv", "budgets.csv") if trend else L("query_distill.csv")])
+                         L(*dict.fromkeys([src, "budgets.csv"])) if trend else L(src)])
     if geometry is not None and not geometry[0].empty:
         tab, agree = geometry
         ok = agree["spearman_same_sets"] >= SPEARMAN_AGREES and agree["best_2_ours"] == agree["best_2_paper"]

@@ -40,6 +40,7 @@ import pandas as pd
 from ce_utils.core.config import ConfigError
 from ce_utils.core.encode import native_bf16
 from ce_utils.core.io import merge_rows, write_csv_atomic
+from ce_utils.core.students import DE2CE_INITS
 from ce_utils.core.train import PRECISIONS
 from ce_utils.experiments.curves.run import DEFAULT_DEV, run_curve, run_de2ce_curve
 
@@ -82,17 +83,19 @@ def student_settings(cfg: dict) -> dict[str, dict]:
     """``{spec: settings}`` of ``budgets.students`` with their defaults filled in, checked."""
     b = cfg.get("budgets") or {}
     students = b.get("students") or {}
-    if not students:
+    if not any(s is not None for s in students.values()):
         raise ConfigError("the profile has no budgets.students: name at least one student, e.g. "
                           "'subset:0,5': {base_steps: 80}.")
     out = {}
     for spec, s in students.items():
-        s = dict(s or {})
+        if s is None:
+            continue  # a student set to null (e.g. by a profile that extends another) is not swept
+        s = dict(s)
         if spec.startswith("de2ce:"):
             init, _, k = spec[len("de2ce:"):].partition(":")
-            if init not in ("ce", "ce-top", "de", "random") or not k.isdigit() or int(k) < 1:
+            if init not in DE2CE_INITS or not k.isdigit() or int(k) < 1:
                 raise ConfigError(f"budgets.students: {spec!r} is no DE-k CE student; write de2ce:INIT:K with INIT "
-                                  "ce, ce-top, de or random and K >= 1 (e.g. de2ce:de:1).")
+                                  f"{', '.join(DE2CE_INITS)} and K >= 1 (e.g. de2ce:de:1).")
         elif not spec.startswith("subset:") and not spec.startswith("first:"):
             raise ConfigError(f"budgets.students: {spec!r}: write a query student (subset:0,5 / first:2) or a DE-k "
                               "CE student (de2ce:de:1).")

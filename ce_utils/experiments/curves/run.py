@@ -37,7 +37,7 @@ from ce_utils.core.texts import training_queries
 from ce_utils.core.config import section
 from ce_utils.core.evaluate import eval_dataset
 from ce_utils.core.models import load_cross_encoder
-from ce_utils.core.students import CE_INITS, build_de2ce, layer_subset_student, slug, student_name
+from ce_utils.core.students import BASE_CE_INITS, CE_INITS, build_de2ce, layer_subset_student, slug, student_name
 from ce_utils.core.train import (DE2CE_DEFAULTS, curve_callback, overrides, prepare_distillation, teacher_targets,
                                  train_mse, train_query_student)
 
@@ -233,11 +233,22 @@ def scaled_text_counts(tc: dict, n_texts: int) -> dict[str, int]:
     return out
 
 
+def de2ce_ce_spec(cfg: dict, init: str) -> str:
+    """The CE a DE-k CE student of ``init`` copies: ``models.ce`` (the profile's relevance CE), or for ``ce-base``
+    the untuned CE its training started from (``ce_training.base``)."""
+    if init in BASE_CE_INITS:
+        base = (cfg.get("ce_training") or {}).get("base")
+        if not base:
+            raise ConfigError(f"a {init} student copies ce_training.base, which the profile does not set.")
+        return str(base)
+    return cfg["models"]["ce"]
+
+
 def run_de2ce_curve(cfg: dict, init: str, k: int, max_steps: int, eval_steps: int, dev: dict[str, str] | None = None,
                     device: str | None = None, test: bool = False, metric: str = "NDCG@10", progress: bool = True, *,
                     learning_rate: float | None = None, schedule: str | None = None, seed: int | None = None,
                     pool: int | None = None, eval_at=None, score_start: bool = True, precision: str | None = None):
-    """Paper 1's DE-k CE students (notebook 02's recipe: ``init`` ce / ce-top / de / random, ``k`` copied layers + one
+    """Paper 1's DE-k CE students (notebook 02's recipe: ``init`` ce / ce-top / ce-base / de / random, ``k`` copied layers + one
     random layer; MSE toward the full DE's embeddings of unlabelled queries and corpus passages) trained for
     ``max_steps``, with the training text scaled to one epoch of that many steps (or to ``pool`` texts, in
     notebook 02's mix, cycled over epochs when the budget needs more), scored on the dev collections at step
@@ -255,7 +266,7 @@ def run_de2ce_curve(cfg: dict, init: str, k: int, max_steps: int, eval_steps: in
     dc["train"] = {**tc, "max_steps": int(max_steps), **scaled_text_counts(tc, int(pool or max_steps * batch)),
                    **overrides(learning_rate, schedule, precision)}
     de = load_sentence_transformer(cfg["models"]["de"], cfg, device=device, max_length=(cfg.get("encode") or {}).get("max_length"))
-    ce = load_cross_encoder(cfg["models"]["ce"], cfg, device=device) if init in CE_INITS else None
+    ce = load_cross_encoder(de2ce_ce_spec(cfg, init), cfg, device=device) if init in CE_INITS else None
     student = build_de2ce(de, ce, init, k, seed=seed)
     name = student_name(init, k + 1, "mse")
     dtype = encode_settings(cfg)["dtype"]  # the dtype of the full DE's cached embeddings it is compared with
