@@ -223,39 +223,26 @@ def cmd_budgets(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--dry-run", action="store_true", help="print the budgets.plan and what is done, train nothing")
     ap.add_argument("--results-dir", default=None)
     args = ap.parse_args(argv)
-    cfg = load_profile(args.profile, {"results_dir": args.results_dir})
-    if args.student:
-        known = cfg.get("budgets", {}).get("students") or {}
-        unknown = [s for s in args.student if s not in known]
-        if unknown:
-            raise ConfigError(f"--student {unknown[0]!r} is not in budgets.students (known: {sorted(known)}).")
-        cfg["budgets"] = {**cfg["budgets"], "students": {s: known[s] for s in args.student}}
+    cfg = budgets.only_students(load_profile(args.profile, {"results_dir": args.results_dir}), args.student)
     budgets.student_settings(cfg)
     path = output_dir(cfg, "results_dir") / budgets.BUDGETS_CSV
     device = default_device()
     precision = budgets.sweep_precision(cfg, device)
     print(f"new runs train in {precision} on {device}")
-    n = 0
-    while True:
+    if args.dry_run:
         done = pd.read_csv(path) if path.is_file() else None
-        todo = [r for r in budgets.pending(cfg, done, precision) if not args.sweep or r.sweep in args.sweep]
-        if args.dry_run:
-            keys = budgets.done_keys(done)
-            for r in budgets.plan(cfg, done, precision):
-                print(f"{'done' if r.key() in keys else 'todo'}  {r.sweep:<6} {r.spec:<14} {r.budget_steps:>6} steps  "
-                      f"lr {r.learning_rate:g}  seed {r.seed}  {r.precision}")
-            break
-        if not todo or (args.max_runs is not None and n >= args.max_runs):
-            break
-        run = todo[0]
-        print(f"run {run.sweep}: {run.spec} {run.budget_steps} steps, lr {run.learning_rate:g}, seed {run.seed}, "
-              f"{run.precision}",
-              flush=True)
+        keys = budgets.done_keys(done)
+        for r in budgets.plan(cfg, done, precision):
+            print(f"{'done' if r.key() in keys else 'todo'}  {r.sweep:<6} {r.spec:<14} {r.budget_steps:>6} steps  "
+                  f"lr {r.learning_rate:g}  seed {r.seed}  {r.precision}")
+
+    def before(run):  # DE-2 CE starts from the profile's CE: trained on first use
         if run.spec.startswith(("de2ce:ce:", "de2ce:ce-top:")):
-            load_or_train_cross_encoder(cfg, device)  # DE-2 CE starts from the profile's CE: trained on first use
-        budgets.append_run(path, with_metadata(budgets.run_one(cfg, run, device), run_metadata(cfg, run.seed, device)))
-        n += 1
-    done = pd.read_csv(path) if path.is_file() else pd.DataFrame(columns=budgets.COLUMNS)
+            load_or_train_cross_encoder(cfg, device)
+
+    done = budgets.run_pending(cfg, path, device, args.sweep, 0 if args.dry_run else args.max_runs, before=before,
+                               meta=lambda run: run_metadata(cfg, run.seed, device),
+                               log=lambda line: print(line, flush=True))
     for line in budgets.summary(done, cfg):
         print(line)
     return 0

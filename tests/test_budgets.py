@@ -210,3 +210,16 @@ def test_a_student_set_to_null_is_not_swept():
     assert list(B.student_settings(cfg_with(sweep))) == ["de2ce:ce-base:1"]
     with pytest.raises(ConfigError, match="name at least one student"):
         B.student_settings(cfg_with({"students": {"subset:0,1": None}}))
+
+
+def test_headline_notes_say_what_the_seed_runs_wait_for():
+    cfg = cfg_with()
+    d = done({10: 0.50})
+    assert "wait for the budget run at 20 steps" in B.headline_notes(cfg, d)[0]
+    d = done({10: 0.50, 20: 0.70, 40: 0.71, 80: 0.712})
+    assert "wait for the learning-rate grid at 20 steps" in B.headline_notes(cfg, d)[0]
+    d = pd.concat([d, done({20: 0.65}, lr=3e-4, sweep="lr")])
+    note = B.headline_notes(cfg, d)[0]
+    assert "headline at 40 steps, lr 0.0001" in note and "[1, 2, 3] still to train" in note
+    with pytest.raises(ConfigError, match="not in budgets.students"):
+        B.only_students(cfg, ["subset:9"])

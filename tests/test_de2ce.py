@@ -234,9 +234,13 @@ def test_notebook_smoke(smoke_profile, tmp_path):
     from ce_utils.runner import run_notebook
 
     run_notebook(ROOT / "notebooks" / "02_de2ce.ipynb", tmp_path / "out.ipynb",
-                 {"profile": str(smoke_profile), "allow_broken_ce": True}, progress=False)
+                 {"profile": str(smoke_profile), "allow_broken_ce": True, "headline_runs": "all"}, progress=False)
     cfg = load_profile(smoke_profile)
     res = __import__("pathlib").Path(cfg["results_dir"])
+    sweep = pd.read_csv(res / "budgets.csv")       # the headline: DE-2 DE's seed runs at its chosen budget, on test
+    head = sweep[(sweep["spec"] == "de2ce:de:1") & (sweep["phase"] == "test")]
+    assert set(head["seed"]) == {5, 6} and set(head["dataset"]) == {"tiny-a", "tiny-b"}
+    assert "headline at" in (tmp_path / "out.ipynb").read_text()
     q = pd.read_csv(res / "de2ce.csv")
     for col in de2ce.DE2CE_COLUMNS + ["git_commit", "torch", "n_params"]:
         assert col in q.columns, col

@@ -167,8 +167,13 @@ def test_notebook_smoke(smoke_profile, tmp_path):
     from ce_utils.runner import run_notebook
 
     run_notebook(ROOT / "notebooks" / "03_query_distillation.ipynb", tmp_path / "out.ipynb",
-                 {"profile": str(smoke_profile), "reference_dir": None}, progress=False)
+                 {"profile": str(smoke_profile), "reference_dir": None, "headline_runs": "all"}, progress=False)
     cfg = load_profile(smoke_profile)
+    # the headline: the whole (tiny) sweep of {0,5}, then its seed runs at the chosen budget, scored on test
+    sweep = pd.read_csv(qd.Path(cfg["results_dir"]) / "budgets.csv")
+    head = sweep[(sweep["spec"] == "subset:0,5") & (sweep["phase"] == "test")]
+    assert set(head["seed"]) == {5, 6} and set(head["dataset"]) == {"tiny-a", "tiny-b"} and set(head["sweep"]) == {"seed"}
+    assert "headline at" in (tmp_path / "out.ipynb").read_text()
     df = pd.read_csv(qd.Path(cfg["results_dir"]) / "query_distill.csv")
     for col in qd.RESULT_COLUMNS + ["profile", "git_commit", "timestamp"]:
         assert col in df.columns, col

@@ -39,7 +39,7 @@ from pathlib import Path
 import pandas as pd
 from ce_utils.core.config import ConfigError
 from ce_utils.core.encode import native_bf16
-from ce_utils.core.io import merge_rows, write_csv_atomic
+from ce_utils.core.io import merge_rows, with_metadata, write_csv_atomic
 from ce_utils.core.students import DE2CE_INITS
 from ce_utils.core.train import PRECISIONS
 from ce_utils.experiments.curves.run import DEFAULT_DEV, run_curve, run_de2ce_curve
@@ -274,6 +274,67 @@ def run_one(cfg: dict, run: Run, device: str | None = None, progress: bool = Tru
     return df
 
 
+def only_students(cfg: dict, specs) -> dict:
+    """``cfg`` with ``budgets.students`` cut to ``specs`` (all when empty); an unknown spec is an error naming
+    the known ones."""
+    if not specs:
+        return cfg
+    known = (cfg.get("budgets") or {}).get("students") or {}
+    unknown = [s for s in specs if s not in known]
+    if unknown:
+        raise ConfigError(f"{unknown[0]!r} is not in budgets.students (known: {sorted(known)}).")
+    return {**cfg, "budgets": {**cfg["budgets"], "students": {s: known[s] for s in specs}}}
+
+
+def run_pending(cfg: dict, path: Path, device: str | None = None, sweeps=(), max_runs: int | None = None,
+                before=None, meta=None, progress: bool = True, log=print) -> pd.DataFrame:
+    """Train the pending runs of ``cfg``'s sweep (only those of ``sweeps`` when given), one at a time, each
+    appended to ``path`` at once, until none is left or ``max_runs`` ran; the plan is made afresh after each
+    run (a result decides the next doubling). ``before(run)`` is called before a run trains (e.g. to train the
+    CE a DE-2 CE run copies), ``meta(run)`` gives the run-metadata columns of its rows. Returns ``path``'s rows."""
+    precision = sweep_precision(cfg, device)
+    n = 0
+    while max_runs is None or n < max_runs:
+        done = pd.read_csv(path) if path.is_file() else None
+        todo = [r for r in pending(cfg, done, precision) if not sweeps or r.sweep in sweeps]
+        if not todo:
+            break
+        run = todo[0]
+        log(f"run {run.sweep}: {run.spec} {run.budget_steps} steps, lr {run.learning_rate:g}, seed {run.seed}, "
+            f"{run.precision}")
+        if before is not None:
+            before(run)
+        rows = run_one(cfg, run, device, progress=progress)
+        if meta is not None:
+            rows = with_metadata(rows, meta(run))
+        append_run(path, rows)
+        n += 1
+    return pd.read_csv(path) if path.is_file() else pd.DataFrame(columns=COLUMNS)
+
+
+HEADLINE_RUNS = {"seed": ["seed"], "all": [], "none": None}
+
+
+def run_headline(cfg: dict, specs, path: Path, device: str | None = None, runs: str = "seed", meta=None,
+             progress: bool = False) -> tuple[pd.DataFrame, list[str]]:
+    """A notebook's headline students ``specs`` (of ``budgets.students``) at their measured budget: trains what
+    ``runs`` allows (``seed``: the seed runs at the chosen budget and rate, once the sweep has chosen them;
+    ``all``: the whole sweep of these students; ``none``: nothing), appending to ``path`` (``budgets.csv``, shared
+    with `make budgets`: a run done by either is not trained again). Returns these students' rows and
+    :func:`headline_notes`."""
+    if runs not in HEADLINE_RUNS:
+        raise ConfigError(f"headline_runs must be one of {', '.join(HEADLINE_RUNS)}, not {runs!r}.")
+    specs = list(specs or [])
+    if not specs:
+        return pd.DataFrame(columns=COLUMNS), []
+    sub = only_students(cfg, specs)
+    student_settings(sub)
+    if HEADLINE_RUNS[runs] is not None:
+        run_pending(sub, path, device, HEADLINE_RUNS[runs], meta=meta, progress=progress)
+    done = pd.read_csv(path) if path.is_file() else pd.DataFrame(columns=COLUMNS)
+    return done[done["spec"].isin(specs)].reset_index(drop=True), headline_notes(sub, done, sweep_precision(sub, device))
+
+
 def append_run(path: Path, rows: pd.DataFrame) -> pd.DataFrame:
     """``path``'s rows with this run's replacing any earlier rows of the same key, written atomically;
     other sweeps may append at the same time (one lock)."""
@@ -313,6 +374,27 @@ def headline(done: pd.DataFrame | None, spec: str) -> pd.DataFrame:
     return per_run.groupby(["budget_steps", "learning_rate"], as_index=False).agg(
         mean=("retention", "mean"), sd=("retention", "std"), lo=("retention", "min"), hi=("retention", "max"),
         seeds=("seed", "nunique"))[cols]
+
+
+def headline_notes(cfg: dict, done: pd.DataFrame | None, precision: str = "fp32") -> list[str]:
+    """Per student of ``cfg``'s sweep, where its headline runs stand: the chosen budget and rate with the seeds
+    still to train, or what the seed runs wait for (the budget doubling or the learning-rate grid: `make budgets`)."""
+    lines = []
+    keys, tested = done_keys(done), tested_keys(done)
+    for spec, s in student_settings(cfg).items():
+        runs = plan(only_students(cfg, [spec]), done, precision)
+        seeds = [r for r in runs if r.sweep == "seed"]
+        if seeds:
+            left = [r.seed for r in seeds if r.key() not in tested]
+            lines.append(f"{spec}: headline at {seeds[0].budget_steps} steps, lr {seeds[0].learning_rate:g} (the smallest "
+                         f"budget within {100 * s['flat']:.0f} pt of the best on dev, the grid's best rate); seeds "
+                         f"{[r.seed for r in seeds]}" + (f", {left} still to train" if left else ", all trained") + ".")
+            continue
+        wait = [r for r in runs if r.key() not in keys]
+        what = (f"the budget run at {wait[0].budget_steps} steps" if wait and wait[0].sweep in ("budget", "precision")
+                else f"the learning-rate grid at {s['lr_budget_steps']} steps")
+        lines.append(f"{spec}: no headline yet; its seed runs wait for {what} (`make budgets`, or headline_runs='all').")
+    return lines
 
 
 def summary(done: pd.DataFrame, cfg: dict) -> list[str]:

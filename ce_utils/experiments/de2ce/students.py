@@ -222,6 +222,7 @@ def settings(cfg: dict) -> dict:
     dc.setdefault("latency_threads", 1)
     dc.setdefault("sizes", {})
     dc.setdefault("rerank_max_length", None)
+    dc.setdefault("headline", [])
     dc["sizes"] = dict(dc.get("sizes") or {})
     dc["train"] = dict(dc.get("train") or {})
     dc["mnrl"] = dict(dc.get("mnrl") or {})
