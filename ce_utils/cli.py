@@ -6,6 +6,7 @@
     budgets        the budget sweep: independent runs per budget, learning rate and seed (``make budgets``)
     ce-seeds       the CE trained with every seed of ce_training.seeds: its re-ranking gain with its spread
     matmul         this CPU's matrix-multiply rate at the query encoder's own shapes (fp32, bf16, int8)
+    profile-call   where one query-encoding call's time goes, per backend (tokeniser, layers, ONNX operators)
     curve          learning curves of query / DE-k CE students on dev splits (``make query-curve``)
     peer-check     a model on SciFact against its published score (``make peer-check``)
     probe-other-ce paper 1's layer probe of another cross encoder (``make probe-other-ce``)
@@ -29,7 +30,7 @@ from ce_utils.core.config import ConfigError, load_profile, output_dir
 from ce_utils.core.data import load_query_file
 from ce_utils.core.io import (add_model_ids, model_label, save_array_atomic, save_results, with_metadata, write_csv_atomic,
                               write_rows)
-from ce_utils.core.models import default_device
+from ce_utils.core.models import default_device, load_sentence_transformer
 from ce_utils.core.runinfo import run_metadata
 from ce_utils.core.students import DE2CE_INITS
 from ce_utils.experiments import peer_check, probing
@@ -37,7 +38,10 @@ from ce_utils.experiments.cross_encoder import load_or_train_cross_encoder
 from ce_utils.experiments.cross_encoder import seeds as ce_seeds
 from ce_utils.experiments.curves import budgets
 from ce_utils.experiments.curves import run as curves
-from ce_utils.experiments.speed import matmul
+from ce_utils.experiments.speed import backends as speed_backends
+from ce_utils.experiments.speed import call_profile, matmul
+from ce_utils.experiments.speed.build import query_student_name, trained_query_student
+from ce_utils.experiments.speed.inputs import query_sample, speed_section
 from ce_utils.experiments.query_distill import distill_query_encoder
 from ce_utils.report.ce_seeds import gain_summary
 from ce_utils.report.curves import curve_summary
@@ -268,6 +272,47 @@ def cmd_matmul(argv: Sequence[str] | None = None) -> int:
 
 
 @handles_errors
+def cmd_profile_call(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m ce_utils profile-call", description=call_profile.__doc__.split("\n\n")[0])
+    ap.add_argument("--profile", default="default")
+    ap.add_argument("--model", action="append", default=[],
+                    help="de (the full DE) or a trained query student's layers, e.g. 0,5 (repeatable; default: de, 0,5)")
+    ap.add_argument("--backend", action="append", default=[], help="repeatable (default: torch, onnx, lean)")
+    ap.add_argument("--batch-size", type=int, nargs="+", default=[1])
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--repeats", type=int, default=50)
+    ap.add_argument("--results-dir", default=None)
+    args = ap.parse_args(argv)
+    cfg = load_profile(args.profile, {"results_dir": args.results_dir})
+    names = args.backend or ["torch", "onnx", "lean"]
+    speed_backends.check_backends(names)
+    queries = query_sample(cfg, speed_section(cfg))
+    work = Path(cfg.get("cache_dir") or ".") / "onnx"
+    frames = []
+    for spec in args.model or ["de", "0,5"]:
+        if spec == "de":
+            model = load_sentence_transformer(cfg["models"]["de"], cfg, device="cpu")
+            name = f"full DE ({model_label(cfg['models']['de'])})"
+        else:
+            layers = [int(x) for x in spec.split(",")]
+            model, name = trained_query_student(cfg, layers, "cpu"), query_student_name(layers)
+            if model is None:
+                raise ConfigError(f"no trained query student with layers {spec} in {cfg.get('models_dir')}: "
+                                  "run notebook 03 first (`make reproduce ONLY=03`).")
+        for backend in names:
+            bm = speed_backends.build(model, backend, name, work_dir=work, calibration=speed_backends.calibration_queries(cfg))
+            for b in args.batch_size:
+                frames.append(call_profile.profile_call(bm, queries[:b], args.repeats, args.threads))
+    rows = with_metadata(pd.concat(frames, ignore_index=True), run_metadata(cfg, int(cfg.get("seed", 42)), "cpu"))
+    out = output_dir(cfg, "results_dir") / "call_profile.csv"
+    write_rows(out, rows, ["model", "backend", "batch_size", "threads"])  # a setting's rows replace its earlier ones
+    print(rows.pivot_table(index="part", columns=["model", "backend", "batch_size"], values="ms", sort=False).round(3)
+          .to_string())
+    print(f"wrote {out}")
+    return 0
+
+
+@handles_errors
 def cmd_ce_seeds(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m ce_utils ce-seeds", description=ce_seeds.__doc__.split("\n\n")[0])
     ap.add_argument("--profile", default="default")
@@ -358,7 +403,7 @@ def cmd_run(argv: Sequence[str] | None = None) -> int:
     return runner.main(list(argv or []))
 
 
-COMMANDS = {"data": cmd_data, "export": cmd_export, "encode": cmd_encode, "distill-queries": cmd_distill_queries, "budgets": cmd_budgets, "ce-seeds": cmd_ce_seeds, "matmul": cmd_matmul, "curve": cmd_curve, "peer-check": cmd_peer_check,
+COMMANDS = {"data": cmd_data, "export": cmd_export, "encode": cmd_encode, "distill-queries": cmd_distill_queries, "budgets": cmd_budgets, "ce-seeds": cmd_ce_seeds, "matmul": cmd_matmul, "profile-call": cmd_profile_call, "curve": cmd_curve, "peer-check": cmd_peer_check,
             "probe-other-ce": cmd_probe_other_ce}
 
 
