@@ -287,8 +287,7 @@ def cmd_profile_call(argv: Sequence[str] | None = None) -> int:
     names = args.backend or ["torch", "onnx", "lean"]
     speed_backends.check_backends(names)
     queries = query_sample(cfg, speed_section(cfg))
-    work = Path(cfg.get("cache_dir") or ".") / "onnx"
-    frames = []
+    models = []
     for spec in args.model or ["de", "0,5"]:
         if spec == "de":
             model = load_sentence_transformer(cfg["models"]["de"], cfg, device="cpu")
@@ -299,11 +298,9 @@ def cmd_profile_call(argv: Sequence[str] | None = None) -> int:
             if model is None:
                 raise ConfigError(f"no trained query student with layers {spec} in {cfg.get('models_dir')}: "
                                   "run notebook 03 first (`make reproduce ONLY=03`).")
-        for backend in names:
-            bm = speed_backends.build(model, backend, name, work_dir=work, calibration=speed_backends.calibration_queries(cfg))
-            for b in args.batch_size:
-                frames.append(call_profile.profile_call(bm, queries[:b], args.repeats, args.threads))
-    rows = with_metadata(pd.concat(frames, ignore_index=True), run_metadata(cfg, int(cfg.get("seed", 42)), "cpu"))
+        models.append((name, model))
+    rows = call_profile.profile_models(cfg, models, names, queries, args.batch_size, args.repeats, args.threads)
+    rows = with_metadata(rows, run_metadata(cfg, int(cfg.get("seed", 42)), "cpu"))
     out = output_dir(cfg, "results_dir") / "call_profile.csv"
     write_rows(out, rows, ["model", "backend", "batch_size", "threads"])  # a setting's rows replace its earlier ones
     print(rows.pivot_table(index="part", columns=["model", "backend", "batch_size"], values="ms", sort=False).round(3)

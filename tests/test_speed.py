@@ -215,6 +215,9 @@ def test_notebook_04_smoke(tmp_path, smoke_profile, smoke_cfg):
 
     run_notebook(ROOT / "notebooks" / "04_speed.ipynb", tmp_path / "out.ipynb",
                  {"profile": str(smoke_profile)}, progress=False)
+    prof = pd.read_csv(Path(smoke_cfg["results_dir"]) / "call_profile.csv")   # one call, batch 1, one thread
+    assert {"torch", "onnx-int8"} <= set(prof["backend"]) and set(prof["batch_size"]) == {1}
+    assert {"call", "tokenise", "embeddings", "layer 0"} <= set(prof.loc[prof["backend"] == "torch", "part"])
     df = pd.read_csv(Path(smoke_cfg["results_dir"]) / "speed.csv")
     missing = [c for c in speed.SPEED_COLUMNS + ["cpu", "torch", "transformers", "git_commit"] if c not in df.columns]
     assert not missing, missing

@@ -82,6 +82,11 @@ def check_backends(names: Sequence[str] | None, available_only: bool = False) ->
     return names
 
 
+def onnx_work_dir(cfg: dict) -> Path:
+    """Where exported and quantised graphs are cached: ``<cache_dir>/onnx``."""
+    return Path(cfg.get("cache_dir") or ".") / "onnx"
+
+
 def calibration_queries(cfg: dict, n: int = CALIBRATION_TEXTS) -> list[str]:
     """The queries static int8 calibrates on: the first ``n`` of notebook 03's seeded sample of training queries
     (never an evaluated set's test queries)."""
@@ -255,7 +260,7 @@ def quality_rows(cfg: dict, models: Sequence[tuple[str, str, object]], names: Se
         names = ["torch", *names]
     ev = AsymmetricEvaluator(teacher=teacher, datasets=eval_datasets(cfg, datasets), teacher_spec=teacher_spec,
                              cfg=cfg)
-    work = Path(cfg.get("cache_dir") or ".") / "onnx"
+    work = onnx_work_dir(cfg)
     rows = []
     plan = [(m, b) for m in models for b in names]
     for (name, model_id, model), backend in tqdm(plan, desc="backend quality", disable=not show_progress(progress)):

@@ -16,7 +16,7 @@ from ce_utils.core.config import ConfigError
 from ce_utils.core.models import ModelNotFoundError, load_sentence_transformer, resolve_model
 from ce_utils.core.students import (RANDOM, compose_student, layer_subset_student, num_layers, query_student_dir,
                                     student_dir, student_name)
-from ce_utils.experiments.speed.backends import BACKENDS as BACKEND_LABELS, calibration_queries, check_backends
+from ce_utils.experiments.speed.backends import BACKENDS as BACKEND_LABELS, calibration_queries, check_backends, onnx_work_dir
 from ce_utils.experiments.speed.encoders import (OVERHEAD_NAME, Encoder, arch, backend_encoder, ce_encoder,
                                                  overhead_encoder, st_encoder)
 
@@ -124,7 +124,7 @@ def build_encoders(cfg: dict, sp: dict, device: str = "cpu") -> tuple[list[Encod
         encoders.append(overhead_encoder(de))
         sources[OVERHEAD_NAME] = f"{de_spec} without its transformer layers"
 
-    work = Path(cfg.get("cache_dir") or ".") / "onnx"
+    work = onnx_work_dir(cfg)
     names = check_backends(sp.get("backends"), available_only=True)
     calibration = calibration_queries(cfg) if any("static" in b for b in names) else None
     for backend in names:

@@ -32,6 +32,7 @@ import torch
 
 from ce_utils.core.config import ConfigError
 from ce_utils.core.students import backbone
+from ce_utils.experiments.speed.backends import build, calibration_queries, onnx_work_dir
 
 COLUMNS = ["model", "backend", "batch_size", "threads", "part", "ms", "share", "repeats"]
 
@@ -142,3 +143,14 @@ def profile_call(bm, texts: Sequence[str], repeats: int = 50, threads: int = 1, 
     df["share"] = df["ms"] / (1e3 * call)
     return df.assign(model=bm.name, backend=bm.backend, batch_size=len(texts), threads=int(threads),
                      repeats=int(repeats))[COLUMNS]
+
+
+def profile_models(cfg: dict, models: Sequence[tuple[str, object]], backends: Sequence[str], queries: Sequence[str],
+                   batch_sizes: Sequence[int] = (1,), repeats: int = 50, threads: int = 1) -> pd.DataFrame:
+    """:func:`profile_call` of each (name, SentenceTransformer) of ``models`` in each backend, on the first
+    ``batch_size`` of ``queries`` for each batch size; graphs cached as the timing's (:func:`.backends.onnx_work_dir`)."""
+    calibration = calibration_queries(cfg) if "onnx-int8-static" in backends else None
+    frames = [profile_call(build(model, backend, name, work_dir=onnx_work_dir(cfg), calibration=calibration),
+                           list(queries)[:b], repeats, threads)
+              for name, model in models for backend in backends for b in batch_sizes]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=COLUMNS)
