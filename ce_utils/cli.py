@@ -45,6 +45,7 @@ from ce_utils.experiments.speed.inputs import query_sample, speed_section
 from ce_utils.experiments.query_distill import distill_query_encoder
 from ce_utils.report.ce_seeds import gain_summary
 from ce_utils.report.curves import curve_summary
+from ce_utils.report import speed as report_speed
 
 
 def handles_errors(command):
@@ -266,7 +267,7 @@ def cmd_matmul(argv: Sequence[str] | None = None) -> int:
     rows = [r for t in args.threads for r in matmul.matmul_rows(args.tokens, threads=t, rounds=args.rounds)]
     out = output_dir(cfg, "results_dir") / "matmul.csv"
     save_results(rows, out, run_metadata(cfg, int(cfg.get("seed", 42)), "cpu"))
-    print(matmul.matmul_summary(rows).to_string(index=False))
+    print(report_speed.matmul_summary(rows).to_string(index=False))
     print(f"wrote {out}")
     return 0
 

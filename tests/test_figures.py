@@ -618,3 +618,21 @@ def test_budget_headline_table_from_the_seed_runs_test_rows(tmp_path):
     assert len(F.budget_runs(df)) == 9                   # test rows are not dev runs: the curves are unchanged
     F.make_all(res, tmp_path / "figs")
     assert "| L0_5 | query-student | 20 | 0.0001 | 90.0 | 94.0 | 92.0 | 2.0 |" in (res / "tables" / "budget_headline.md").read_text()
+
+
+def test_matmul_and_call_profile_tables_from_their_csvs(tmp_path):
+    res = write_synthetic(tmp_path / "results")
+    rows = [{"tokens": 9, "shape": s, "op": op, "dtype": d, "threads": 1, "round": r, "calls": 2,
+             "ms_per_call": ms * (1 + r / 10), "gflop_per_s": 1.0 / (ms * (1 + r / 10)), "flops": 1e6}
+            for s, op, ms in (("384x384", "qkv+out", 0.01), ("384x1536", "ffn-in", 0.03), ("1536x384", "ffn-out", 0.03))
+            for d in ("fp32", "int8") for r in range(3)]
+    pd.DataFrame(rows).to_csv(res / "matmul.csv", index=False)
+    prof = [{"model": "full DE", "backend": b, "batch_size": 1, "threads": 1, "part": p, "ms": ms, "share": ms / 2.0,
+             "repeats": 5} for b in ("torch", "onnx") for p, ms in (("call", 2.0), ("tokenise", 0.5), ("layer 0", 1.5))]
+    pd.DataFrame(prof).to_csv(res / "call_profile.csv", index=False)
+    manifest = F.make_all(res, tmp_path / "figs")
+    assert {"tables/matmul", "tables/matmul_layer", "tables/call_profile"} <= set(manifest)
+    layer = (res / "tables" / "matmul_layer.md").read_text()
+    assert "| 9 | fp32 | 1 | 0.1100 |" in layer          # (4 x 0.01 + 0.03 + 0.03) x 1.1 ms: the median round
+    cp = (res / "tables" / "call_profile.md").read_text()
+    assert "full DE [torch] b1 t1: ms" in cp and "| tokenise | 0.500 | 25.000 |" in cp

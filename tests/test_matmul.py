@@ -3,6 +3,7 @@
 import pytest
 
 from ce_utils.experiments.speed import matmul as M
+from ce_utils.report import speed as report_speed
 
 
 def test_matmul_rows_cover_every_shape_dtype_and_round(monkeypatch):
@@ -13,9 +14,9 @@ def test_matmul_rows_cover_every_shape_dtype_and_round(monkeypatch):
     assert {r["shape"] for r in rows} == {"16x16", "16x64", "64x16"}
     r = next(r for r in rows if r["tokens"] == 8 and r["shape"] == "16x64")
     assert r["flops"] == 2 * 8 * 16 * 64 and r["gflop_per_s"] == pytest.approx(r["flops"] / (r["ms_per_call"] * 1e6))
-    s = M.matmul_summary(rows)
+    s = report_speed.matmul_summary(rows)
     assert (s["rounds"] == 2).all() and len(s) == 2 * 3 * 2
-    lay = M.layer_ms(s)
+    lay = report_speed.layer_ms(s)
     one = s[(s["tokens"] == 3) & (s["dtype"] == "fp32")].set_index("op")["median_ms"]
     want = 4 * one["qkv+out"] + one["ffn-in"] + one["ffn-out"]
     assert lay[(lay["tokens"] == 3) & (lay["dtype"] == "fp32")]["layer_matmul_ms"].iloc[0] == pytest.approx(want)

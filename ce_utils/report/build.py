@@ -15,7 +15,7 @@ from ce_utils.report.headline import headline_table
 from ce_utils.report.paper1 import ce_quality_table, layer_probe_figure, learning_curve_figure, other_ce_figure
 from ce_utils.report.paper2 import geometry_figure, geometry_results, geometry_table, query_distill_figure
 from ce_utils.report.pareto import pareto_figure
-from ce_utils.report.speed import backends_figure, speed_figure
+from ce_utils.report.speed import backends_figure, speed_figure, speed_tables
 from ce_utils.report.style import setup_matplotlib
 from ce_utils.report.tables import DEFAULTS, Output, read_result, read_results
 from ce_utils.report.verdicts import independent_rows, verdict_table
@@ -89,6 +89,7 @@ def make_all(results_dir: str | Path, figures_dir: str | Path, cfg: dict | None 
     if "speed.csv" in results:
         speed_figure(plt, out, results["speed.csv"])
         backends_figure(plt, out, results["speed.csv"], results.get("backend_quality.csv"), metric)
+    speed_tables(out, results)
     pareto_figure(plt, out, results, opts)
     head = headline_table(results, cfg, metric, geometry=geo)
     if not head.empty:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import numpy as np
 import pandas as pd
 from matplotlib.patches import Patch
 
@@ -167,3 +168,57 @@ def backends_figure(plt, out: Output, sp: pd.DataFrame, bq: pd.DataFrame | None,
               f"{quality} (full-corpus protocol) with its delta from the same model in eager fp32.", floatfmt=".2f",
               formats={c: SCORE for c in tab.columns if metric in str(c)})
     return tab
+
+
+# --------------------------------------------------------------------------- matmul.csv, call_profile.csv
+def matmul_summary(rows) -> pd.DataFrame:
+    """Median and IQR of GFLOP/s over rounds per (tokens, shape, dtype, threads), and the time of one
+    layer's multiplies (4 x qkv+out, ffn-in, ffn-out) at the median rate."""
+    df = pd.DataFrame(rows)
+    g = df.groupby(["tokens", "shape", "op", "dtype", "threads"], sort=False)
+    t = g.agg(median_gflop_per_s=("gflop_per_s", "median"), median_ms=("ms_per_call", "median"),
+              q1=("gflop_per_s", lambda s: np.percentile(s, 25)), q3=("gflop_per_s", lambda s: np.percentile(s, 75)),
+              rounds=("round", "nunique")).reset_index()
+    t["iqr_gflop_per_s"] = t["q3"] - t["q1"]
+    return t.drop(columns=["q1", "q3"])
+
+
+def layer_ms(summary) -> pd.DataFrame:
+    """Per (tokens, dtype, threads): the median time of one transformer layer's weight multiplies (4 of
+    qkv+out, one of each feed-forward), the least a layer can cost on these shapes."""
+    count = {"qkv+out": 4, "ffn-in": 1, "ffn-out": 1}
+    s = summary.assign(ms=summary["median_ms"] * summary["op"].map(count))
+    return s.groupby(["tokens", "dtype", "threads"], as_index=False, sort=False)["ms"].sum().rename(
+        columns={"ms": "layer_matmul_ms"})
+
+
+def call_profile_table(df: pd.DataFrame) -> pd.DataFrame:
+    """``call_profile.csv`` as a table: per part of a call (rows, in the CSV's order), each (model, backend, batch
+    size, threads)'s median milliseconds and share of its call (%)."""
+    d = df.assign(setting=[f"{m} [{b}] b{bs} t{t}" for m, b, bs, t in
+                           zip(df["model"], df["backend"], df["batch_size"], df["threads"])])
+    order = list(dict.fromkeys(d["part"]))
+    ms = d.pivot_table(index="part", columns="setting", values="ms", sort=False).reindex(order)
+    share = 100 * d.pivot_table(index="part", columns="setting", values="share", sort=False).reindex(order)
+    out = pd.concat({"ms": ms, "% of call": share}, axis=1).swaplevel(axis=1).sort_index(axis=1, level=0, sort_remaining=False)
+    out.columns = [f"{s}: {k}" for s, k in out.columns]
+    return out.reset_index()
+
+
+def speed_tables(out: Output, results: dict) -> None:
+    """The tables of ``matmul.csv`` (this CPU's multiply rate at the model's shapes, and one layer's multiplies at
+    that rate) and ``call_profile.csv`` (where one call's time goes), where they exist."""
+    if "matmul.csv" in results:
+        m = matmul_summary(results["matmul.csv"])
+        out.table(m, "matmul", ["matmul.csv"],
+                  "Matrix multiplies at the query encoder's own shapes (tokens = batch x query length; weights of one "
+                  "layer), each dtype timed alone, interleaved call by call: median GFLOP/s over rounds, its IQR and ms "
+                  "per multiply. This CPU's limit on these shapes.", floatfmt=".3f")
+        out.table(layer_ms(m), "matmul_layer", ["matmul.csv"],
+                  "One transformer layer's weight multiplies (4 of 384x384, 384x1536, 1536x384) at the median rates "
+                  "above: the least a layer can cost on this CPU.", floatfmt=".4f")
+    if "call_profile.csv" in results:
+        out.table(call_profile_table(results["call_profile.csv"]), "call_profile", ["call_profile.csv"],
+                  "Where one query-encoding call's time goes (median over repeated calls of one batch): the tokeniser, "
+                  "the embeddings and each layer in eager PyTorch, ONNX Runtime's operators by type, and what lies "
+                  "outside the model; ms and % of the call.", floatfmt=".3f")

@@ -48,6 +48,8 @@ SCHEMAS = {
     "ce_seeds.csv": ["ce", "seed", "dataset", "metric", "first_stage", "reranked", "gain"],
     "budgets.csv": ["student", "spec", "kind", "sweep", "budget_steps", "seed", "learning_rate", "dataset",
                     "retention"],
+    "matmul.csv": ["tokens", "shape", "op", "dtype", "threads", "round", "ms_per_call", "gflop_per_s"],
+    "call_profile.csv": ["model", "backend", "batch_size", "threads", "part", "ms", "share"],
 }
 NUMERIC = {"value", "layer", "n_layers", "depth", "batch_size", "threads", "median_ms", "queries_per_s",
            "speedup_vs_de", "flop_ratio", "step", "minutes", "retention", "budget_steps", "seed", "learning_rate"}

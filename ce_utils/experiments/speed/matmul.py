@@ -19,8 +19,6 @@ import time
 import warnings
 from typing import Sequence
 
-import numpy as np
-import pandas as pd
 import torch
 
 from ce_utils.core.encode import native_bf16
@@ -83,24 +81,3 @@ def matmul_rows(token_counts: Sequence[int] = (9, 16 * 12, 128 * 12), dtypes: Se
                                      "threads": int(threads), "round": r, "calls": int(calls), "ms_per_call": ms,
                                      "gflop_per_s": flops / (ms * 1e6), "flops": flops})
     return rows
-
-
-def matmul_summary(rows) -> pd.DataFrame:
-    """Median and IQR of GFLOP/s over rounds per (tokens, shape, dtype, threads), and the time of one
-    layer's multiplies (4 x qkv+out, ffn-in, ffn-out) at the median rate."""
-    df = pd.DataFrame(rows)
-    g = df.groupby(["tokens", "shape", "op", "dtype", "threads"], sort=False)
-    t = g.agg(median_gflop_per_s=("gflop_per_s", "median"), median_ms=("ms_per_call", "median"),
-              q1=("gflop_per_s", lambda s: np.percentile(s, 25)), q3=("gflop_per_s", lambda s: np.percentile(s, 75)),
-              rounds=("round", "nunique")).reset_index()
-    t["iqr_gflop_per_s"] = t["q3"] - t["q1"]
-    return t.drop(columns=["q1", "q3"])
-
-
-def layer_ms(summary) -> pd.DataFrame:
-    """Per (tokens, dtype, threads): the median time of one transformer layer's weight multiplies (4 of
-    qkv+out, one of each feed-forward), the least a layer can cost on these shapes."""
-    count = {"qkv+out": 4, "ffn-in": 1, "ffn-out": 1}
-    s = summary.assign(ms=summary["median_ms"] * summary["op"].map(count))
-    return s.groupby(["tokens", "dtype", "threads"], as_index=False, sort=False)["ms"].sum().rename(
-        columns={"ms": "layer_matmul_ms"})
