@@ -53,6 +53,8 @@ def test_learning_rate_grid_then_seeds_at_the_chosen_budget_and_rate():
     todo = keys(B.pending(cfg, d))
     assert todo == [("lr", 20, 3e-4, 1)]                      # 1e-4 at 20 steps is already the budget run
     d = pd.concat([d, done({20: 0.75}, lr=3e-4, sweep="lr")])
+    assert keys(B.pending(cfg, d)) == [("lr", 20, 6e-4, 1)]   # the best rate is the grid's top: widened, x2
+    d = pd.concat([d, done({20: 0.72}, lr=6e-4, sweep="lr")])
     todo = keys(B.pending(cfg, d))
     # chosen budget: the smallest within 1 point of the best (40); chosen rate: the grid's best (3e-4)
     assert todo == [("seed", 40, 3e-4, 1), ("seed", 40, 3e-4, 2), ("seed", 40, 3e-4, 3)]
@@ -62,7 +64,8 @@ def test_seed_runs_are_scored_on_test_and_a_finished_run_without_test_rows_is_tr
     """The chosen point's seed-1 run was a budget run (dev rows only): the seed sweep names it and asks for it
     again, with test rows; once they exist it is done. ``headline`` averages the seeds' test retention."""
     cfg = cfg_with()
-    d = pd.concat([done({10: 0.50, 20: 0.70, 40: 0.71, 80: 0.712}), done({20: 0.65}, lr=3e-4, sweep="lr")])
+    d = pd.concat([done({10: 0.50, 20: 0.70, 40: 0.71, 80: 0.712}), done({20: 0.65}, lr=3e-4, sweep="lr"),
+                   done({20: 0.66}, lr=5e-5, sweep="lr")])          # 1e-4 is the grid's best, inside it
     todo = keys(B.pending(cfg, d))
     assert todo == [("seed", 40, 1e-4, 1), ("seed", 40, 1e-4, 2), ("seed", 40, 1e-4, 3)]
     test = [{"spec": "subset:0,1", "budget_steps": 40, "step": 40, "seed": s, "learning_rate": 1e-4,
@@ -78,6 +81,22 @@ def test_seed_runs_are_scored_on_test_and_a_finished_run_without_test_rows_is_tr
     assert any("headline (40 steps" in line and "83.0% \u00b1 2.0 sd (3 seeds" in line for line in B.summary(d, cfg))
 
 
+def test_the_grid_widens_while_its_best_rate_is_at_an_edge_at_most_lr_widen_times():
+    sweep = copy.deepcopy(SWEEP)
+    sweep["lr_widen"] = 2
+    cfg = cfg_with(sweep)
+    s = B.student_settings(cfg)["subset:0,1"]
+    d = done({10: 0.50, 20: 0.70, 40: 0.71, 80: 0.712})             # 1e-4 at 20 steps: 0.70
+    d = pd.concat([d, done({20: 0.60}, lr=3e-4, sweep="lr")])       # worse above: the best is the bottom edge
+    assert B.learning_rate_grid(d, "subset:0,1", s) == [1e-4, 3e-4, 5e-5]
+    d = pd.concat([d, done({20: 0.72}, lr=5e-5, sweep="lr")])       # still the bottom: halved again
+    assert B.learning_rate_grid(d, "subset:0,1", s) == [1e-4, 3e-4, 5e-5, 2.5e-5]
+    d = pd.concat([d, done({20: 0.73}, lr=2.5e-5, sweep="lr")])     # at the edge, but widened twice: the seeds go
+    assert [r.sweep for r in B.pending(cfg, d)] == ["seed"] * 3 and B.pending(cfg, d)[0].learning_rate == 2.5e-5
+    sweep["lr_widen"] = 0
+    assert B.learning_rate_grid(d, "subset:0,1", B.student_settings(cfg_with(sweep))["subset:0,1"]) == [1e-4, 3e-4]
+
+
 def test_bad_students_are_refused_with_the_fix():
     with pytest.raises(ConfigError, match="de2ce:de:1"):
         B.student_settings(cfg_with({"students": {"de2ce:nope:1": {"base_steps": 5}}}))
@@ -91,7 +110,7 @@ def test_sweep_runs_independent_runs_and_resumes(smoke_cfg, tmp_path):
     """Each budget trains its own student with its own schedule (the learning rate reaches zero at that
     run's last step); a second call finds every run done and trains nothing."""
     prof = dict(copy.deepcopy({k: v for k, v in smoke_cfg.items() if k != "profile_path"}))
-    prof["budgets"] = {"dev": {"tiny-a": "train"}, "multipliers": [1, 2], "seeds": [5, 6], "flat": 0.01,
+    prof["budgets"] = {"dev": {"tiny-a": "train"}, "multipliers": [1, 2], "seeds": [5, 6], "flat": 0.01, "lr_widen": 0,
                        "students": {"subset:0,1": {"base_steps": 2, "learning_rates": [1e-4, 3e-4],
                                                    "lr_budget_steps": 2, "pool": "all"}}}
     prof["query_distill"] = {**prof.get("query_distill", {}), "batch_size": 4}
@@ -218,8 +237,20 @@ def test_headline_notes_say_what_the_seed_runs_wait_for():
     assert "wait for the budget run at 20 steps" in B.headline_notes(cfg, d)[0]
     d = done({10: 0.50, 20: 0.70, 40: 0.71, 80: 0.712})
     assert "wait for the learning-rate grid at 20 steps" in B.headline_notes(cfg, d)[0]
-    d = pd.concat([d, done({20: 0.65}, lr=3e-4, sweep="lr")])
+    d = pd.concat([d, done({20: 0.65}, lr=3e-4, sweep="lr"), done({20: 0.66}, lr=5e-5, sweep="lr")])
     note = B.headline_notes(cfg, d)[0]
     assert "headline at 40 steps, lr 0.0001" in note and "[1, 2, 3] still to train" in note
     with pytest.raises(ConfigError, match="not in budgets.students"):
         B.only_students(cfg, ["subset:9"])
+
+
+def test_the_precision_check_compares_runs_at_the_same_learning_rate_only():
+    """A bf16 learning-rate-grid run at a budget where an fp32 run of another rate exists is no precision check."""
+    fp32 = done({320: 0.867}).assign(precision="fp32")
+    grid = pd.concat([done({320: r}, lr=lr, sweep="lr") for lr, r in ((5e-5, 0.845), (4e-4, 0.916))]).assign(precision="bf16")
+    assert B.precision_check(pd.concat([fp32, grid]), "subset:0,1").empty
+    same = done({320: 0.865}).assign(precision="bf16")
+    chk = B.precision_check(pd.concat([fp32, grid, same]), "subset:0,1").set_index("precision")
+    assert list(chk["learning_rate"]) == [1e-4, 1e-4] and chk.loc["bf16", "mean"] == pytest.approx(0.865)
+    line = [x for x in B.summary(pd.concat([fp32, grid, same]), cfg_with()) if "precision check" in x]
+    assert line == ["subset:0,1 precision check at 320 steps, lr 0.0001: bf16 86.5% (1 seed) vs fp32 86.7% (1 seed)."]

@@ -8,8 +8,9 @@ each student of ``budgets.students`` the sweep runs, in this order:
 1. ``budget``: the budgets ``base_steps x multipliers`` at the recipe's learning rate, seed
    ``seeds[0]``; doubling stops early once two doublings in a row gain less than ``flat`` (1 point
    of retention);
-2. ``lr``: the ``learning_rates`` grid at ``lr_budget_steps``, then ``extra_steps`` (e.g. paper 2's
-   own ~3,900 steps) at the recipe's rate;
+2. ``lr``: the ``learning_rates`` grid at ``lr_budget_steps``, widened while its best rate sits at an edge
+   (x2 above, /2 below; at most ``lr_widen`` times), then ``extra_steps`` (e.g. paper 2's own ~3,900 steps)
+   at the recipe's rate;
 3. ``seed``: the chosen budget (the smallest within ``flat`` of the best measured) at the chosen
    learning rate (the best of the grid) with every seed of ``seeds``. These are the headline runs: each is
    also scored on the full test collections (``phase == "test"`` rows; :func:`headline`), and a run of the
@@ -111,6 +112,7 @@ def student_settings(cfg: dict) -> dict[str, dict]:
             "learning_rate": lr,
             "learning_rates": sorted({float(x) for x in s.get("learning_rates") or [lr]} | {lr}),
             "lr_budget_steps": int(s.get("lr_budget_steps") or base * 4),
+            "lr_widen": int(s.get("lr_widen", b.get("lr_widen", 3))),
             "seeds": [int(x) for x in s.get("seeds", b.get("seeds", [42, 43, 44]))],
             "pool": s.get("pool", b.get("pool")),
             "flat": float(s.get("flat", b.get("flat", 0.01))),
@@ -164,6 +166,25 @@ def flattened(curve: pd.Series, flat: float = 0.01) -> bool:
     return b[1] == 2 * b[0] and b[2] == 2 * b[1] and c.iloc[-1] - c.iloc[-3] < flat
 
 
+def learning_rate_grid(done: pd.DataFrame | None, spec: str, s: dict) -> list[float]:
+    """The learning rates to run at ``lr_budget_steps``: the profile's grid, widened while its best measured rate
+    sits at an edge (twice the top rate, or half the bottom one, at most ``lr_widen`` times): an optimum at the
+    grid's edge is no optimum. The rates of a widening are asked for one at a time, each once the last is measured."""
+    rates = list(s["learning_rates"])
+    for _ in range(s["lr_widen"]):
+        grid = {lr: mean_retention(done, spec, lr, s["seeds"][0]).get(s["lr_budget_steps"]) for lr in rates}
+        if any(v is None or pd.isna(v) for v in grid.values()):
+            break
+        best = max(grid, key=grid.get)
+        if best == max(rates):
+            rates.append(best * 2)
+        elif best == min(rates):
+            rates.append(best / 2)
+        else:
+            break
+    return rates
+
+
 def plan(cfg: dict, done: pd.DataFrame | None = None, precision: str = "fp32") -> list[Run]:
     """Every run of the sweep that the finished runs ``done`` call for, in order (finished ones included);
     new runs in ``precision`` (:func:`sweep_precision`)."""
@@ -186,12 +207,13 @@ def plan(cfg: dict, done: pd.DataFrame | None = None, precision: str = "fp32") -
             runs.append(run(steps, lr0, seed0, "budget"))
             if steps not in curve.index:
                 break  # the next doubling waits for this one's result
-        runs += [run(s["lr_budget_steps"], lr, seed0, "lr") for lr in s["learning_rates"]]
+        rates = learning_rate_grid(done, spec, s)
+        runs += [run(s["lr_budget_steps"], lr, seed0, "lr") for lr in rates]
         runs += [run(steps, lr0, seed0, "budget") for steps in s["extra_steps"]]
-        grid = {lr: mean_retention(done, spec, lr, seed0).get(s["lr_budget_steps"]) for lr in s["learning_rates"]}
+        grid = {lr: mean_retention(done, spec, lr, seed0).get(s["lr_budget_steps"]) for lr in rates}
         if any(v is None or pd.isna(v) for v in grid.values()):
             continue  # the seeds wait for the learning-rate grid
-        best_lr = max(grid, key=grid.get)
+        best_lr = max(grid, key=grid.get)  # inside the widened grid, or at its edge after lr_widen widenings
         chosen = converged_budget(mean_retention(done, spec, lr0, seed0), s["flat"])
         runs += [run(chosen, best_lr, seed, "seed") for seed in s["seeds"]]
     seen, out = set(), []
@@ -349,16 +371,16 @@ def append_run(path: Path, rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def precision_check(done: pd.DataFrame | None, spec: str) -> pd.DataFrame:
-    """Runs of ``spec`` at the budgets where both precisions were trained: one row per (budget_steps,
-    precision) with the mean, sd and number of seeds of the runs' mean dev retention."""
+    """Runs of ``spec`` at the (budget, learning rate) points where both precisions were trained: one row per
+    (budget_steps, learning_rate, precision) with the mean, sd and number of seeds of the runs' mean dev retention."""
     done = with_precision(done)
     if done is None or done.empty:
-        return pd.DataFrame(columns=["budget_steps", "precision", "mean", "sd", "seeds"])
+        return pd.DataFrame(columns=["budget_steps", "learning_rate", "precision", "mean", "sd", "seeds"])
     d = done[(done["spec"] == spec) & (done["phase"] == "dev") & (done["step"] == done["budget_steps"])]
-    per_run = d.groupby(["budget_steps", "precision", "seed"], as_index=False)["retention"].mean()
-    both = per_run.groupby("budget_steps")["precision"].nunique()
-    per_run = per_run[per_run["budget_steps"].isin(both[both > 1].index)]
-    return per_run.groupby(["budget_steps", "precision"], as_index=False).agg(
+    point = ["budget_steps", "learning_rate"]
+    per_run = d.groupby(point + ["precision", "seed"], as_index=False)["retention"].mean()
+    both = per_run.groupby(point)["precision"].transform("nunique")
+    return per_run[both > 1].groupby(point + ["precision"], as_index=False).agg(
         mean=("retention", "mean"), sd=("retention", "std"), seeds=("seed", "nunique"))
 
 
@@ -404,10 +426,10 @@ def summary(done: pd.DataFrame, cfg: dict) -> list[str]:
     done = with_precision(done)
     for spec, s in student_settings(cfg).items():
         chk = precision_check(done, spec)
-        for steps, g in chk.groupby("budget_steps"):
+        for (steps, lr), g in chk.groupby(["budget_steps", "learning_rate"]):
             parts = [f"{r.precision} {100 * r.mean:.1f}%" + (f" \u00b1 {100 * r.sd:.1f}" if r.seeds > 1 else "")
                      + f" ({r.seeds} seed{'s' if r.seeds > 1 else ''})" for r in g.itertuples()]
-            lines.append(f"{spec} precision check at {steps} steps: " + " vs ".join(parts) + ".")
+            lines.append(f"{spec} precision check at {steps} steps, lr {lr:g}: " + " vs ".join(parts) + ".")
         curve = mean_retention(done, spec, s["learning_rate"], s["seeds"][0])
         if curve.empty:
             lines.append(f"{spec}: no finished run yet.")
