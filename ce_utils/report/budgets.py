@@ -105,6 +105,9 @@ def _lr_panel(ax, runs: pd.DataFrame, rates: dict) -> None:
            ylabel="mean dev retention (%)")
     if not lr.empty:
         legend_right(ax, fontsize=6)
+    else:  # this kind's grid has not run yet (a sweep still running)
+        ax.text(0.5, 0.5, "no learning-rate grid yet", ha="center", va="center", transform=ax.transAxes, fontsize=8)
+        ax.set_yticks([])
 
 
 def draw_budgets(plt, df: pd.DataFrame):
