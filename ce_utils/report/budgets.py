@@ -147,14 +147,19 @@ def budgets_table(df: pd.DataFrame) -> pd.DataFrame:
         "epochs of text": t["epochs_of_text"]}).reset_index(drop=True)
 
 
+def headline_rows(df: pd.DataFrame | None) -> pd.DataFrame:
+    """The headline runs' rows (``sweep == "seed"``) on the full test collections; empty without them."""
+    if df is None or df.empty or "phase" not in df.columns:
+        return pd.DataFrame(columns=["student", "kind", "budget_steps", "learning_rate", "seed", "dataset", "retention"])
+    return df[(df["phase"] == "test") & (df["sweep"] == "seed")]
+
+
 def budget_headline_table(df: pd.DataFrame) -> pd.DataFrame:
     """The headline runs (``sweep == "seed"``: the chosen budget and learning rate, every seed) on the full test
     collections: per student, each collection's retention (%, mean over seeds), the mean over collections (mean
     over seeds of each run's mean) with its sd and min-max, the number of seeds, and the paper's level with the
     difference (points). Empty without test rows."""
-    if "phase" not in df.columns:
-        return pd.DataFrame()
-    t = df[(df["phase"] == "test") & (df["sweep"] == "seed")]
+    t = headline_rows(df)
     if t.empty:
         return pd.DataFrame()
     rows = []

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ce_utils.report.budgets import budget_runs, over_seeds, recipe_rates
+from ce_utils.report.budgets import budget_runs, headline_rows, over_seeds, recipe_rates
 from ce_utils.report.ce_seeds import gain_summary
 from ce_utils.report.de2ce import pct_of_full
 
@@ -58,9 +58,8 @@ def budget_trend(budgets: pd.DataFrame | None, student: str) -> str:
 def seed_headline(budgets: pd.DataFrame | None, student: str) -> tuple[np.ndarray, int | None]:
     """The budget sweep's headline runs of ``student`` (``sweep == "seed"``, scored on the full test collections):
     per seed, its mean test retention in %, and their budget in steps; empty and ``None`` without them."""
-    if budgets is None or budgets.empty or "phase" not in budgets.columns:
-        return np.asarray([]), None
-    t = budgets[(budgets["phase"] == "test") & (budgets["sweep"] == "seed") & (budgets["student"] == student)]
+    t = headline_rows(budgets)
+    t = t[t["student"] == student]
     if t.empty:
         return np.asarray([]), None
     steps = int(t["budget_steps"].max())
