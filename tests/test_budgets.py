@@ -55,30 +55,45 @@ def test_learning_rate_grid_then_seeds_at_the_chosen_budget_and_rate():
     d = pd.concat([d, done({20: 0.75}, lr=3e-4, sweep="lr")])
     assert keys(B.pending(cfg, d)) == [("lr", 20, 6e-4, 1)]   # the best rate is the grid's top: widened, x2
     d = pd.concat([d, done({20: 0.72}, lr=6e-4, sweep="lr")])
+    # chosen rate: the grid's best (3e-4); its budget curve is measured again above the grid's budget, one doubling
+    # at a time, before any seed run
+    assert keys(B.pending(cfg, d)) == [("tuned", 40, 3e-4, 1)]
+    assert "wait for the tuned budget run at 40 steps, lr 0.0003" in B.headline_notes(cfg, d)[0]
+    d = pd.concat([d, done({40: 0.80}, lr=3e-4, sweep="tuned")])
+    assert keys(B.pending(cfg, d)) == [("tuned", 80, 3e-4, 1)]
+    d = pd.concat([d, done({80: 0.805}, lr=3e-4, sweep="tuned")])
     todo = keys(B.pending(cfg, d))
-    # chosen budget: the smallest within 1 point of the best (40); chosen rate: the grid's best (3e-4)
-    assert todo == [("seed", 40, 3e-4, 1), ("seed", 40, 3e-4, 2), ("seed", 40, 3e-4, 3)]
+    # chosen budget: the smallest within 1 point of the best at 3e-4 (40, not the recipe curve's); its seed-1 run is
+    # the tuned run (scored on test too), relabelled a seed run, so seeds 2 and 3 are left
+    assert ("seed", 40, 3e-4, 1) in keys(B.plan(cfg, d))
+    assert todo == [("seed", 40, 3e-4, 1), ("seed", 40, 3e-4, 2), ("seed", 40, 3e-4, 3)]  # no test rows here yet
 
 
-def test_seed_runs_are_scored_on_test_and_a_finished_run_without_test_rows_is_trained_again():
-    """The chosen point's seed-1 run was a budget run (dev rows only): the seed sweep names it and asks for it
-    again, with test rows; once they exist it is done. ``headline`` averages the seeds' test retention."""
-    cfg = cfg_with()
-    d = pd.concat([done({10: 0.50, 20: 0.70, 40: 0.71, 80: 0.712}), done({20: 0.65}, lr=3e-4, sweep="lr"),
-                   done({20: 0.66}, lr=5e-5, sweep="lr")])          # 1e-4 is the grid's best, inside it
-    todo = keys(B.pending(cfg, d))
-    assert todo == [("seed", 40, 1e-4, 1), ("seed", 40, 1e-4, 2), ("seed", 40, 1e-4, 3)]
-    test = [{"spec": "subset:0,1", "budget_steps": 40, "step": 40, "seed": s, "learning_rate": 1e-4,
-             "schedule": "linear", "phase": "test", "dataset": ds, "retention": r + (0.02 if ds == "a" else 0),
-             "sweep": "seed"} for s, r in ((1, 0.80), (2, 0.82), (3, 0.84)) for ds in "ab"]
-    d = pd.concat([d, pd.DataFrame(test[:2])])
-    assert keys(B.pending(cfg, d)) == [("seed", 40, 1e-4, 2), ("seed", 40, 1e-4, 3)]
-    d = pd.concat([d, pd.DataFrame(test[2:]), done({40: 0.7}, seed=2), done({40: 0.7}, seed=3)])
-    assert B.pending(cfg, d) == []
-    h = B.headline(d, "subset:0,1").iloc[0]
-    assert (h["budget_steps"], h["seeds"]) == (40, 3)
-    assert h["mean"] == pytest.approx(0.83) and h["sd"] == pytest.approx(0.02) and h["lo"] == pytest.approx(0.81)
-    assert any("headline (40 steps" in line and "83.0% \u00b1 2.0 sd (3 seeds" in line for line in B.summary(d, cfg))
+def test_the_seeds_wait_for_the_tuned_curve_and_a_tuned_run_at_the_chosen_budget_becomes_a_seed_run(tmp_path):
+    """A tuned run is scored on test too: the one at the chosen budget is the first seed, relabelled in the CSV,
+    not trained again."""
+    sweep = copy.deepcopy(SWEEP)
+    sweep["lr_widen"] = 0
+    cfg = cfg_with(sweep)
+    d = pd.concat([done({10: 0.50, 20: 0.70, 40: 0.71, 80: 0.712}), done({20: 0.72}, lr=3e-4, sweep="lr")])
+    assert keys(B.pending(cfg, d)) == [("tuned", 40, 3e-4, 1)]
+    d = pd.concat([d, done({40: 0.78}, lr=3e-4, sweep="tuned"),
+                   done({40: 0.80}, lr=3e-4, sweep="tuned").assign(phase="test")])
+    assert keys(B.pending(cfg, d)) == [("tuned", 80, 3e-4, 1)]      # no seed before the last doubling
+    path = tmp_path / "budgets.csv"
+    d.to_csv(path, index=False)
+    assert (B.mark_headline(cfg, path)["sweep"] != "seed").all()     # no headline yet: nothing relabelled
+    d = pd.concat([d, done({80: 0.785}, lr=3e-4, sweep="tuned"),
+                   done({80: 0.79}, lr=3e-4, sweep="tuned").assign(phase="test")])
+    d.to_csv(path, index=False)
+    d = B.mark_headline(cfg, path)                                   # 40 is within 1 point of 80: chosen
+    assert keys(B.pending(cfg, d)) == [("seed", 40, 3e-4, 2), ("seed", 40, 3e-4, 3)]
+    marked = pd.read_csv(path)
+    tuned = marked[marked["learning_rate"] == 3e-4].groupby("budget_steps")["sweep"].unique().map(list).to_dict()
+    assert tuned == {20: ["lr"], 40: ["seed"], 80: ["tuned"]}
+    assert list(B.headline(marked, "subset:0,1")[["budget_steps", "seeds"]].iloc[0]) == [40, 1]
+    assert "subset:0,1 at the chosen lr 0.0003 (tuned): dev retention by budget 20 72.0%, 40 78.0%, 80 78.5%; " \
+        "not flat yet; smallest budget within 1 pt of the best: 40." in B.summary(marked, cfg)
 
 
 def test_the_grid_widens_while_its_best_rate_is_at_an_edge_at_most_lr_widen_times():
@@ -91,8 +106,8 @@ def test_the_grid_widens_while_its_best_rate_is_at_an_edge_at_most_lr_widen_time
     assert B.learning_rate_grid(d, "subset:0,1", s) == [1e-4, 3e-4, 5e-5]
     d = pd.concat([d, done({20: 0.72}, lr=5e-5, sweep="lr")])       # still the bottom: halved again
     assert B.learning_rate_grid(d, "subset:0,1", s) == [1e-4, 3e-4, 5e-5, 2.5e-5]
-    d = pd.concat([d, done({20: 0.73}, lr=2.5e-5, sweep="lr")])     # at the edge, but widened twice: the seeds go
-    assert [r.sweep for r in B.pending(cfg, d)] == ["seed"] * 3 and B.pending(cfg, d)[0].learning_rate == 2.5e-5
+    d = pd.concat([d, done({20: 0.73}, lr=2.5e-5, sweep="lr")])     # at the edge, but widened twice: chosen
+    assert [(r.sweep, r.learning_rate) for r in B.pending(cfg, d)] == [("tuned", 2.5e-5)]
     sweep["lr_widen"] = 0
     assert B.learning_rate_grid(d, "subset:0,1", B.student_settings(cfg_with(sweep))["subset:0,1"]) == [1e-4, 3e-4]
 
@@ -126,13 +141,14 @@ def test_sweep_runs_independent_runs_and_resumes(smoke_cfg, tmp_path):
     assert set(B.COLUMNS) <= set(df.columns)
     assert (df["step"] == df["budget_steps"]).all() and set(df["phase"]) == {"dev", "test"}
     seed_runs = df[df["sweep"] == "seed"]                 # the headline runs: scored on the test collections too
-    assert set(seed_runs["phase"]) == {"dev", "test"} and (df.loc[df["phase"] == "test", "sweep"] == "seed").all()
+    assert set(seed_runs["phase"]) == {"dev", "test"}
+    assert set(df.loc[df["phase"] == "test", "sweep"]) <= {"seed", "tuned"}  # tuned runs: scored on test, never chosen on it
     assert len(B.headline(df, "subset:0,1")) == 1 and B.headline(df, "subset:0,1")["seeds"].iloc[0] == 2
     assert set(df.loc[df["sweep"] == "budget", "budget_steps"]) <= {2, 4}
     assert set(df.loc[df["budget_steps"] == 2, "learning_rate"]) == {1e-4, 3e-4}   # the grid at lr_budget_steps
     grid = {lr: B.mean_retention(df, "subset:0,1", lr, 5)[2] for lr in (1e-4, 3e-4)}
     best_lr = max(grid, key=grid.get)
-    chosen = B.converged_budget(B.mean_retention(df, "subset:0,1", 1e-4, 5))
+    chosen = B.converged_budget(B.mean_retention(df, "subset:0,1", best_lr, 5))   # on the curve at the chosen rate
     at = df[(df["budget_steps"] == chosen) & ((df["learning_rate"] - best_lr).abs() < 1e-12)]
     assert set(at["seed"]) == {5, 6}                     # every seed at the chosen budget and rate
     assert (df["epochs_of_text"] > 0).all() and (df["steps_per_s"] > 0).all()
@@ -234,7 +250,7 @@ def test_a_student_set_to_null_is_not_swept():
 def test_headline_notes_say_what_the_seed_runs_wait_for():
     cfg = cfg_with()
     d = done({10: 0.50})
-    assert "wait for the budget run at 20 steps" in B.headline_notes(cfg, d)[0]
+    assert "wait for the learning-rate grid at 20 steps" in B.headline_notes(cfg, d)[0]
     d = done({10: 0.50, 20: 0.70, 40: 0.71, 80: 0.712})
     assert "wait for the learning-rate grid at 20 steps" in B.headline_notes(cfg, d)[0]
     d = pd.concat([d, done({20: 0.65}, lr=3e-4, sweep="lr"), done({20: 0.66}, lr=5e-5, sweep="lr")])

@@ -11,10 +11,15 @@ each student of ``budgets.students`` the sweep runs, in this order:
 2. ``lr``: the ``learning_rates`` grid at ``lr_budget_steps``, widened while its best rate sits at an edge
    (x2 above, /2 below; at most ``lr_widen`` times), then ``extra_steps`` (e.g. paper 2's own ~3,900 steps)
    at the recipe's rate;
-3. ``seed``: the chosen budget (the smallest within ``flat`` of the best measured) at the chosen
-   learning rate (the best of the grid) with every seed of ``seeds``. These are the headline runs: each is
-   also scored on the full test collections (``phase == "test"`` rows; :func:`headline`), and a run of the
-   same key finished without test rows (a budget run at the chosen point) is trained again with them.
+3. ``tuned``: the budget curve again at the chosen learning rate (the best of the grid), doubling from
+   ``lr_budget_steps`` through the budgets above it until two doublings gain less than ``flat``; each tuned
+   run is scored on the full test collections too (never selected on them), so the one at the chosen budget
+   is that budget's first seed;
+4. ``seed``: once the tuned curve has flattened or reached the last budget, the chosen budget (the smallest
+   within ``flat`` of the best measured at the chosen rate) with every seed of ``seeds``. These are the
+   headline runs: each is also scored on the full test collections (``phase == "test"`` rows;
+   :func:`headline`); a finished run of the same key is relabelled ``seed`` in the CSV, and one without test
+   rows (a budget run at the chosen point) is trained again with them.
 
 New runs train in ``budgets.precision`` (``auto``: bf16 autocast where the device computes bf16 natively,
 a GPU or a CPU with AVX512-BF16 / AMX, else fp32; about 2x faster than fp32 on such a CPU). Whenever that
@@ -51,7 +56,7 @@ KEY = ["spec", "budget_steps", "seed", "learning_rate", "schedule", "precision"]
 COLUMNS = ["student", "spec", "kind", "sweep", "budget_steps", "step", "seed", "learning_rate", "schedule",
            "precision", "epochs_of_text", "train_texts", "minutes", "steps_per_s", "texts_per_s", "phase", "dataset", "split",
            "metric", "value", "teacher_value", "retention", "n_queries", "n_docs"]
-SWEEPS = ("precision", "budget", "lr", "seed")
+SWEEPS = ("precision", "budget", "lr", "tuned", "seed")
 
 
 @dataclass(frozen=True)
@@ -60,7 +65,7 @@ class Run:
     budget_steps: int
     learning_rate: float
     seed: int
-    sweep: str                # precision | budget | lr | seed
+    sweep: str                # precision | budget | lr | tuned | seed
     schedule: str = "linear"
     precision: str = "fp32"   # fp32 | bf16 (autocast)
 
@@ -212,9 +217,20 @@ def plan(cfg: dict, done: pd.DataFrame | None = None, precision: str = "fp32") -
         runs += [run(steps, lr0, seed0, "budget") for steps in s["extra_steps"]]
         grid = {lr: mean_retention(done, spec, lr, seed0).get(s["lr_budget_steps"]) for lr in rates}
         if any(v is None or pd.isna(v) for v in grid.values()):
-            continue  # the seeds wait for the learning-rate grid
+            continue  # the tuned curve and the seeds wait for the learning-rate grid
         best_lr = max(grid, key=grid.get)  # inside the widened grid, or at its edge after lr_widen widenings
-        chosen = converged_budget(mean_retention(done, spec, lr0, seed0), s["flat"])
+        tuned = mean_retention(done, spec, best_lr, seed0)
+        waiting = False
+        for steps in (b for b in s["budgets"] if b > s["lr_budget_steps"]):
+            if flattened(tuned[tuned.index < steps], s["flat"]):
+                break  # two doublings at the chosen rate gained less than `flat`
+            runs.append(run(steps, best_lr, seed0, "tuned"))
+            if steps not in tuned.index:
+                waiting = True  # the next doubling, and the seeds, wait for this one's result
+                break
+        if waiting:
+            continue
+        chosen = converged_budget(tuned, s["flat"])
         runs += [run(chosen, best_lr, seed, "seed") for seed in s["seeds"]]
     seen, out = set(), []
     headline = {r.key() for r in runs if r.sweep == "seed"}
@@ -270,14 +286,14 @@ def pending(cfg: dict, done: pd.DataFrame | None, precision: str = "fp32") -> li
 
 
 def run_one(cfg: dict, run: Run, device: str | None = None, progress: bool = True) -> pd.DataFrame:
-    """Train and score one run of the sweep; its dev rows at its last step, and for a seed run (a headline
-    run) its rows on the full test collections too."""
+    """Train and score one run of the sweep; its dev rows at its last step, and for a tuned or seed run (a
+    headline run) its rows on the full test collections too."""
 
     s = student_settings(cfg)[run.spec]
     dev = (cfg.get("budgets") or {}).get("dev") or DEFAULT_DEV
     common = dict(dev=dev, device=device, progress=progress, learning_rate=run.learning_rate, schedule=run.schedule,
                   seed=run.seed, pool=s["pool"], eval_at=[run.budget_steps], score_start=False, precision=run.precision,
-                  test=run.sweep == "seed")
+                  test=run.sweep in ("tuned", "seed"))
     if run.kind == "de-k-ce":
         init, _, k = run.spec[len("de2ce:"):].partition(":")
         rows, _, info = run_de2ce_curve(cfg, init, int(k), run.budget_steps, run.budget_steps, **common)
@@ -317,7 +333,7 @@ def run_pending(cfg: dict, path: Path, device: str | None = None, sweeps=(), max
     precision = sweep_precision(cfg, device)
     n = 0
     while max_runs is None or n < max_runs:
-        done = pd.read_csv(path) if path.is_file() else None
+        done = mark_headline(cfg, path, precision)
         todo = [r for r in pending(cfg, done, precision) if not sweeps or r.sweep in sweeps]
         if not todo:
             break
@@ -355,6 +371,24 @@ def run_headline(cfg: dict, specs, path: Path, device: str | None = None, runs: 
         run_pending(sub, path, device, HEADLINE_RUNS[runs], meta=meta, progress=progress)
     done = pd.read_csv(path) if path.is_file() else pd.DataFrame(columns=COLUMNS)
     return done[done["spec"].isin(specs)].reset_index(drop=True), headline_notes(sub, done, sweep_precision(sub, device))
+
+
+def mark_headline(cfg: dict, path: Path, precision: str = "fp32") -> pd.DataFrame | None:
+    """``path``'s rows, those of finished runs that the plan now names headline runs (a tuned run at the chosen
+    budget) relabelled ``sweep = "seed"`` in the file; ``None`` without a file."""
+    if not path.is_file():
+        return None
+    with open(path.with_name(f".{path.name}.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        done = pd.read_csv(path)
+        if done.empty:
+            return done
+        heads = {r.key() for r in plan(cfg, done, precision) if r.sweep == "seed"}
+        relabel = pd.Series([k in heads for k in row_keys(done)], index=done.index) & (done["sweep"] != "seed")
+        if relabel.any():
+            done.loc[relabel, "sweep"] = "seed"
+            write_csv_atomic(done, path)
+    return done
 
 
 def append_run(path: Path, rows: pd.DataFrame) -> pd.DataFrame:
@@ -413,8 +447,11 @@ def headline_notes(cfg: dict, done: pd.DataFrame | None, precision: str = "fp32"
                          f"{[r.seed for r in seeds]}" + (f", {left} still to train" if left else ", all trained") + ".")
             continue
         wait = [r for r in runs if r.key() not in keys]
-        what = (f"the budget run at {wait[0].budget_steps} steps" if wait and wait[0].sweep in ("budget", "precision")
-                else f"the learning-rate grid at {s['lr_budget_steps']} steps")
+        if not wait or any(r.sweep == "lr" for r in wait):
+            what = f"the learning-rate grid at {s['lr_budget_steps']} steps"
+        else:  # the grid is done: the last run planned is the next doubling at the chosen rate
+            what = (f"the {'tuned ' if wait[-1].sweep == 'tuned' else ''}budget run at {wait[-1].budget_steps} steps, "
+                    f"lr {wait[-1].learning_rate:g}")
         lines.append(f"{spec}: no headline yet; its seed runs wait for {what} (`make budgets`, or headline_runs='all').")
     return lines
 
@@ -439,6 +476,14 @@ def summary(done: pd.DataFrame, cfg: dict) -> list[str]:
             else "still rising" if len(curve) >= 2 and curve.iloc[-1] > curve.iloc[-2] else "not flat yet"
         lines.append(f"{spec} (lr {s['learning_rate']:g}): dev retention by budget {pts}; {state}; "
                      f"smallest budget within {100 * s['flat']:.0f} pt of the best: {converged_budget(curve, s['flat'])}.")
+        tuned = done[(done["spec"] == spec) & done["sweep"].isin(["tuned", "seed"])]["learning_rate"].unique()
+        for lr in sorted(x for x in tuned if abs(x - s["learning_rate"]) > 1e-12):
+            c = mean_retention(done, spec, lr, s["seeds"][0])
+            state = "flat" if flattened(c, s["flat"]) else "not flat yet"
+            lines.append(f"{spec} at the chosen lr {lr:g} (tuned): dev retention by budget "
+                         + ", ".join(f"{b} {100 * v:.1f}%" for b, v in c.items())
+                         + f"; {state}; smallest budget within {100 * s['flat']:.0f} pt of the best: "
+                         f"{converged_budget(c, s['flat'])}.")
         for r in headline(done, spec).itertuples():
             lines.append(f"{spec} headline ({r.budget_steps} steps, lr {r.learning_rate:g}): test retention "
                          f"{100 * r.mean:.1f}%" + (f" \u00b1 {100 * r.sd:.1f} sd" if r.seeds > 1 else "")
