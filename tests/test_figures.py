@@ -636,3 +636,26 @@ def test_matmul_and_call_profile_tables_from_their_csvs(tmp_path):
     assert "| 9 | fp32 | 1 | 0.1100 |" in layer          # (4 x 0.01 + 0.03 + 0.03) x 1.1 ms: the median round
     cp = (res / "tables" / "call_profile.md").read_text()
     assert "full DE [torch] b1 t1: ms" in cp and "| tokenise | 0.500 | 25.000 |" in cp
+
+
+def test_the_budget_panel_draws_the_curve_at_the_chosen_rate_too(tmp_path):
+    """The tuned runs (the budget curve at the grid's best rate, here 4e-4 at 20 and 40 steps) make a second,
+    dashed line per student; the recipe's rate is not repeated."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    res = write_synthetic(tmp_path / "results")
+    df = pd.read_csv(write_budgets(res / "budgets.csv"))
+    tuned = df[(df["sweep"] == "lr") & np.isclose(df["learning_rate"], 4e-4)].assign(sweep="tuned", budget_steps=40,
+                                                                                       step=40)
+    df = pd.concat([df, tuned], ignore_index=True)
+    runs = F.budget_runs(df)
+    assert F.tuned_rates(runs, F.recipe_rates(df)) == {"L0_5": [4e-4]}
+    fig = F.draw_budgets(plt, df)
+    labels = [line.get_label() for line in fig.axes[0].get_lines()]
+    assert "L0_5 (lr 0.0004, chosen)" in labels and "L0_5 (lr 0.0001)" in labels
+    dashed = [line for line in fig.axes[0].get_lines() if line.get_label() == "L0_5 (lr 0.0004, chosen)"][0]
+    assert dashed.get_linestyle() == "--" and list(dashed.get_xdata()) == [20, 40]
+    plt.close(fig)

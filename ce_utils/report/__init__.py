@@ -14,7 +14,7 @@ ce_utils but ``core.config`` and ``core.io``. Modules:
   :mod:`~ce_utils.report.headline`, :mod:`~ce_utils.report.verdicts` (the verdict table of the README).
 """
 
-from ce_utils.report.budgets import budget_headline_table, budget_runs, budgets_table, draw_budgets, recipe_rates
+from ce_utils.report.budgets import budget_headline_table, budget_runs, budgets_table, draw_budgets, recipe_rates, tuned_rates
 from ce_utils.report.ce_seeds import seeded_guard
 from ce_utils.report.build import check_options, figure_options, make_all
 from ce_utils.report.curves import curve_summary, draw_query_curve
@@ -35,4 +35,4 @@ __all__ = ["SCHEMAS", "SchemaError", "backend_table", "budget_headline_table", "
            "draw_pipeline", "draw_query_curve", "figure_options", "flop_goal_table", "geometry_summary",
            "geometry_table", "headline_table", "verdict_table", "join_speed", "make_all", "other_ce_summary", "pareto_front", "seeded_guard",
            "pipeline_latency_table", "probe_lines", "probe_summary", "quality_points", "read_result", "read_results",
-           "recipe_rates", "setup_matplotlib", "speed_lookup", "system_color", "to_latex", "to_markdown"]
+           "recipe_rates", "setup_matplotlib", "speed_lookup", "system_color", "to_latex", "to_markdown", "tuned_rates"]

@@ -55,23 +55,36 @@ def over_seeds(runs: pd.DataFrame, by: list[str]) -> pd.DataFrame:
         precision=("precision", lambda s: "+".join(sorted(set(s.astype(str))))))
 
 
+def tuned_rates(runs: pd.DataFrame, rates: dict) -> dict[str, list[float]]:
+    """Each student's chosen learning rates other than its recipe's: those of its ``tuned`` and ``seed`` runs."""
+    t = runs[runs["sweep"].isin(["tuned", "seed"])]
+    return {student: sorted(x for x in g["learning_rate"].unique() if not np.isclose(x, rates[student]))
+            for student, g in t.groupby("student", sort=False)}
+
+
+def _curve(ax, g: pd.DataFrame, color, label: str, ls: str = "-") -> None:
+    """One budget curve: mean over seeds per budget, min-max bars where >= 2 seeds, each point's minutes."""
+    m = over_seeds(g, ["budget_steps"]).sort_values("budget_steps")
+    ax.plot(m["budget_steps"], 100 * m["retention"], marker="o", ms=3, color=color, ls=ls, label=label)
+    fastest = g.groupby("budget_steps")["minutes"].min()  # what each point cost: its fastest run's minutes
+    for _, r in m.iterrows():
+        if pd.notna(fastest.get(r["budget_steps"])):
+            ax.annotate(f"{fastest[r['budget_steps']]:.0f} min", (r["budget_steps"], 100 * r["retention"]),
+                        textcoords="offset points", xytext=(4, -8), ha="left", fontsize=5, color=color)
+    spread = m[m["seeds"] >= 2]
+    if not spread.empty:
+        ax.errorbar(spread["budget_steps"], 100 * spread["retention"], fmt="none", ecolor=color, capsize=3,
+                    yerr=[100 * (spread["retention"] - spread["lo"]), 100 * (spread["hi"] - spread["retention"])])
+
+
 def _budget_panel(ax, runs: pd.DataFrame, rates: dict, kind: str) -> None:
     title, level, label = KINDS.get(kind, (kind, None, ""))
+    tuned = tuned_rates(runs, rates)
     for student, g in runs.groupby("student", sort=False):
-        g = g[np.isclose(g["learning_rate"], rates[student])]
-        m = over_seeds(g, ["budget_steps"]).sort_values("budget_steps")
         color = system_color(student)
-        ax.plot(m["budget_steps"], 100 * m["retention"], marker="o", ms=3, color=color,
-                label=f"{student} (lr {rates[student]:g})")
-        fastest = g.groupby("budget_steps")["minutes"].min()  # what each point cost: its fastest run's minutes
-        for _, r in m.iterrows():
-            if pd.notna(fastest.get(r["budget_steps"])):
-                ax.annotate(f"{fastest[r['budget_steps']]:.0f} min", (r["budget_steps"], 100 * r["retention"]),
-                            textcoords="offset points", xytext=(4, -8), ha="left", fontsize=5, color=color)
-        spread = m[m["seeds"] >= 2]
-        if not spread.empty:
-            ax.errorbar(spread["budget_steps"], 100 * spread["retention"], fmt="none", ecolor=color, capsize=3,
-                        yerr=[100 * (spread["retention"] - spread["lo"]), 100 * (spread["hi"] - spread["retention"])])
+        _curve(ax, g[np.isclose(g["learning_rate"], rates[student])], color, f"{student} (lr {rates[student]:g})")
+        for lr in tuned.get(student, []):  # the curve at the grid's best rate (dashed), where the headline sits
+            _curve(ax, g[np.isclose(g["learning_rate"], lr)], color, f"{student} (lr {lr:g}, chosen)", ls="--")
     if level is not None:
         ax.axhline(level, label=label, **REFERENCE)
     budgets = sorted(runs["budget_steps"].unique())
@@ -112,8 +125,8 @@ def _lr_panel(ax, runs: pd.DataFrame, rates: dict) -> None:
 
 def draw_budgets(plt, df: pd.DataFrame):
     """Retention (%) against the budget in steps (log 2), a panel per kind of student, a line per student at
-    its recipe's learning rate with min-max bars over seeds where a budget has >= 2, the paper's level as a
-    reference; below, the learning-rate grid runs (retention against learning rate at their budget). ``None``
+    its recipe's learning rate and a dashed one at its chosen rate (tuned and seed runs), with min-max bars over
+    seeds where a budget has >= 2, the paper's level as a reference; below, the learning-rate grid runs (retention against learning rate at their budget). ``None``
     without runs."""
     runs = budget_runs(df)
     if runs.empty:
