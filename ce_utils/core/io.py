@@ -83,6 +83,14 @@ def save_results(rows: pd.DataFrame | Iterable[dict], path: str | Path, meta: di
 
 
 # --------------------------------------------------------------------------- one system, one number
+def over_seeds(rows: pd.DataFrame, by: list[str], value: str = "retention") -> pd.DataFrame:
+    """Per group of ``by``: each seed's run scored by the mean of ``value`` over its rows (its collections), then
+    the mean, sd, min and max of those over seeds and their number (``mean, sd, lo, hi, seeds``)."""
+    per_run = rows.groupby(by + ["seed"], as_index=False, sort=False)[value].mean()
+    return per_run.groupby(by, as_index=False, sort=False).agg(
+        mean=(value, "mean"), sd=(value, "std"), lo=(value, "min"), hi=(value, "max"), seeds=("seed", "nunique"))
+
+
 def add_model_ids(df: pd.DataFrame, csv_name: str, aliases: dict | None = None) -> pd.DataFrame:
     """Add ``model_id``: the retrieval system a row measures, named alike in every CSV, so that a
     (system, dataset, metric, query sample) can be checked to have one value everywhere and speed

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ce_utils.core.io import over_seeds as seed_spread
 from ce_utils.report.style import REFERENCE, legend_right, subplots, system_color
 from ce_utils.report.tables import PCT, Output, saved
 
@@ -175,15 +176,17 @@ def budget_headline_table(df: pd.DataFrame) -> pd.DataFrame:
     t = headline_rows(df)
     if t.empty:
         return pd.DataFrame()
+    by = ["kind", "student", "budget_steps", "learning_rate"]
+    spread = seed_spread(t, by).set_index(by)
     rows = []
-    for (kind, student, budget, lr), g in t.groupby(["kind", "student", "budget_steps", "learning_rate"], sort=False):
-        per_run = g.groupby("seed")["retention"].mean()
+    for (kind, student, budget, lr), g in t.groupby(by, sort=False):
+        m = spread.loc[(kind, student, budget, lr)]
         row = {"student": student, "kind": kind, "budget (steps)": int(budget), "learning rate": f"{lr:g}"}
         row.update({f"{ds} %": 100 * v for ds, v in g.groupby("dataset", sort=False)["retention"].mean().items()})
         level = KINDS.get(kind, ("", None, ""))[1]
-        row.update({"mean %": 100 * per_run.mean(), "sd (pt)": 100 * per_run.std() if len(per_run) > 1 else np.nan,
-                    "min %": 100 * per_run.min(), "max %": 100 * per_run.max(), "seeds": int(per_run.size),
-                    "paper %": level, "ours - paper (pt)": 100 * per_run.mean() - level if level else np.nan})
+        row.update({"mean %": 100 * m["mean"], "sd (pt)": 100 * m["sd"], "min %": 100 * m["lo"], "max %": 100 * m["hi"],
+                    "seeds": int(m["seeds"]), "paper %": level,
+                    "ours - paper (pt)": 100 * m["mean"] - level if level else np.nan})
         rows.append(row)
     return pd.DataFrame(rows)
 

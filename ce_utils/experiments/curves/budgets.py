@@ -45,7 +45,7 @@ from pathlib import Path
 import pandas as pd
 from ce_utils.core.config import ConfigError
 from ce_utils.core.encode import native_bf16
-from ce_utils.core.io import merge_rows, with_metadata, write_csv_atomic
+from ce_utils.core.io import merge_rows, over_seeds, with_metadata, write_csv_atomic
 from ce_utils.core.students import DE2CE_INITS
 from ce_utils.core.train import PRECISIONS
 from ce_utils.experiments.curves.run import DEFAULT_DEV, run_curve, run_de2ce_curve
@@ -426,10 +426,7 @@ def headline(done: pd.DataFrame | None, spec: str) -> pd.DataFrame:
         return pd.DataFrame(columns=cols)
     d = with_precision(done)
     d = d[(d["spec"] == spec) & (d["phase"] == "test") & (d["sweep"] == "seed")]
-    per_run = d.groupby(["budget_steps", "learning_rate", "seed"], as_index=False)["retention"].mean()
-    return per_run.groupby(["budget_steps", "learning_rate"], as_index=False).agg(
-        mean=("retention", "mean"), sd=("retention", "std"), lo=("retention", "min"), hi=("retention", "max"),
-        seeds=("seed", "nunique"))[cols]
+    return over_seeds(d, ["budget_steps", "learning_rate"])[cols]
 
 
 def headline_notes(cfg: dict, done: pd.DataFrame | None, precision: str = "fp32") -> list[str]:
