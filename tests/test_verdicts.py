@@ -41,6 +41,10 @@ def test_budget_trend_says_rising_or_flat():
     flat = budgets("L0_5", [(80, 0.82), (160, 0.85), (320, 0.87), (640, 0.874), (1280, 0.876)])
     assert budget_trend(flat, "L0_5").endswith("flat from 320 steps")
     assert budget_trend(rising, "DE-2 CE") == ""
+    # tuned runs at the grid's best rate: the trend is that curve's, the rate named (the recipe's curve still rises)
+    tuned = budgets("L0_5", [(320, 0.92), (640, 0.926), (1280, 0.929)], rate=8e-4).assign(sweep="tuned")
+    trend = budget_trend(pd.concat([rising, tuned]), "L0_5")
+    assert trend == "dev 92.0% → 92.9% at 320 → 1280 steps (lr 0.0008), flat from 320 steps"
 
 
 def test_a_level_missed_while_the_sweep_rises_is_not_converged():

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ce_utils.report.budgets import budget_runs, headline_rows, over_seeds, recipe_rates
+from ce_utils.report.budgets import budget_runs, headline_rows, over_seeds, recipe_rates, tuned_rates
 from ce_utils.report.ce_seeds import gain_summary
 from ce_utils.report.de2ce import pct_of_full
 
@@ -37,13 +37,15 @@ def seeds_text(values: pd.Series | np.ndarray, fmt: str = "{:.1f}", unit: str = 
 
 
 def budget_trend(budgets: pd.DataFrame | None, student: str) -> str:
-    """What the budget sweep says of ``student`` at its recipe's learning rate: ``dev 50.5% -> 69.5% at
-    150 -> 600 steps, still rising`` (two doublings gaining < 1 point: ``flat from N steps``); ``""``
-    when the sweep has no run of it."""
+    """What the budget sweep says of ``student`` at its chosen learning rate (its tuned and seed runs' rate),
+    else at its recipe's: ``dev 50.5% -> 69.5% at 150 -> 600 steps, still rising`` (two doublings gaining
+    < 1 point: ``flat from N steps``; the chosen rate named); ``""`` when the sweep has no run of it."""
     if budgets is None or budgets.empty or student not in set(budgets["student"]):
         return ""
     runs = budget_runs(budgets)
-    rate = recipe_rates(budgets)[student]
+    recipe = recipe_rates(budgets)
+    chosen = tuned_rates(runs, recipe).get(student, [])
+    rate = chosen[-1] if chosen else recipe[student]
     g = runs[(runs["student"] == student) & np.isclose(runs["learning_rate"], rate)]
     m = over_seeds(g, ["budget_steps"]).sort_values("budget_steps")
     if m.empty:
@@ -52,7 +54,8 @@ def budget_trend(budgets: pd.DataFrame | None, student: str) -> str:
     flat = next((steps[i] for i in range(len(steps) - 2) if ret[i + 2] - ret[i] < TOLERANCE_PTS), None)
     state = f"flat from {flat} steps" if flat is not None else (
         "still rising" if len(steps) > 1 and ret[-1] > ret[-2] else "not converged")
-    return f"dev {ret[0]:.1f}% → {ret[-1]:.1f}% at {steps[0]} → {steps[-1]} steps, {state}"
+    lr = f" (lr {rate:g})" if chosen else ""
+    return f"dev {ret[0]:.1f}% → {ret[-1]:.1f}% at {steps[0]} → {steps[-1]} steps{lr}, {state}"
 
 
 def seed_headline(budgets: pd.DataFrame | None, student: str) -> tuple[np.ndarray, int | None]:
