@@ -96,6 +96,26 @@ def test_the_seeds_wait_for_the_tuned_curve_and_a_tuned_run_at_the_chosen_budget
         "not flat yet; smallest budget within 1 pt of the best: 40." in B.summary(marked, cfg)
 
 
+def test_the_chosen_point_is_the_smallest_budget_within_a_point_of_the_best_at_any_rate(tmp_path):
+    """The best point may lie on the recipe's curve (a long run at a low rate): the headline is the smallest budget
+    within a point of it, here on the tuned curve; a seed run the plan no longer names headline loses the label."""
+    sweep = copy.deepcopy(SWEEP)
+    sweep["lr_widen"] = 0
+    cfg = cfg_with(sweep)
+    d = pd.concat([done({10: 0.50, 20: 0.70, 40: 0.75, 80: 0.80}), done({20: 0.785}, lr=3e-4, sweep="lr"),
+                   done({40: 0.79, 80: 0.795}, lr=3e-4, sweep="tuned")])
+    d = B.with_precision(d)
+    assert B.chosen_point(d, "subset:0,1", 1) == (40, 3e-4)        # 0.79 is within a point of 0.80 (1e-4 at 80)
+    assert B.converged_budget(B.mean_retention(d, "subset:0,1", 3e-4, 1)) == 20   # not the tuned curve's own best
+    assert keys(B.pending(cfg, d))[0] == ("seed", 40, 3e-4, 1)
+    stale = done({20: 0.785}, lr=3e-4, sweep="seed").assign(phase="test")   # once the headline, at 20 steps
+    path = tmp_path / "budgets.csv"
+    pd.concat([d, stale]).to_csv(path, index=False)
+    marked = B.mark_headline(cfg, path)
+    assert set(marked.loc[(marked["budget_steps"] == 20) & (marked["learning_rate"] == 3e-4), "sweep"]) == {"lr"}
+    assert (marked["sweep"] != "seed").all()                        # the tuned run at 40 has no test rows here
+
+
 def test_the_grid_widens_while_its_best_rate_is_at_an_edge_at_most_lr_widen_times():
     sweep = copy.deepcopy(SWEEP)
     sweep["lr_widen"] = 2
@@ -146,10 +166,8 @@ def test_sweep_runs_independent_runs_and_resumes(smoke_cfg, tmp_path):
     assert len(B.headline(df, "subset:0,1")) == 1 and B.headline(df, "subset:0,1")["seeds"].iloc[0] == 2
     assert set(df.loc[df["sweep"] == "budget", "budget_steps"]) <= {2, 4}
     assert set(df.loc[df["budget_steps"] == 2, "learning_rate"]) == {1e-4, 3e-4}   # the grid at lr_budget_steps
-    grid = {lr: B.mean_retention(df, "subset:0,1", lr, 5)[2] for lr in (1e-4, 3e-4)}
-    best_lr = max(grid, key=grid.get)
-    chosen = B.converged_budget(B.mean_retention(df, "subset:0,1", best_lr, 5))   # on the curve at the chosen rate
-    at = df[(df["budget_steps"] == chosen) & ((df["learning_rate"] - best_lr).abs() < 1e-12)]
+    chosen, chosen_lr = B.chosen_point(B.with_precision(df), "subset:0,1", 5)
+    at = df[(df["budget_steps"] == chosen) & ((df["learning_rate"] - chosen_lr).abs() < 1e-12)]
     assert set(at["seed"]) == {5, 6}                     # every seed at the chosen budget and rate
     assert (df["epochs_of_text"] > 0).all() and (df["steps_per_s"] > 0).all()
     stamp = (out / B.BUDGETS_CSV).stat().st_mtime_ns
@@ -255,7 +273,7 @@ def test_headline_notes_say_what_the_seed_runs_wait_for():
     assert "wait for the learning-rate grid at 20 steps" in B.headline_notes(cfg, d)[0]
     d = pd.concat([d, done({20: 0.65}, lr=3e-4, sweep="lr"), done({20: 0.66}, lr=5e-5, sweep="lr")])
     note = B.headline_notes(cfg, d)[0]
-    assert "headline at 40 steps, lr 0.0001" in note and "[1, 2, 3] still to train" in note
+    assert "headline at 40 steps, lr 0.0001 (of every point measured on dev" in note and "[1, 2, 3] still to train" in note
     with pytest.raises(ConfigError, match="not in budgets.students"):
         B.only_students(cfg, ["subset:9"])
 

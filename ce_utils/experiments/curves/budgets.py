@@ -15,8 +15,9 @@ each student of ``budgets.students`` the sweep runs, in this order:
    ``lr_budget_steps`` through the budgets above it until two doublings gain less than ``flat``; each tuned
    run is scored on the full test collections too (never selected on them), so the one at the chosen budget
    is that budget's first seed;
-4. ``seed``: once the tuned curve has flattened or reached the last budget, the chosen budget (the smallest
-   within ``flat`` of the best measured at the chosen rate) with every seed of ``seeds``. These are the
+4. ``seed``: once the tuned curve has flattened or reached the last budget, the chosen point (of every point
+   measured, at any rate, the smallest budget within ``flat`` of the best; :func:`chosen_point`) with every
+   seed of ``seeds``. These are the
    headline runs: each is also scored on the full test collections (``phase == "test"`` rows;
    :func:`headline`); a finished run of the same key is relabelled ``seed`` in the CSV, and one without test
    rows (a budget run at the chosen point) is trained again with them.
@@ -161,6 +162,18 @@ def converged_budget(curve: pd.Series, flat: float = 0.01) -> int | None:
     return int(curve.index[curve >= curve.max() - flat][0])
 
 
+def chosen_point(done: pd.DataFrame, spec: str, seed: int, flat: float = 0.01) -> tuple[int, float]:
+    """The headline's (budget_steps, learning_rate): of every point ``spec``'s sweep measured with ``seed`` (any
+    budget, any rate), the smallest budget whose mean dev retention is within ``flat`` of the best, at its best rate."""
+    d = done[(done["spec"] == spec) & (done["phase"] == "dev") & (done["step"] == done["budget_steps"])
+             & (done["schedule"] == "linear") & (done["seed"] == seed)]
+    pts = d.groupby(["budget_steps", "learning_rate", "precision"])["retention"].mean().groupby(
+        level=["budget_steps", "learning_rate"]).mean()
+    near = pts[pts >= pts.max() - flat].reset_index().sort_values(["budget_steps", "retention"],
+                                                                   ascending=[True, False])
+    return int(near["budget_steps"].iloc[0]), float(near["learning_rate"].iloc[0])
+
+
 def flattened(curve: pd.Series, flat: float = 0.01) -> bool:
     """True when the last two doublings (the last three budgets, each twice the one before) gained less
     than ``flat`` together: more steps of this recipe stop paying."""
@@ -230,8 +243,8 @@ def plan(cfg: dict, done: pd.DataFrame | None = None, precision: str = "fp32") -
                 break
         if waiting:
             continue
-        chosen = converged_budget(tuned, s["flat"])
-        runs += [run(chosen, best_lr, seed, "seed") for seed in s["seeds"]]
+        chosen, chosen_lr = chosen_point(done, spec, seed0, s["flat"])
+        runs += [run(chosen, chosen_lr, seed, "seed") for seed in s["seeds"]]
     seen, out = set(), []
     headline = {r.key() for r in runs if r.sweep == "seed"}
     for r in runs:  # one run per key, named by the first sweep that asks for it, or "seed" (scored on test too)
@@ -375,7 +388,8 @@ def run_headline(cfg: dict, specs, path: Path, device: str | None = None, runs: 
 
 def mark_headline(cfg: dict, path: Path, precision: str = "fp32") -> pd.DataFrame | None:
     """``path``'s rows, those of finished runs that the plan now names headline runs (a tuned run at the chosen
-    budget) relabelled ``sweep = "seed"`` in the file; ``None`` without a file."""
+    budget) relabelled ``sweep = "seed"`` in the file, and seed runs it no longer names so given their plan's
+    sweep; ``None`` without a file."""
     if not path.is_file():
         return None
     with open(path.with_name(f".{path.name}.lock"), "w") as lock:
@@ -383,10 +397,15 @@ def mark_headline(cfg: dict, path: Path, precision: str = "fp32") -> pd.DataFram
         done = pd.read_csv(path)
         if done.empty:
             return done
-        heads = {r.key() for r in plan(cfg, done, precision) if r.sweep == "seed"}
-        relabel = pd.Series([k in heads for k in row_keys(done)], index=done.index) & (done["sweep"] != "seed")
+        named = {r.key(): r.sweep for r in plan(cfg, done, precision)}
+        tested = tested_keys(done)  # a headline run without test rows is trained again, and named then
+        want = pd.Series([None if named.get(k) == "seed" and k not in tested else named.get(k)
+                          for k in row_keys(done)], index=done.index)
+        # a headline run is "seed"; a "seed" run the plan no longer names headline (the chosen point moved on
+        # a later result) gets the name the plan gives its key
+        relabel = want.notna() & (done["sweep"] != want) & ((want == "seed") | (done["sweep"] == "seed"))
         if relabel.any():
-            done.loc[relabel, "sweep"] = "seed"
+            done.loc[relabel, "sweep"] = want[relabel]
             write_csv_atomic(done, path)
     return done
 
@@ -439,8 +458,8 @@ def headline_notes(cfg: dict, done: pd.DataFrame | None, precision: str = "fp32"
         seeds = [r for r in runs if r.sweep == "seed"]
         if seeds:
             left = [r.seed for r in seeds if r.key() not in tested]
-            lines.append(f"{spec}: headline at {seeds[0].budget_steps} steps, lr {seeds[0].learning_rate:g} (the smallest "
-                         f"budget within {100 * s['flat']:.0f} pt of the best on dev, the grid's best rate); seeds "
+            lines.append(f"{spec}: headline at {seeds[0].budget_steps} steps, lr {seeds[0].learning_rate:g} (of every point "
+                         f"measured on dev, the smallest budget within {100 * s['flat']:.0f} pt of the best); seeds "
                          f"{[r.seed for r in seeds]}" + (f", {left} still to train" if left else ", all trained") + ".")
             continue
         wait = [r for r in runs if r.key() not in keys]
