@@ -92,8 +92,11 @@ def test_the_seeds_wait_for_the_tuned_curve_and_a_tuned_run_at_the_chosen_budget
     tuned = marked[marked["learning_rate"] == 3e-4].groupby("budget_steps")["sweep"].unique().map(list).to_dict()
     assert tuned == {20: ["lr"], 40: ["seed"], 80: ["tuned"]}
     assert list(B.headline(marked, "subset:0,1")[["budget_steps", "seeds"]].iloc[0]) == [40, 1]
+    lines = B.summary(marked, cfg)
     assert "subset:0,1 at the chosen lr 0.0003 (tuned): dev retention by budget 20 72.0%, 40 78.0%, 80 78.5%; " \
-        "not flat yet; smallest budget within 1 pt of the best: 40." in B.summary(marked, cfg)
+        "not flat yet." in lines
+    assert "subset:0,1 headline point: 40 steps, lr 0.0003 (of every point measured on dev, the smallest budget " \
+        "within 1 pt of the best)." in lines
 
 
 def test_the_chosen_point_is_the_smallest_budget_within_a_point_of_the_best_at_any_rate(tmp_path):

@@ -497,9 +497,11 @@ def summary(done: pd.DataFrame, cfg: dict) -> list[str]:
             c = mean_retention(done, spec, lr, s["seeds"][0])
             state = "flat" if flattened(c, s["flat"]) else "not flat yet"
             lines.append(f"{spec} at the chosen lr {lr:g} (tuned): dev retention by budget "
-                         + ", ".join(f"{b} {100 * v:.1f}%" for b, v in c.items())
-                         + f"; {state}; smallest budget within {100 * s['flat']:.0f} pt of the best: "
-                         f"{converged_budget(c, s['flat'])}.")
+                         + ", ".join(f"{b} {100 * v:.1f}%" for b, v in c.items()) + f"; {state}.")
+        if any(r.sweep == "seed" for r in plan(only_students(cfg, [spec]), done)):
+            steps, lr = chosen_point(done, spec, s["seeds"][0], s["flat"])
+            lines.append(f"{spec} headline point: {steps} steps, lr {lr:g} (of every point measured on dev, the "
+                         f"smallest budget within {100 * s['flat']:.0f} pt of the best).")
         for r in headline(done, spec).itertuples():
             lines.append(f"{spec} headline ({r.budget_steps} steps, lr {r.learning_rate:g}): test retention "
                          f"{100 * r.mean:.1f}%" + (f" \u00b1 {100 * r.sd:.1f} sd" if r.seeds > 1 else "")
