@@ -147,3 +147,23 @@ def test_the_sweeps_headline_runs_decide_the_level_and_the_comparisons():
     p2 = row(verdict_table({"query_distill.csv": qd, "budgets.csv": headline_runs("L0_5", (0.92, 0.93, 0.94), 2560,
                                                                                "query-student")}), "P2: bottom + top")
     assert p2["ours"] == "93.0% ± 1.0% (3 seeds), 2560 steps" and p2["verdict"] == "reproduced"
+
+
+def test_without_seed_runs_the_largest_tuned_run_is_the_level_and_pairs_compare_at_one_budget():
+    """A sweep whose seeds still wait: the level is the largest tuned run's (one seed, tested), and DE-2 CE meets
+    DE-2 DE at the largest budget both tuned curves reached, never at two budgets."""
+    def tuned(student, points):
+        return pd.concat([headline_runs(student, (r,), b) for b, r in points]).assign(sweep="tuned", learning_rate=2e-3)
+
+    nb02 = pd.DataFrame([{"model": m, "init": "full" if m == "DE-6 full" else m[5:].lower(), "dataset": "a",
+                          "metric": "NDCG@10", "value": v, "seed": 42, "train_steps": 150}
+                         for m, v in (("DE-6 full", 1.0), ("DE-2 CE", 0.50), ("DE-2 DE", 0.52))])
+    sweep = pd.concat([tuned("DE-2 CE", [(1200, 0.87), (2400, 0.90), (4800, 0.92)]),
+                       tuned("DE-2 DE", [(1200, 0.85), (2400, 0.89)])])
+    t = verdict_table({"de2ce.csv": nb02, "budgets.csv": sweep})
+    assert row(t, "P1: DE-2 CE retrieves")["ours"] == "92.0% (1 seed), 4800 steps"
+    vs_de = row(t, "P1: a CE start beats a DE start")
+    assert vs_de["ours"] == "90.0% (1 seed) vs 89.0% (1 seed), 2400 steps"
+    assert vs_de["verdict"] == "partly (1 seed); CE derived from the DE" and "budgets.csv" in vs_de["evidence"]
+    only_ce = verdict_table({"de2ce.csv": nb02, "budgets.csv": sweep[sweep["student"] == "DE-2 CE"]})
+    assert row(only_ce, "P1: a CE start beats a DE start")["ours"] == "50.0% (1 seed) vs 52.0% (1 seed), 150 steps"

@@ -10,6 +10,8 @@ Rules (one place, stated so a reader can check them):
   not here (a GPU, the paper's models).
 * A number from fewer than 3 seeds says so (``1 seed``); with >= 3 seeds it is ``mean +- sd`` and two
   systems within each other's spread are ``tied``.
+* The budget sweep's evidence comes first: its headline runs (3 seeds at the chosen point), else its largest
+  tuned run (one seed, scored on test); a comparison of two students is taken at one budget.
 * A level claim missed while the budget sweep (``budgets.csv``) still rises at its largest measured budget
   says ``budget not converged`` (``budget not measured`` without a sweep): more training was not shown useless.
 """
@@ -58,16 +60,42 @@ def budget_trend(budgets: pd.DataFrame | None, student: str) -> str:
     return f"dev {ret[0]:.1f}% → {ret[-1]:.1f}% at {steps[0]} → {steps[-1]} steps{lr}, {state}"
 
 
+def sweep_test(budgets: pd.DataFrame | None, student: str, sweep: str = "seed") -> dict[int, np.ndarray]:
+    """``{budget_steps: per-seed mean test retention in %}`` of ``student``'s ``sweep`` runs in the budget sweep
+    (``seed``: the headline runs; ``tuned``: the one-seed runs of the curve at the chosen rate, scored on test too)."""
+    if budgets is None or budgets.empty or "phase" not in budgets.columns:
+        return {}
+    t = budgets[(budgets["phase"] == "test") & (budgets["sweep"] == sweep) & (budgets["student"] == student)]
+    return {int(b): 100 * g.groupby("seed")["retention"].mean().to_numpy() for b, g in t.groupby("budget_steps")}
+
+
 def seed_headline(budgets: pd.DataFrame | None, student: str) -> tuple[np.ndarray, int | None]:
-    """The budget sweep's headline runs of ``student`` (``sweep == "seed"``, scored on the full test collections):
-    per seed, its mean test retention in %, and their budget in steps; empty and ``None`` without them."""
+    """The budget sweep's test evidence of ``student``: its headline runs (``sweep == "seed"``) per seed, in %, and
+    their budget; without them, its largest tuned run's (one seed, still a curve); empty and ``None`` without either."""
     t = headline_rows(budgets)
     t = t[t["student"] == student]
     if t.empty:
-        return np.asarray([]), None
+        tuned = sweep_test(budgets, student, "tuned")
+        if not tuned:
+            return np.asarray([]), None
+        steps = max(tuned)
+        return tuned[steps], steps
     steps = int(t["budget_steps"].max())
     t = t[t["budget_steps"] == steps]
     return 100 * t.groupby("seed")["retention"].mean().to_numpy(), steps
+
+
+def paired_headline(budgets: pd.DataFrame | None, a: str, b: str):
+    """Two students' sweep test evidence at one budget where they can be compared: both headlines (their own
+    budgets); else the largest budget both have tuned runs at (one seed each); else ``None``."""
+    sa, sb = sweep_test(budgets, a), sweep_test(budgets, b)
+    if sa and sb:
+        return (*seed_headline(budgets, a), *seed_headline(budgets, b))
+    ta, tb = sweep_test(budgets, a, "tuned"), sweep_test(budgets, b, "tuned")
+    common = sorted(set(ta) & set(tb))
+    if common:
+        return ta[common[-1]], common[-1], tb[common[-1]], common[-1]
+    return None
 
 
 def compare_verdict(a: np.ndarray, b: np.ndarray) -> str:
@@ -163,6 +191,10 @@ def verdict_table(results: dict, metric: str = "NDCG@10", profile: str = "defaul
         vals, steps = seed_headline(budgets, student)
         if len(vals):
             return vals, steps, "budgets.csv"
+        return nb02(student)
+
+    def nb02(student: str) -> tuple[np.ndarray, int | None, str]:
+        """Notebook 02's student: per seed, % of the full DE on the test collections; its steps and the CSV."""
         if d is None or d[d["model"] == student].empty:
             return np.asarray([]), None, ""
         return pct_of_full(d, student)[0], int(d.loc[d["model"] == student, "train_steps"].max()), "de2ce.csv"
@@ -177,13 +209,18 @@ def verdict_table(results: dict, metric: str = "NDCG@10", profile: str = "defaul
     for other, claim in (("DE-2 DE", "P1: a CE start beats a DE start (DE-2 CE vs DE-2 DE)"),
                          ("DE-2 untuned CE", "P1: a relevance-trained CE start beats its untuned start "
                                              "(DE-2 CE vs DE-2 untuned CE)")):
-        vals, steps, src = de2(other)
-        if len(ce2) and len(vals):
+        pair = paired_headline(budgets, "DE-2 CE", other)  # the sweep's, where it has both
+        if pair is not None:
+            a, a_steps, vals, steps = pair
+            a_src = src = "budgets.csv"
+        else:  # else notebook 02's two students, trained alike
+            (a, a_steps, a_src), (vals, steps, src) = nb02("DE-2 CE"), nb02(other)
+        if len(a) and len(vals):
             rows.append([claim, "CE start better",
-                         f"{seeds_text(ce2, unit='%')} vs {seeds_text(vals, unit='%')}"
-                         + (f", {ce_steps} steps" if ce_steps == steps else f", {ce_steps} vs {steps} steps"),
-                         compare_verdict(ce2, vals) + (derived if other == "DE-2 DE" else ""),
-                         L(*dict.fromkeys([ce_src, src]))])
+                         f"{seeds_text(a, unit='%')} vs {seeds_text(vals, unit='%')}"
+                         + (f", {a_steps} steps" if a_steps == steps else f", {a_steps} vs {steps} steps"),
+                         compare_verdict(a, vals) + (derived if other == "DE-2 DE" else ""),
+                         L(*dict.fromkeys([a_src, src]))])
     top, top_steps, top_src = de2("DE-2 CE+top")
     if len(top):
         rows.append(["Beyond both: DE-2 CE with the full DE's top layer (DE-2 CE+top)", "—",
