@@ -618,6 +618,9 @@ def test_budget_headline_table_from_the_seed_runs_test_rows(tmp_path):
     assert len(F.budget_runs(df)) == 9                   # test rows are not dev runs: the curves are unchanged
     F.make_all(res, tmp_path / "figs")
     assert "| L0_5 | query-student | 20 | 0.0001 | 90.0 | 94.0 | 92.0 | 2.0 |" in (res / "tables" / "budget_headline.md").read_text()
+    head = F.headline_table({"budgets.csv": df}, None).set_index("claim")   # the headline table carries it too
+    r = head.loc["L0_5 at the budget sweep's chosen point, % of teacher NDCG@10 (mean over scifact, vaswani)"]
+    assert (r["paper"], r["ours"], r["delta"]) == ("92.5%", "92.0% ± 2.0 (3 seeds; 20 steps, lr 0.0001)", "-0.5 pts")
 
 
 def test_matmul_and_call_profile_tables_from_their_csvs(tmp_path):

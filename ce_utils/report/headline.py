@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ce_utils.report.budgets import budget_headline_table
 from ce_utils.report.de2ce import pct_of_full, pipeline_latency_table
 
 
@@ -42,8 +43,10 @@ def headline_table(results: dict, cfg: dict | None, metric: str = "NDCG@10",
             per_seed, common = pct_of_full(d, model)
             if common:
                 pct = float(np.mean(per_seed))
+                steps = int(d.loc[d["model"] == model, "train_steps"].max()) if "train_steps" in d else None
                 rows.append({"claim": f"{claim} {metric}, % of full DE (mean over {', '.join(common)})",
-                             "paper": paper, "ours": f"{pct:.1f}%", "delta": f"{pct - 99:+.1f} pts vs 99%"})
+                             "paper": paper, "ours": f"{pct:.1f}%" + (f" ({steps} steps, notebook 02)" if steps else ""),
+                             "delta": f"{pct - 99:+.1f} pts vs 99%"})
     if sp is not None:
         d = sp[(sp["model"] == "DE-2 CE") & (sp["tokenization"] == "included") & (sp["device"] == "cpu")
                & (sp["threads"] == 1)]
@@ -80,10 +83,24 @@ def headline_table(results: dict, cfg: dict | None, metric: str = "NDCG@10",
             top = f"0,{n_t - 1}" if n_t else None
             pick = two[two["layers"].astype(str) == top] if top else two.iloc[0:0]
             r = pick.iloc[0] if not pick.empty else two.sort_values("value").iloc[-1]
+            steps = f"; {int(r['train_steps'])} steps, notebook 03" if pd.notna(r.get("train_steps")) else ""
             rows.append({"claim": f"2-layer query student (bottom + top layer) keeps % of teacher {metric}",
                          "paper": "92.5% (layers 0,11 of 12; mean of 15 BEIR sets)",
-                         "ours": f"{100 * r['value']:.1f}% (layers {r['layers']}; {r['student']})",
+                         "ours": f"{100 * r['value']:.1f}% (layers {r['layers']}; {r['student']}{steps})",
                          "delta": f"{100 * r['value'] - 92.5:+.1f} pts"})
+    budgets = results.get("budgets.csv")
+    head = budget_headline_table(budgets) if budgets is not None else pd.DataFrame()
+    for _, r in head.iterrows():  # the budget sweep's headline students: the chosen point, every seed, on test
+        of = "teacher" if r["kind"] == "query-student" else "full DE"
+        sets = [c[:-2] for c in head.columns if c.endswith(" %") and c[:-2] not in ("mean", "min", "max", "paper")
+                and pd.notna(r[c])]
+        spread = f" ± {r['sd (pt)']:.1f}" if pd.notna(r["sd (pt)"]) else ""
+        rows.append({"claim": f"{r['student']} at the budget sweep's chosen point, % of {of} {metric} "
+                              f"(mean over {', '.join(sets)})",
+                     "paper": f"{r['paper %']:.1f}%" if pd.notna(r["paper %"]) else "—",
+                     "ours": f"{r['mean %']:.1f}%{spread} ({int(r['seeds'])} seed{'s' if r['seeds'] > 1 else ''}; "
+                             f"{int(r['budget (steps)'])} steps, lr {r['learning rate']})",
+                     "delta": f"{r['ours - paper (pt)']:+.1f} pts" if pd.notna(r["ours - paper (pt)"]) else "—"})
     if geometry is not None and not geometry[0].empty:
         tab, agree = geometry
         row = tab[tab["layers"] == "0,11"]
