@@ -30,8 +30,8 @@ def test_the_readme_example_runs(tiny_bert_dir, tmp_path, monkeypatch):
     assert len(code.strip().splitlines()) <= 10
     (tmp_path / "my_queries.txt").write_text("\n".join(QUERIES) + "\n")
     monkeypatch.chdir(tmp_path)
-    code = code.replace('"sentence-transformers/all-MiniLM-L6-v2"', repr(str(tiny_bert_dir))).replace("steps=1000",
-                                                                                                       "steps=2")
+    code = code.replace('"sentence-transformers/all-MiniLM-L6-v2"', repr(str(tiny_bert_dir))).replace("steps=640",
+                                                                                                      "steps=2")
     scope: dict = {}
     exec(compile(code, "README.md example", "exec"), scope)
     student = SentenceTransformer(str(tmp_path / "my_student"))
