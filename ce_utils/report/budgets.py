@@ -224,8 +224,8 @@ def budgets_figure(plt, out: Output, df: pd.DataFrame) -> None:
     head = budget_headline_table(df)
     if not head.empty:
         out.table(head, "budget_headline", ["budgets.csv"],
-                  "Headline runs of the budget sweep: each student at its chosen budget (the smallest within 1 point of "
-                  "the best measured on dev) and learning rate (the grid's best), one run per seed, scored on the full "
+                  "Headline runs of the budget sweep: each student at its chosen point (of every budget and learning "
+                  "rate measured on dev, the smallest budget within 1 point of the best), one run per seed, scored on the full "
                   "test collections (every test query, whole corpus): retention (% of the teacher's / full DE's NDCG@10) "
                   "per collection (mean over seeds) and the mean over collections with its sd and min-max over seeds, "
                   "against the paper's level.", floatfmt=PCT)
