@@ -83,7 +83,7 @@ def save_results(rows: pd.DataFrame | Iterable[dict], path: str | Path, meta: di
 
 
 # --------------------------------------------------------------------------- one system, one number
-def over_seeds(rows: pd.DataFrame, by: list[str], value: str = "retention") -> pd.DataFrame:
+def seed_spread(rows: pd.DataFrame, by: list[str], value: str = "retention") -> pd.DataFrame:
     """Per group of ``by``: each seed's run scored by the mean of ``value`` over its rows (its collections), then
     the mean, sd, min and max of those over seeds and their number (``mean, sd, lo, hi, seeds``)."""
     per_run = rows.groupby(by + ["seed"], as_index=False, sort=False)[value].mean()

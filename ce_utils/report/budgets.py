@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ce_utils.core.io import over_seeds as seed_spread
+from ce_utils.core.io import seed_spread
 from ce_utils.report.style import REFERENCE, legend_right, subplots, system_color
 from ce_utils.report.tables import PCT, Output, saved
 

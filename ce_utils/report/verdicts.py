@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ce_utils.report.budgets import budget_runs, headline_rows, over_seeds, recipe_rates, tuned_rates
+from ce_utils.report.budgets import budget_runs, over_seeds, recipe_rates, tuned_rates
 from ce_utils.report.ce_seeds import gain_summary
 from ce_utils.report.de2ce import pct_of_full
 
@@ -72,17 +72,11 @@ def sweep_test(budgets: pd.DataFrame | None, student: str, sweep: str = "seed") 
 def seed_headline(budgets: pd.DataFrame | None, student: str) -> tuple[np.ndarray, int | None]:
     """The budget sweep's test evidence of ``student``: its headline runs (``sweep == "seed"``) per seed, in %, and
     their budget; without them, its largest tuned run's (one seed, still a curve); empty and ``None`` without either."""
-    t = headline_rows(budgets)
-    t = t[t["student"] == student]
-    if t.empty:
-        tuned = sweep_test(budgets, student, "tuned")
-        if not tuned:
-            return np.asarray([]), None
-        steps = max(tuned)
-        return tuned[steps], steps
-    steps = int(t["budget_steps"].max())
-    t = t[t["budget_steps"] == steps]
-    return 100 * t.groupby("seed")["retention"].mean().to_numpy(), steps
+    for sweep in ("seed", "tuned"):
+        runs = sweep_test(budgets, student, sweep)
+        if runs:
+            return runs[max(runs)], max(runs)
+    return np.asarray([]), None
 
 
 def paired_headline(budgets: pd.DataFrame | None, a: str, b: str):
@@ -90,7 +84,7 @@ def paired_headline(budgets: pd.DataFrame | None, a: str, b: str):
     budgets); else the largest budget both have tuned runs at (one seed each); else ``None``."""
     sa, sb = sweep_test(budgets, a), sweep_test(budgets, b)
     if sa and sb:
-        return (*seed_headline(budgets, a), *seed_headline(budgets, b))
+        return sa[max(sa)], max(sa), sb[max(sb)], max(sb)
     ta, tb = sweep_test(budgets, a, "tuned"), sweep_test(budgets, b, "tuned")
     common = sorted(set(ta) & set(tb))
     if common:

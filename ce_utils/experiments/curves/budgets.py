@@ -46,7 +46,7 @@ from pathlib import Path
 import pandas as pd
 from ce_utils.core.config import ConfigError
 from ce_utils.core.encode import native_bf16
-from ce_utils.core.io import merge_rows, over_seeds, with_metadata, write_csv_atomic
+from ce_utils.core.io import merge_rows, seed_spread, with_metadata, write_csv_atomic
 from ce_utils.core.students import DE2CE_INITS
 from ce_utils.core.train import PRECISIONS
 from ce_utils.experiments.curves.run import DEFAULT_DEV, run_curve, run_de2ce_curve
@@ -143,16 +143,20 @@ def mean_retention(done: pd.DataFrame, spec: str, lr: float | None = None, seed:
     (the runs' last step), optionally at one learning rate and seed; mean over seeds otherwise."""
     if done is None or done.empty:
         return pd.Series(dtype=float)
-    d = done[(done["spec"] == spec) & (done["phase"] == "dev") & (done["step"] == done["budget_steps"])
-             & (done["schedule"] == "linear")]
-    if lr is not None:
-        d = d[(d["learning_rate"] - lr).abs() < 1e-12]
-    if seed is not None:
-        d = d[d["seed"] == seed]
+    d = final_dev_rows(done, spec, lr, seed)
     if d.empty:
         return pd.Series(dtype=float)
     per_run = d.groupby(["budget_steps", "seed", "learning_rate"])["retention"].mean()
     return per_run.groupby(level="budget_steps").mean().sort_index()
+
+
+def final_dev_rows(done: pd.DataFrame, spec: str, lr: float | None = None, seed: int | None = None) -> pd.DataFrame:
+    """The dev rows at their run's last step of ``spec``'s linear-schedule runs, optionally at one rate and seed."""
+    d = done[(done["spec"] == spec) & (done["phase"] == "dev") & (done["step"] == done["budget_steps"])
+             & (done["schedule"] == "linear")]
+    if lr is not None:
+        d = d[(d["learning_rate"] - lr).abs() < 1e-12]
+    return d if seed is None else d[d["seed"] == seed]
 
 
 def converged_budget(curve: pd.Series, flat: float = 0.01) -> int | None:
@@ -165,8 +169,7 @@ def converged_budget(curve: pd.Series, flat: float = 0.01) -> int | None:
 def chosen_point(done: pd.DataFrame, spec: str, seed: int, flat: float = 0.01) -> tuple[int, float]:
     """The headline's (budget_steps, learning_rate): of every point ``spec``'s sweep measured with ``seed`` (any
     budget, any rate), the smallest budget whose mean dev retention is within ``flat`` of the best, at its best rate."""
-    d = done[(done["spec"] == spec) & (done["phase"] == "dev") & (done["step"] == done["budget_steps"])
-             & (done["schedule"] == "linear") & (done["seed"] == seed)]
+    d = final_dev_rows(done, spec, seed=seed)
     pts = d.groupby(["budget_steps", "learning_rate", "precision"])["retention"].mean().groupby(
         level=["budget_steps", "learning_rate"]).mean()
     near = pts[pts >= pts.max() - flat].reset_index().sort_values(["budget_steps", "retention"],
@@ -445,7 +448,7 @@ def headline(done: pd.DataFrame | None, spec: str) -> pd.DataFrame:
         return pd.DataFrame(columns=cols)
     d = with_precision(done)
     d = d[(d["spec"] == spec) & (d["phase"] == "test") & (d["sweep"] == "seed")]
-    return over_seeds(d, ["budget_steps", "learning_rate"])[cols]
+    return seed_spread(d, ["budget_steps", "learning_rate"])[cols]
 
 
 def headline_notes(cfg: dict, done: pd.DataFrame | None, precision: str = "fp32") -> list[str]:
@@ -477,6 +480,7 @@ def summary(done: pd.DataFrame, cfg: dict) -> list[str]:
     and the precision check where there is one."""
     lines = []
     done = with_precision(done)
+    with_headline = {r.spec for r in plan(cfg, done) if r.sweep == "seed"}
     for spec, s in student_settings(cfg).items():
         chk = precision_check(done, spec)
         for (steps, lr), g in chk.groupby(["budget_steps", "learning_rate"]):
@@ -498,7 +502,7 @@ def summary(done: pd.DataFrame, cfg: dict) -> list[str]:
             state = "flat" if flattened(c, s["flat"]) else "not flat yet"
             lines.append(f"{spec} at the chosen lr {lr:g} (tuned): dev retention by budget "
                          + ", ".join(f"{b} {100 * v:.1f}%" for b, v in c.items()) + f"; {state}.")
-        if any(r.sweep == "seed" for r in plan(only_students(cfg, [spec]), done)):
+        if spec in with_headline:
             steps, lr = chosen_point(done, spec, s["seeds"][0], s["flat"])
             lines.append(f"{spec} headline point: {steps} steps, lr {lr:g} (of every point measured on dev, the "
                          f"smallest budget within {100 * s['flat']:.0f} pt of the best).")
