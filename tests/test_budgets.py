@@ -5,6 +5,7 @@ resumes without redoing a finished run."""
 from __future__ import annotations
 
 import copy
+import json
 
 import pandas as pd
 import pytest
@@ -257,6 +258,9 @@ def test_a_de2_ce_sweep_trains_the_profiles_ce_first(smoke_cfg, tmp_path):
     assert cmd_budgets(["--profile", str(path), "--results-dir", str(out)]) == 0
     df = pd.read_csv(out / B.BUDGETS_CSV)
     assert set(df["spec"]) == {"de2ce:ce:1"} and (tmp_path / "models" / "ce-tiny" / "training_info.json").is_file()
+    record = json.loads((tmp_path / "models" / "ce-tiny" / "training_info.json").read_text())
+    # every row names the CE it copied (a CE is trained on first use, per machine)
+    assert (df["ce_trained_on"] == record["cpu"]).all() and (df["ce_selected_step"] == record["selected_step"]).all()
 
 
 def test_a_student_set_to_null_is_not_swept():

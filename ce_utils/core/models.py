@@ -45,6 +45,7 @@ ONNX_EXPORTS = {
 CONVERTED_PREFIXES = ("package-parts:", "onnx-bert:")
 CONVERTED_INFO = "ce_utils_source.json"   # written last by ce_utils.convert, beside the weights
 CACHE_ENV = "CE_PACKAGED_MODELS_CACHE"
+TRAINED_INFO = "training_info.json"     # written by the code that trains a trained: model, beside it
 
 
 class ModelNotFoundError(ConfigError):
@@ -97,6 +98,15 @@ def resolve_model(spec: str, cfg: dict | None = None) -> str:
     if spec.startswith((".", "/", "~")) or spec.count("/") > 1:
         raise ModelNotFoundError(f"Model folder {spec} does not exist.")
     return _hub_snapshot(spec)
+
+
+def trained_record(spec: str, cfg: dict | None = None) -> dict:
+    """The training record saved beside a ``trained:`` model (its recipe, selected step, dev score, CPU, commit);
+    ``{}`` for any other spec or a model not trained yet."""
+    if not isinstance(spec, str) or not spec.startswith("trained:") or not (cfg or {}).get("models_dir"):
+        return {}
+    path = Path(cfg["models_dir"]) / spec.split(":", 1)[1] / TRAINED_INFO
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def _hub_snapshot(repo_id: str) -> str:

@@ -47,7 +47,7 @@ from ce_utils.core.config import ConfigError, section
 from ce_utils.core.data import BeirDataset
 from ce_utils.core.encode import check_dtype, encode_settings, forget_fingerprint
 from ce_utils.core.models import (converted_info, default_device, entailment_index, load_cross_encoder,
-                                  load_sentence_transformer, resolve_model)
+                                  load_sentence_transformer, resolve_model, TRAINED_INFO)
 from ce_utils.core.train import trainer_kwargs
 from ce_utils.core.retrieval import evaluate, rerank
 from ce_utils.core.runinfo import run_metadata
@@ -57,7 +57,6 @@ from ce_utils.core.io import save_model
 
 
 log = logging.getLogger(__name__)
-INFO_FILE = "training_info.json"
 CURVE_FILE = "learning_curve.json"
 CURVE_COLUMNS = ["step", "minutes", "dev_NDCG@10", "dev_MRR@10", "first_stage_NDCG@10", "first_stage_MRR@10",
                  "train_loss", "max_length", "selected", "n_dev_queries", "dev_depth"]
@@ -289,7 +288,7 @@ def train_listwise(cfg: dict, output: str | Path, kind: str = "ce", device: str 
             "selected_step": best.get("step", int(result.global_step)), "dev_NDCG@10": best.get("best"),
             "train_minutes": round(train_minutes, 2), "total_minutes": round((time.time() - t_start) / 60, 2),
             "hyperparameters": tc, **run_metadata(cfg, seed=seed, device=device)}
-    save_model(model, output, {INFO_FILE: json.dumps(info, indent=1, default=str),
+    save_model(model, output, {TRAINED_INFO: json.dumps(info, indent=1, default=str),
                                CURVE_FILE: json.dumps(curve, indent=1, default=str)})
     return model, info
 
@@ -297,15 +296,15 @@ def train_listwise(cfg: dict, output: str | Path, kind: str = "ce", device: str 
 def _trained(cfg: dict, path: Path, kind: str, device: str | None, retrain: bool, seed: int | None = None) -> dict:
     """Train into ``path`` unless a finished model is there (one training at a time: others wait
     on a lock, then load it); returns its training record."""
-    if retrain or not (path / INFO_FILE).is_file():
+    if retrain or not (path / TRAINED_INFO).is_file():
 
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path.parent / f".{path.name}.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            if retrain or not (path / INFO_FILE).is_file():
+            if retrain or not (path / TRAINED_INFO).is_file():
                 log.info("Training the %s into %s", "cross encoder" if kind == "ce" else "DE control", path)
                 train_listwise(cfg, path, kind, device=device, seed=seed)
-    return json.loads((path / INFO_FILE).read_text())
+    return json.loads((path / TRAINED_INFO).read_text())
 
 
 def load_or_train_cross_encoder(cfg: dict, device: str | None = None, retrain: bool = False, seed: int | None = None):
@@ -364,7 +363,7 @@ def dev_length_rows(cfg: dict, ce, lengths, device: str | None = None) -> list[d
     data = training_data(cfg, tc, device)
     depth = int(tc.get("dev_depth", 20))
     info_path = cross_encoder_path(cfg)
-    step = json.loads((info_path / INFO_FILE).read_text()).get("selected_step") if info_path else None
+    step = json.loads((info_path / TRAINED_INFO).read_text()).get("selected_step") if info_path else None
     old, rows = ce.max_length, []
     try:
         for length in lengths:

@@ -325,7 +325,20 @@ def run_one(cfg: dict, run: Run, device: str | None = None, progress: bool = Tru
                    train_texts=info["train_texts"],
                    epochs_of_text=df["step"] * batch / info["train_texts"],
                    steps_per_s=df["step"] / seconds, texts_per_s=df["step"] * batch / seconds)
-    return df
+    return df.assign(**ce_columns(info.get("ce_record"))) if run.kind == "de-k-ce" else df
+
+
+CE_COLUMNS = {"ce_trained_on": "cpu", "ce_selected_step": "selected_step", "ce_dev_NDCG@10": "dev_NDCG@10",
+              "ce_git_commit": "git_commit"}
+
+
+def ce_columns(record: dict | None) -> dict:
+    """Which CE a DE-k CE run copied, from the CE's training record: the CPU it was trained on, its selected step
+    and dev score. A trained CE is trained on first use on the machine of the run, and the same recipe gives
+    another CE on another CPU, so runs of one student may copy different CEs; empty for a start without a CE."""
+    if not record:
+        return {}
+    return {col: record.get(key) for col, key in CE_COLUMNS.items()}
 
 
 def only_students(cfg: dict, specs) -> dict:

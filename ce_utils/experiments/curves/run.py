@@ -36,7 +36,7 @@ from ce_utils.core.students import num_layers, parse_strategy
 from ce_utils.core.texts import training_queries
 from ce_utils.core.config import section
 from ce_utils.core.evaluate import eval_dataset
-from ce_utils.core.models import load_cross_encoder
+from ce_utils.core.models import load_cross_encoder, trained_record
 from ce_utils.core.students import BASE_CE_INITS, CE_INITS, build_de2ce, layer_subset_student, slug, student_name
 from ce_utils.core.train import (DE2CE_DEFAULTS, curve_callback, overrides, prepare_distillation, teacher_targets,
                                  train_mse, train_query_student)
@@ -298,6 +298,7 @@ def run_de2ce_curve(cfg: dict, init: str, k: int, max_steps: int, eval_steps: in
     info["train_minutes"] = rec.minutes
     info["train_loss"] = info.get("training_loss")
     info["train_texts"] = sum(len(v) for v in data["texts"].values())
+    info["ce_record"] = trained_record(de2ce_ce_spec(cfg, init), cfg) if ce is not None else {}
     if test:
         for dname in dc["datasets"]:
             ds = eval_dataset(cfg, dc, dname)

@@ -37,11 +37,11 @@ from ce_utils.core.runinfo import run_metadata
 from ce_utils.core.students import CE_INITS, backbone, build_de2ce, slug, student_name
 from ce_utils.core.train import DE2CE_DEFAULTS, train_mse, trainer_kwargs
 from ce_utils.core.io import save_model
+from ce_utils.core.models import TRAINED_INFO
 
 
 log = logging.getLogger(__name__)
 
-INFO_FILE = "training_info.json"
 DE2CE_COLUMNS = ["model", "init", "k_ce_layers", "n_layers", "loss", "dataset", "metric", "value", "n_queries",
                  "n_docs", "approximate", "train_texts", "train_steps", "seed"]
 VARIANTS = ("random", "de", "ce-top")  # de2ce.controls: DE-2 CE's architecture, other starts
@@ -188,14 +188,14 @@ def save_student(model, path: Path, info: dict, cfg: dict) -> Path:
                              warmup_ratio=info["hyperparameters"].get("warmup_ratio"),
                              training_loss=info["training_loss"], seed=info["seed"], profile=cfg.get("name"),
                              **{k: info[k] for k in ("n_params", "n_params_embeddings", "n_params_layers")})
-    return save_model(model, path, {INFO_FILE: json.dumps(info, indent=1, default=str), "README.md": text},
+    return save_model(model, path, {TRAINED_INFO: json.dumps(info, indent=1, default=str), "README.md": text},
                       create_model_card=False)
 
 
 def load_trained_student(path: Path, recipe: str, device: str):
     """A student saved by an earlier run with the same recipe fingerprint, else ``None``."""
 
-    info_path = Path(path) / INFO_FILE
+    info_path = Path(path) / TRAINED_INFO
     if not info_path.is_file():
         return None, None
     info = json.loads(info_path.read_text())
