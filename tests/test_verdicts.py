@@ -167,3 +167,16 @@ def test_without_seed_runs_the_largest_tuned_run_is_the_level_and_pairs_compare_
     assert vs_de["verdict"] == "partly (1 seed); CE derived from the DE" and "budgets.csv" in vs_de["evidence"]
     only_ce = verdict_table({"de2ce.csv": nb02, "budgets.csv": sweep[sweep["student"] == "DE-2 CE"]})
     assert row(only_ce, "P1: a CE start beats a DE start")["ours"] == "50.0% (1 seed) vs 52.0% (1 seed), 150 steps"
+
+
+def test_seeds_that_copied_ces_trained_on_different_cpus_say_so():
+    """A trained CE is trained on first use per machine: DE-2 CE seeds that copied CEs trained on two CPUs are
+    reported with that, in the level row and in the comparison; seeds on one CE are not."""
+    runs = headline_runs("DE-2 CE", (0.86, 0.87, 0.88), 1200)
+    mixed = runs.assign(ce_trained_on=runs["seed"].map({42: "cpu A", 43: "cpu B", 44: "cpu B"}))
+    sweep = pd.concat([mixed, headline_runs("DE-2 DE", (0.80, 0.81, 0.82), 1200)])
+    t = verdict_table({"budgets.csv": sweep})
+    assert row(t, "P1: DE-2 CE retrieves")["ours"] == "87.0% ± 1.0% (3 seeds), 1200 steps; CEs trained on 2 CPUs"
+    assert row(t, "P1: a CE start beats a DE start")["ours"].endswith("1200 steps; CEs trained on 2 CPUs")
+    one = pd.concat([runs.assign(ce_trained_on="cpu A"), headline_runs("DE-2 DE", (0.80, 0.81, 0.82), 1200)])
+    assert row(verdict_table({"budgets.csv": one}), "P1: DE-2 CE retrieves")["ours"].endswith("1200 steps")

@@ -79,6 +79,16 @@ def seed_headline(budgets: pd.DataFrame | None, student: str) -> tuple[np.ndarra
     return np.asarray([]), None
 
 
+def ce_sources(budgets: pd.DataFrame | None, student: str, steps: int | None) -> str:
+    """``"; CEs trained on 2 CPUs"`` when ``student``'s test runs at ``steps`` copied CEs trained on more than
+    one CPU (``ce_trained_on``: the same recipe gives another CE on another CPU), else ``""``."""
+    if budgets is None or steps is None or "ce_trained_on" not in budgets.columns:
+        return ""
+    t = budgets[(budgets["phase"] == "test") & (budgets["student"] == student) & (budgets["budget_steps"] == steps)]
+    n = t["ce_trained_on"].dropna().nunique()
+    return f"; CEs trained on {n} CPUs" if n > 1 else ""
+
+
 def paired_headline(budgets: pd.DataFrame | None, a: str, b: str):
     """Two students' sweep test evidence at one budget where they can be compared: both headlines (their own
     budgets); else the largest budget both have tuned runs at (one seed each); else ``None``."""
@@ -197,7 +207,9 @@ def verdict_table(results: dict, metric: str = "NDCG@10", profile: str = "defaul
     if len(ce2):
         trend = budget_trend(budgets, "DE-2 CE") or budget_trend(budgets, "DE-2 DE")
         rows.append(["P1: DE-2 CE retrieves within ~1% of the full DE", "~99%",
-                     f"{seeds_text(ce2, unit='%')}, {ce_steps} steps", _level_verdict(ce2.mean(), 99.0, trend),
+                     f"{seeds_text(ce2, unit='%')}, {ce_steps} steps"
+                     + (ce_sources(budgets, "DE-2 CE", ce_steps) if ce_src == "budgets.csv" else ""),
+                     _level_verdict(ce2.mean(), 99.0, trend),
                      L(*dict.fromkeys([ce_src, "budgets.csv"])) if trend else L(ce_src)])
     derived = "; CE derived from the DE" if profile == "default" else ""
     for other, claim in (("DE-2 DE", "P1: a CE start beats a DE start (DE-2 CE vs DE-2 DE)"),
@@ -212,7 +224,8 @@ def verdict_table(results: dict, metric: str = "NDCG@10", profile: str = "defaul
         if len(a) and len(vals):
             rows.append([claim, "CE start better",
                          f"{seeds_text(a, unit='%')} vs {seeds_text(vals, unit='%')}"
-                         + (f", {a_steps} steps" if a_steps == steps else f", {a_steps} vs {steps} steps"),
+                         + (f", {a_steps} steps" if a_steps == steps else f", {a_steps} vs {steps} steps")
+                         + (ce_sources(budgets, "DE-2 CE", a_steps) if a_src == "budgets.csv" else ""),
                          compare_verdict(a, vals) + (derived if other == "DE-2 DE" else ""),
                          L(*dict.fromkeys([a_src, src]))])
     top, top_steps, top_src = de2("DE-2 CE+top")
