@@ -294,10 +294,11 @@ def tested_keys(done: pd.DataFrame | None) -> set[tuple]:
     return done_keys(done[done["phase"] == "test"])
 
 
-def pending(cfg: dict, done: pd.DataFrame | None, precision: str = "fp32") -> list[Run]:
-    """The runs of :func:`plan` still to train: not finished, or a seed run without its test rows."""
+def pending(cfg: dict, done: pd.DataFrame | None, precision: str = "fp32", runs: list[Run] | None = None) -> list[Run]:
+    """The runs of :func:`plan` (or of ``runs``, a plan already made of ``done``) still to train: not finished,
+    or a seed run without its test rows."""
     keys, tested = done_keys(done), tested_keys(done)
-    return [r for r in plan(cfg, done, precision)
+    return [r for r in (plan(cfg, done, precision) if runs is None else runs)
             if r.key() not in keys or (r.sweep == "seed" and r.key() not in tested)]
 
 
@@ -362,8 +363,8 @@ def run_pending(cfg: dict, path: Path, device: str | None = None, sweeps=(), max
     precision = sweep_precision(cfg, device)
     n = 0
     while max_runs is None or n < max_runs:
-        done = mark_headline(cfg, path, precision)
-        todo = [r for r in pending(cfg, done, precision) if not sweeps or r.sweep in sweeps]
+        done, runs = _mark_headline(cfg, path, precision)
+        todo = [r for r in pending(cfg, done, precision, runs) if not sweeps or r.sweep in sweeps]
         if not todo:
             break
         run = todo[0]
@@ -406,14 +407,20 @@ def mark_headline(cfg: dict, path: Path, precision: str = "fp32") -> pd.DataFram
     """``path``'s rows, those of finished runs that the plan now names headline runs (a tuned run at the chosen
     budget) relabelled ``sweep = "seed"`` in the file, and seed runs it no longer names so given their plan's
     sweep; ``None`` without a file."""
+    return _mark_headline(cfg, path, precision)[0]
+
+
+def _mark_headline(cfg: dict, path: Path, precision: str) -> tuple[pd.DataFrame | None, list[Run]]:
+    """:func:`mark_headline`, and the plan it made (the plan reads results, never the sweep names it relabels)."""
     if not path.is_file():
-        return None
+        return None, plan(cfg, None, precision)
     with open(path.with_name(f".{path.name}.lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         done = pd.read_csv(path)
+        runs = plan(cfg, done, precision)
         if done.empty:
-            return done
-        named = {r.key(): r.sweep for r in plan(cfg, done, precision)}
+            return done, runs
+        named = {r.key(): r.sweep for r in runs}
         tested = tested_keys(done)  # a headline run without test rows is trained again, and named then
         want = pd.Series([None if named.get(k) == "seed" and k not in tested else named.get(k)
                           for k in row_keys(done)], index=done.index)
@@ -423,7 +430,7 @@ def mark_headline(cfg: dict, path: Path, precision: str = "fp32") -> pd.DataFram
         if relabel.any():
             done.loc[relabel, "sweep"] = want[relabel]
             write_csv_atomic(done, path)
-    return done
+    return done, runs
 
 
 def append_run(path: Path, rows: pd.DataFrame) -> pd.DataFrame:
