@@ -105,7 +105,12 @@ def trained_record(spec: str, cfg: dict | None = None) -> dict:
     ``{}`` for any other spec or a model not trained yet."""
     if not isinstance(spec, str) or not spec.startswith("trained:") or not (cfg or {}).get("models_dir"):
         return {}
-    path = Path(cfg["models_dir"]) / spec.split(":", 1)[1] / TRAINED_INFO
+    return training_record(Path(cfg["models_dir"]) / spec.split(":", 1)[1])
+
+
+def training_record(folder: str | os.PathLike) -> dict:
+    """The training record (``TRAINED_INFO``) in a trained model's ``folder``; ``{}`` when there is none."""
+    path = Path(folder) / TRAINED_INFO
     return json.loads(path.read_text()) if path.is_file() else {}
 
 

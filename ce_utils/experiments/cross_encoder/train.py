@@ -47,7 +47,7 @@ from ce_utils.core.config import ConfigError, section
 from ce_utils.core.data import BeirDataset
 from ce_utils.core.encode import check_dtype, encode_settings, forget_fingerprint
 from ce_utils.core.models import (converted_info, default_device, entailment_index, load_cross_encoder,
-                                  load_sentence_transformer, resolve_model, TRAINED_INFO)
+                                  load_sentence_transformer, resolve_model, TRAINED_INFO, training_record)
 from ce_utils.core.train import trainer_kwargs
 from ce_utils.core.retrieval import evaluate, rerank
 from ce_utils.core.runinfo import run_metadata
@@ -304,7 +304,7 @@ def _trained(cfg: dict, path: Path, kind: str, device: str | None, retrain: bool
             if retrain or not (path / TRAINED_INFO).is_file():
                 log.info("Training the %s into %s", "cross encoder" if kind == "ce" else "DE control", path)
                 train_listwise(cfg, path, kind, device=device, seed=seed)
-    return json.loads((path / TRAINED_INFO).read_text())
+    return json.loads((path / TRAINED_INFO).read_text())  # a training that wrote no record is an error
 
 
 def load_or_train_cross_encoder(cfg: dict, device: str | None = None, retrain: bool = False, seed: int | None = None):
@@ -363,7 +363,7 @@ def dev_length_rows(cfg: dict, ce, lengths, device: str | None = None) -> list[d
     data = training_data(cfg, tc, device)
     depth = int(tc.get("dev_depth", 20))
     info_path = cross_encoder_path(cfg)
-    step = json.loads((info_path / TRAINED_INFO).read_text()).get("selected_step") if info_path else None
+    step = training_record(info_path).get("selected_step") if info_path else None
     old, rows = ce.max_length, []
     try:
         for length in lengths:

@@ -326,7 +326,7 @@ def run_one(cfg: dict, run: Run, device: str | None = None, progress: bool = Tru
                    train_texts=info["train_texts"],
                    epochs_of_text=df["step"] * batch / info["train_texts"],
                    steps_per_s=df["step"] / seconds, texts_per_s=df["step"] * batch / seconds)
-    return df.assign(**ce_columns(info.get("ce_record"))) if run.kind == "de-k-ce" else df
+    return df.assign(**ce_columns(info.get("ce_record")))  # no columns for a run that copied no CE
 
 
 CE_COLUMNS = {"ce_trained_on": "cpu", "ce_selected_step": "selected_step", "ce_dev_NDCG@10": "dev_NDCG@10",
