@@ -180,3 +180,14 @@ def test_seeds_that_copied_ces_trained_on_different_cpus_say_so():
     assert row(t, "P1: a CE start beats a DE start")["ours"].endswith("1200 steps; CEs trained on 2 CPUs")
     one = pd.concat([runs.assign(ce_trained_on="cpu A"), headline_runs("DE-2 DE", (0.80, 0.81, 0.82), 1200)])
     assert row(verdict_table({"budgets.csv": one}), "P1: DE-2 CE retrieves")["ours"].endswith("1200 steps")
+
+
+def test_the_ce_sources_are_counted_over_the_runs_behind_the_number():
+    """Runs outside the headline (a tuned run at the same budget, at another rate, on another CPU's CE) do not
+    make the headline's seeds mixed: the CEs are counted over the rows the number is the mean of."""
+    seeds = headline_runs("DE-2 CE", (0.86, 0.87, 0.88), 1200).assign(ce_trained_on="cpu A")
+    other = headline_runs("DE-2 CE", (0.80,), 1200).assign(sweep="tuned", learning_rate=5e-4, ce_trained_on="cpu B")
+    t = verdict_table({"budgets.csv": pd.concat([seeds, other])})
+    assert row(t, "P1: DE-2 CE retrieves")["ours"] == "87.0% ± 1.0% (3 seeds), 1200 steps"
+    mixed = pd.concat([seeds.assign(ce_trained_on=seeds["seed"].map({42: "cpu A", 43: "cpu B", 44: "cpu B"})), other])
+    assert row(verdict_table({"budgets.csv": mixed}), "P1: DE-2 CE retrieves")["ours"].endswith("; CEs trained on 2 CPUs")

@@ -60,45 +60,58 @@ def budget_trend(budgets: pd.DataFrame | None, student: str) -> str:
     return f"dev {ret[0]:.1f}% → {ret[-1]:.1f}% at {steps[0]} → {steps[-1]} steps{lr}, {state}"
 
 
+def _sweep_rows(budgets: pd.DataFrame | None, student: str, sweep: str) -> pd.DataFrame:
+    """``student``'s test rows of its ``sweep`` runs in the budget sweep (empty without any)."""
+    if budgets is None or budgets.empty or "phase" not in budgets.columns:
+        return pd.DataFrame(columns=["budget_steps", "seed", "retention"])
+    return budgets[(budgets["phase"] == "test") & (budgets["sweep"] == sweep) & (budgets["student"] == student)]
+
+
 def sweep_test(budgets: pd.DataFrame | None, student: str, sweep: str = "seed") -> dict[int, np.ndarray]:
     """``{budget_steps: per-seed mean test retention in %}`` of ``student``'s ``sweep`` runs in the budget sweep
     (``seed``: the headline runs; ``tuned``: the one-seed runs of the curve at the chosen rate, scored on test too)."""
-    if budgets is None or budgets.empty or "phase" not in budgets.columns:
-        return {}
-    t = budgets[(budgets["phase"] == "test") & (budgets["sweep"] == sweep) & (budgets["student"] == student)]
+    t = _sweep_rows(budgets, student, sweep)
     return {int(b): 100 * g.groupby("seed")["retention"].mean().to_numpy() for b, g in t.groupby("budget_steps")}
+
+
+def headline_sweep(budgets: pd.DataFrame | None, student: str) -> str | None:
+    """Which runs are ``student``'s test evidence: its headline runs (``"seed"``), without them its tuned curve
+    (``"tuned"``), else ``None``."""
+    return next((sw for sw in ("seed", "tuned") if not _sweep_rows(budgets, student, sw).empty), None)
 
 
 def seed_headline(budgets: pd.DataFrame | None, student: str) -> tuple[np.ndarray, int | None]:
     """The budget sweep's test evidence of ``student``: its headline runs (``sweep == "seed"``) per seed, in %, and
     their budget; without them, its largest tuned run's (one seed, still a curve); empty and ``None`` without either."""
-    for sweep in ("seed", "tuned"):
-        runs = sweep_test(budgets, student, sweep)
-        if runs:
-            return runs[max(runs)], max(runs)
-    return np.asarray([]), None
+    sweep = headline_sweep(budgets, student)
+    if sweep is None:
+        return np.asarray([]), None
+    runs = sweep_test(budgets, student, sweep)
+    return runs[max(runs)], max(runs)
 
 
-def ce_sources(budgets: pd.DataFrame | None, student: str, steps: int | None) -> str:
-    """``"; CEs trained on 2 CPUs"`` when ``student``'s test runs at ``steps`` copied CEs trained on more than
-    one CPU (``ce_trained_on``: the same recipe gives another CE on another CPU), else ``""``."""
-    if budgets is None or steps is None or "ce_trained_on" not in budgets.columns:
+def ce_sources(budgets: pd.DataFrame | None, student: str, steps: int | None, sweep: str | None = None) -> str:
+    """``"; CEs trained on 2 CPUs"`` when the runs behind ``student``'s number at ``steps`` (its ``sweep`` runs;
+    by default those ``seed_headline`` reads) copied CEs trained on more than one CPU (``ce_trained_on``: the same
+    recipe gives another CE on another CPU), else ``""``."""
+    sweep = sweep or headline_sweep(budgets, student)
+    if budgets is None or steps is None or sweep is None or "ce_trained_on" not in budgets.columns:
         return ""
-    t = budgets[(budgets["phase"] == "test") & (budgets["student"] == student) & (budgets["budget_steps"] == steps)]
-    n = t["ce_trained_on"].dropna().nunique()
+    t = _sweep_rows(budgets, student, sweep)
+    n = t.loc[t["budget_steps"] == steps, "ce_trained_on"].dropna().nunique()
     return f"; CEs trained on {n} CPUs" if n > 1 else ""
 
 
 def paired_headline(budgets: pd.DataFrame | None, a: str, b: str):
     """Two students' sweep test evidence at one budget where they can be compared: both headlines (their own
-    budgets); else the largest budget both have tuned runs at (one seed each); else ``None``."""
+    budgets); else the largest budget both have tuned runs at; else ``None``. With the sweep the runs are of."""
     sa, sb = sweep_test(budgets, a), sweep_test(budgets, b)
     if sa and sb:
-        return sa[max(sa)], max(sa), sb[max(sb)], max(sb)
+        return sa[max(sa)], max(sa), sb[max(sb)], max(sb), "seed"
     ta, tb = sweep_test(budgets, a, "tuned"), sweep_test(budgets, b, "tuned")
     common = sorted(set(ta) & set(tb))
     if common:
-        return ta[common[-1]], common[-1], tb[common[-1]], common[-1]
+        return ta[common[-1]], common[-1], tb[common[-1]], common[-1], "tuned"
     return None
 
 
@@ -217,15 +230,15 @@ def verdict_table(results: dict, metric: str = "NDCG@10", profile: str = "defaul
                                              "(DE-2 CE vs DE-2 untuned CE)")):
         pair = paired_headline(budgets, "DE-2 CE", other)  # the sweep's, where it has both
         if pair is not None:
-            a, a_steps, vals, steps = pair
+            a, a_steps, vals, steps, sweep = pair
             a_src = src = "budgets.csv"
         else:  # else notebook 02's two students, trained alike
-            (a, a_steps, a_src), (vals, steps, src) = nb02("DE-2 CE"), nb02(other)
+            (a, a_steps, a_src), (vals, steps, src), sweep = nb02("DE-2 CE"), nb02(other), None
         if len(a) and len(vals):
             rows.append([claim, "CE start better",
                          f"{seeds_text(a, unit='%')} vs {seeds_text(vals, unit='%')}"
                          + (f", {a_steps} steps" if a_steps == steps else f", {a_steps} vs {steps} steps")
-                         + (ce_sources(budgets, "DE-2 CE", a_steps) if a_src == "budgets.csv" else ""),
+                         + (ce_sources(budgets, "DE-2 CE", a_steps, sweep) if a_src == "budgets.csv" else ""),
                          compare_verdict(a, vals) + (derived if other == "DE-2 DE" else ""),
                          L(*dict.fromkeys([a_src, src]))])
     top, top_steps, top_src = de2("DE-2 CE+top")

@@ -37,7 +37,7 @@ from ce_utils.core.runinfo import run_metadata
 from ce_utils.core.students import CE_INITS, backbone, build_de2ce, slug, student_name
 from ce_utils.core.train import DE2CE_DEFAULTS, train_mse, trainer_kwargs
 from ce_utils.core.io import save_model
-from ce_utils.core.models import TRAINED_INFO
+from ce_utils.core.models import TRAINED_INFO, training_record
 
 
 log = logging.getLogger(__name__)
@@ -195,11 +195,8 @@ def save_student(model, path: Path, info: dict, cfg: dict) -> Path:
 def load_trained_student(path: Path, recipe: str, device: str):
     """A student saved by an earlier run with the same recipe fingerprint, else ``None``."""
 
-    info_path = Path(path) / TRAINED_INFO
-    if not info_path.is_file():
-        return None, None
-    info = json.loads(info_path.read_text())
-    if info.get("recipe") != recipe:
+    info = training_record(path)
+    if not info or info.get("recipe") != recipe:
         return None, None
     return SentenceTransformer(str(path), device=device), info
 
