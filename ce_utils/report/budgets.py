@@ -161,11 +161,12 @@ def budgets_table(df: pd.DataFrame) -> pd.DataFrame:
         "epochs of text": t["epochs_of_text"]}).reset_index(drop=True)
 
 
-def headline_rows(df: pd.DataFrame | None) -> pd.DataFrame:
-    """The headline runs' rows (``sweep == "seed"``) on the full test collections; empty without them."""
+def tested_rows(df: pd.DataFrame | None, sweep: str = "seed") -> pd.DataFrame:
+    """The rows of one sweep's runs on the full test collections (``seed``: the headline runs; ``tuned``: the
+    tuned curve's); empty without them."""
     if df is None or df.empty or "phase" not in df.columns:
         return pd.DataFrame(columns=["student", "kind", "budget_steps", "learning_rate", "seed", "dataset", "retention"])
-    return df[(df["phase"] == "test") & (df["sweep"] == "seed")]
+    return df[(df["phase"] == "test") & (df["sweep"] == sweep)]
 
 
 def budget_headline_table(df: pd.DataFrame) -> pd.DataFrame:
@@ -173,7 +174,7 @@ def budget_headline_table(df: pd.DataFrame) -> pd.DataFrame:
     collections: per student, each collection's retention (%, mean over seeds), the mean over collections (mean
     over seeds of each run's mean) with its sd and min-max, the number of seeds, and the paper's level with the
     difference (points). Empty without test rows."""
-    t = headline_rows(df)
+    t = tested_rows(df)
     if t.empty:
         return pd.DataFrame()
     by = ["kind", "student", "budget_steps", "learning_rate"]

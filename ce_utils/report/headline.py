@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ce_utils.report.budgets import budget_headline_table, headline_rows
+from ce_utils.report.budgets import budget_headline_table, tested_rows
 from ce_utils.report.de2ce import pct_of_full, pipeline_latency_table
 
 
@@ -90,7 +90,7 @@ def headline_table(results: dict, cfg: dict | None, metric: str = "NDCG@10",
                          "delta": f"{100 * r['value'] - 92.5:+.1f} pts"})
     budgets = results.get("budgets.csv")
     head = budget_headline_table(budgets) if budgets is not None else pd.DataFrame()
-    tested = headline_rows(budgets)
+    tested = tested_rows(budgets)
     for _, r in head.iterrows():  # the budget sweep's headline students: the chosen point, every seed, on test
         of = "teacher" if r["kind"] == "query-student" else "full DE"
         at = (tested["student"] == r["student"]) & (tested["budget_steps"] == r["budget (steps)"]) \

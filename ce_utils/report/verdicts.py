@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ce_utils.report.budgets import budget_runs, over_seeds, recipe_rates, tuned_rates
+from ce_utils.report.budgets import budget_runs, over_seeds, recipe_rates, tested_rows, tuned_rates
 from ce_utils.report.ce_seeds import gain_summary
 from ce_utils.report.de2ce import pct_of_full
 
@@ -62,9 +62,8 @@ def budget_trend(budgets: pd.DataFrame | None, student: str) -> str:
 
 def _sweep_rows(budgets: pd.DataFrame | None, student: str, sweep: str) -> pd.DataFrame:
     """``student``'s test rows of its ``sweep`` runs in the budget sweep (empty without any)."""
-    if budgets is None or budgets.empty or "phase" not in budgets.columns:
-        return pd.DataFrame(columns=["budget_steps", "seed", "retention"])
-    return budgets[(budgets["phase"] == "test") & (budgets["sweep"] == sweep) & (budgets["student"] == student)]
+    t = tested_rows(budgets, sweep)
+    return t[t["student"] == student]
 
 
 def sweep_test(budgets: pd.DataFrame | None, student: str, sweep: str = "seed") -> dict[int, np.ndarray]:
