@@ -38,3 +38,38 @@ def test_matmul_command_writes_its_csv(smoke_profile, tmp_path):
                  "--results-dir", str(tmp_path)]) == 0
     df = pd.read_csv(tmp_path / "matmul.csv")
     assert set(df["tokens"]) == {4} and {"git_commit", "cpu"} <= set(df.columns)
+
+
+def _matmul(tokens, dtype, ms_per_op):
+    """Benchmark rows in which every multiply of one (tokens, dtype) takes ``ms_per_op`` ms (two rounds)."""
+    return [{"tokens": tokens, "shape": s, "op": op, "dtype": dtype, "threads": 1, "round": r, "calls": 1,
+             "ms_per_call": ms_per_op, "gflop_per_s": 1.0, "flops": 1.0}
+            for s, op in (("4x4", "qkv+out"), ("4x16", "ffn-in"), ("16x4", "ffn-out")) for r in range(2)]
+
+
+def test_the_multiply_floor_is_layers_times_a_layers_multiplies_in_the_backends_dtype():
+    import pandas as pd
+    mm = pd.DataFrame(_matmul(9, "fp32", 0.1) + _matmul(9, "int8", 0.05) + _matmul(1536, "fp32", 2.0)
+                      + _matmul(192, "fp32", 0.5))
+    base = {"device": "cpu", "threads": 1, "tokenization": "included", "mean_tokens": 9.0}
+    speed = pd.DataFrame([
+        {**base, "model": "DE-6 full", "backend": "torch", "role": "de", "n_layers": 6, "batch_size": 1, "median_ms": 6.0},
+        {**base, "model": "L0_5", "backend": "torch", "role": "query-student", "n_layers": 2, "batch_size": 1, "median_ms": 4.0},
+        {**base, "model": "L0_5 [onnx-int8]", "backend": "onnx-int8", "role": "query-student", "n_layers": 2,
+         "batch_size": 1, "median_ms": 1.0},
+        {**base, "model": "L0_5", "backend": "torch", "role": "query-student", "n_layers": 2, "batch_size": 128,
+         "median_ms": 40.0},
+        {**base, "model": "DE-0", "backend": "torch", "role": "overhead", "n_layers": 0, "batch_size": 1, "median_ms": 1.0},
+    ])
+    t = report_speed.multiply_floor_table(speed, mm).set_index(["model", "batch_size"])
+    assert "DE-0" not in t.index.get_level_values(0)                  # the fixed cost has no layers to floor
+    # a layer = 6 multiplies (4 qkv+out, ffn-in, ffn-out) at 0.1 ms in fp32, 0.05 ms in int8
+    assert t.loc[("DE-6 full", 1), "floor_ms"] == pytest.approx(6 * 0.6)
+    assert t.loc[("L0_5", 1), "floor_ms"] == pytest.approx(2 * 0.6)
+    assert t.loc[("L0_5", 1), "floor_share"] == pytest.approx(1.2 / 4.0)
+    assert t.loc[("L0_5", 1), "speedup_at_floor"] == pytest.approx(3.0)
+    assert t.loc[("L0_5 [onnx-int8]", 1), "multiply_dtype"] == "int8"
+    assert t.loc[("L0_5 [onnx-int8]", 1), "floor_ms"] == pytest.approx(2 * 0.3)
+    # batch 128 takes the benchmark's 1536 tokens (12 per query), not 192 (1.5 per query)
+    assert t.loc[("L0_5", 128), "tokens_per_query"] == 12
+    assert t.loc[("L0_5", 128), "floor_ms"] == pytest.approx(2 * 12.0)

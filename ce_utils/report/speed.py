@@ -192,6 +192,49 @@ def layer_ms(summary) -> pd.DataFrame:
         columns={"ms": "layer_matmul_ms"})
 
 
+def multiply_dtype(backend: str) -> str:
+    """The dtype a backend multiplies its weights in: int8 for the quantised backends, bf16 for torch-bf16,
+    else fp32."""
+    return "int8" if "int8" in backend else "bf16" if "bf16" in backend else "fp32"
+
+
+def multiply_floor_table(speed_df: pd.DataFrame, matmul_df, threads: int = 1) -> pd.DataFrame:
+    """Each query encoder's measured time per batch (``speed.csv``: CPU, ``threads`` thread(s), tokenisation
+    included) against this CPU's limit (``matmul.csv``): ``floor_ms`` is its layers' weight multiplies at the
+    benchmark's median rate (``n_layers`` x :func:`layer_ms` in the backend's dtype, at the benchmark's token count
+    per query nearest the sample's mean), ``floor_share`` that floor as a share of the measured time, and
+    ``speedup_at_floor`` the full DE's floor over the model's in the same dtype (the FLOP ratio). A path far above
+    its floor spends its time outside the multiplies (``call_profile.csv`` says where)."""
+    lay = layer_ms(matmul_summary(matmul_df))
+    lay = lay[lay["threads"] == threads]
+    d = speed_df[(speed_df["device"] == "cpu") & (speed_df["threads"] == threads)
+                 & (speed_df["tokenization"] == "included") & speed_df["role"].isin(["de", "query-student", "de-k-ce"])]
+    if d.empty or lay.empty:
+        return pd.DataFrame()
+    rows = []
+    for _, r in d.iterrows():
+        dtype, b = multiply_dtype(r["backend"]), int(r["batch_size"])
+        cand = lay[(lay["dtype"] == dtype) & (lay["tokens"] % b == 0)]
+        if cand.empty:
+            continue
+        per_query = cand["tokens"] / b
+        best = cand.loc[(per_query - float(r["mean_tokens"])).abs().idxmin()]
+        floor = int(r["n_layers"]) * float(best["layer_matmul_ms"])
+        rows.append({"model": r["model"], "backend": r["backend"], "n_layers": int(r["n_layers"]), "batch_size": b,
+                     "multiply_dtype": dtype, "tokens_per_query": int(best["tokens"]) // b,
+                     "median_ms": float(r["median_ms"]), "floor_ms": floor,
+                     "floor_share": floor / float(r["median_ms"])})
+    out = pd.DataFrame(rows)
+    if out.empty:
+        return out
+    de = out[out["n_layers"] == out["n_layers"].max()].groupby(["batch_size", "multiply_dtype"])["floor_ms"].first()
+    out["speedup_at_floor"] = [de.get((b, t), np.nan) / f if f else np.nan
+                               for b, t, f in zip(out["batch_size"], out["multiply_dtype"], out["floor_ms"])]
+    order = {b: i for i, b in enumerate(BACKENDS)}
+    return out.sort_values(["batch_size", "n_layers", "model", "backend"], ascending=[True, False, True, True],
+                           key=lambda c: c.map(order) if c.name == "backend" else c).reset_index(drop=True)
+
+
 def call_profile_table(df: pd.DataFrame) -> pd.DataFrame:
     """``call_profile.csv`` as a table: per part of a call (rows, in the CSV's order), each (model, backend, batch
     size, threads)'s median milliseconds and share of its call (%)."""
@@ -217,6 +260,14 @@ def speed_tables(out: Output, results: dict) -> None:
         out.table(layer_ms(m), "matmul_layer", ["matmul.csv"],
                   "One transformer layer's weight multiplies (4 of 384x384, 384x1536, 1536x384) at the median rates "
                   "above: the least a layer can cost on this CPU.", floatfmt=".4f")
+        if "speed.csv" in results:
+            out.table(multiply_floor_table(results["speed.csv"], results["matmul.csv"]), "multiply_floor",
+                      ["speed.csv", "matmul.csv"],
+                      "Each query encoder's time per batch (1 thread, tokenisation included) against this CPU's limit: "
+                      "floor_ms is its layers' weight multiplies alone at the benchmark's median rate in the dtype the "
+                      "backend multiplies in (ONNX Runtime's int8 kernels are not PyTorch's: an approximation), "
+                      "floor_share that floor as a share of the measured time. The rest is tokenisation, embeddings, "
+                      "attention, pooling and per-call overhead (call_profile).", floatfmt=".3f")
     if "call_profile.csv" in results:
         out.table(call_profile_table(results["call_profile.csv"]), "call_profile", ["call_profile.csv"],
                   "Where one query-encoding call's time goes (median over repeated calls of one batch): the tokeniser, "
