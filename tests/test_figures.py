@@ -635,6 +635,12 @@ def test_matmul_and_call_profile_tables_from_their_csvs(tmp_path):
     pd.DataFrame(prof).to_csv(res / "call_profile.csv", index=False)
     manifest = F.make_all(res, tmp_path / "figs")
     assert {"tables/matmul", "tables/matmul_layer", "tables/call_profile"} <= set(manifest)
+    assert "tables/multiply_floor" not in manifest     # this speed.csv records no token counts: no floor to place
+    # a speed.csv from before backends (no backend column) is the eager torch path; its floor is n_layers x 0.11 ms
+    pd.read_csv(res / "speed.csv").assign(mean_tokens=9.0).to_csv(res / "speed.csv", index=False)
+    manifest = F.make_all(res, tmp_path / "figs")
+    floor = (res / "tables" / "multiply_floor.md").read_text()
+    assert "| DE-6 full | torch | 6 | 1 | fp32 | 9 |" in floor and "| 0.660 |" in floor
     layer = (res / "tables" / "matmul_layer.md").read_text()
     assert "| 9 | fp32 | 1 | 0.1100 |" in layer          # (4 x 0.01 + 0.03 + 0.03) x 1.1 ms: the median round
     cp = (res / "tables" / "call_profile.md").read_text()

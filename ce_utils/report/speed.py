@@ -207,6 +207,10 @@ def multiply_floor_table(speed_df: pd.DataFrame, matmul_df, threads: int = 1) ->
     its floor spends its time outside the multiplies (``call_profile.csv`` says where)."""
     lay = layer_ms(matmul_summary(matmul_df))
     lay = lay[lay["threads"] == threads]
+    if "mean_tokens" not in speed_df.columns:          # a speed.csv from before token counts were recorded
+        return pd.DataFrame()
+    if "backend" not in speed_df.columns:              # a speed.csv from before backends: the eager torch path only
+        speed_df = speed_df.assign(backend="torch")
     d = speed_df[(speed_df["device"] == "cpu") & (speed_df["threads"] == threads)
                  & (speed_df["tokenization"] == "included") & speed_df["role"].isin(["de", "query-student", "de-k-ce"])]
     if d.empty or lay.empty:
@@ -260,8 +264,10 @@ def speed_tables(out: Output, results: dict) -> None:
         out.table(layer_ms(m), "matmul_layer", ["matmul.csv"],
                   "One transformer layer's weight multiplies (4 of 384x384, 384x1536, 1536x384) at the median rates "
                   "above: the least a layer can cost on this CPU.", floatfmt=".4f")
-        if "speed.csv" in results:
-            out.table(multiply_floor_table(results["speed.csv"], results["matmul.csv"]), "multiply_floor",
+        floor = (multiply_floor_table(results["speed.csv"], results["matmul.csv"]) if "speed.csv" in results
+                 else pd.DataFrame())
+        if not floor.empty:
+            out.table(floor, "multiply_floor",
                       ["speed.csv", "matmul.csv"],
                       "Each query encoder's time per batch (1 thread, tokenisation included) against this CPU's limit: "
                       "floor_ms is its layers' weight multiplies alone at the benchmark's median rate in the dtype the "
