@@ -228,7 +228,8 @@ def test_notebook_04_smoke(tmp_path, smoke_profile, smoke_cfg):
              "DE-0 (no layers)"}
     onnx = {"DE-6 full [onnx-int8]", "query-student L0 [onnx-int8]", "query-student L0_5 [onnx-int8]"}
     static = {m.replace("[onnx-int8]", "[onnx-int8-static]") for m in onnx}   # calibrated on training queries
-    assert set(df["model"]) == eager | onnx | static
+    lean = {m.replace("[onnx-int8]", "[lean]") for m in onnx}             # tokenizers + ONNX Runtime, numpy features
+    assert set(df["model"]) == eager | onnx | static | lean
     assert set(df[df["backend"] == "onnx-int8"]["model"]) == onnx
     assert set(df[df["backend"] == "onnx-int8"]["base_model"]) == {m.split(" [")[0] for m in onnx}
     both = df.set_index(["model", "batch_size", "tokenization"])
@@ -256,8 +257,8 @@ def test_notebook_04_smoke(tmp_path, smoke_profile, smoke_cfg):
     assert n["DE-6 full"] == 6 and n["DE-2 CE"] == 2 and n["query-student L0"] == 1
     assert len(df) == 7 * 2 * 2 and (df["n_rounds"] == 2).all()
     rounds = pd.read_csv(Path(smoke_cfg["results_dir"]) / "speed_rounds.csv")
-    assert len(rounds) == 2 * (len(df) + 6 * 2 * 2) and set(rounds["round"]) == {0, 1}   # 3 models x 2 backends
-    assert rounds.groupby(["round", "batch_size", "tokenization"])["model"].nunique().eq(13).all()
+    assert len(rounds) == 2 * (len(df) + 6 * 2 * 3) and set(rounds["round"]) == {0, 1}   # 3 models x 3 backends
+    assert rounds.groupby(["round", "batch_size", "tokenization"])["model"].nunique().eq(16).all()
     # the fixed per-call cost is split off every eager student's time (its arithmetic is tested on exact times in
     # test_fixed_cost_splits_time_into_fixed_and_per_layer_parts; measured times on a loaded machine may put the
     # 0-layer model above a 1-layer one, so only presence is asserted here)
@@ -265,3 +266,15 @@ def test_notebook_04_smoke(tmp_path, smoke_profile, smoke_cfg):
     assert st["fixed_share"].gt(0).all() and st["expected_speedup"].notna().all()
     assert df[df["role"] == "ce"]["fixed_share"].isna().all()
     assert not df["speedup_vs_de"].isna().any() and all(math.isfinite(x) for x in df["speedup_vs_de"])
+
+
+def test_mean_tokens_reads_torch_and_numpy_features():
+    """The lean backend's tokenizer gives numpy arrays, sentence-transformers gives tensors: both count alike."""
+    import numpy as np
+    import torch
+
+    mask = [[1, 1, 1, 0], [1, 1, 0, 0]]
+    for wrap in (torch.tensor, np.asarray):
+        enc = speed.Encoder(name="m", role="query-student", module=None, prepare=lambda t, w=wrap: {"attention_mask": w(mask)},
+                            run=lambda f: f, n_layers=1, n_params=1, hidden=4, intermediate=8)
+        assert speed.mean_tokens(enc, ["a", "b"]) == 2.5

@@ -1,8 +1,9 @@
 """The verdict table (ce_utils.report.verdicts): each rule on tiny result frames made here."""
 
+import numpy as np
 import pandas as pd
 
-from ce_utils.report.verdicts import budget_trend, seeds_text, verdict_table
+from ce_utils.report.verdicts import budget_trend, compare_verdict, seeds_text, verdict_table
 
 
 def budgets(student, points, rate=1e-4, kind="query-student"):
@@ -191,3 +192,11 @@ def test_the_ce_sources_are_counted_over_the_runs_behind_the_number():
     assert row(t, "P1: DE-2 CE retrieves")["ours"] == "87.0% ± 1.0% (3 seeds), 1200 steps"
     mixed = pd.concat([seeds.assign(ce_trained_on=seeds["seed"].map({42: "cpu A", 43: "cpu B", 44: "cpu B"})), other])
     assert row(verdict_table({"budgets.csv": mixed}), "P1: DE-2 CE retrieves")["ours"].endswith("; CEs trained on 2 CPUs")
+
+
+def test_a_lead_under_twice_the_seed_spread_is_reproduced_but_marked_narrow():
+    a, b = np.array([92.8, 93.9, 94.6]), np.array([93.3, 92.4, 92.8])       # 0.93 pt apart, sd 0.91 and 0.45
+    assert compare_verdict(a, b) == "reproduced (narrow: 0.93 pt apart, larger sd 0.91)"
+    assert compare_verdict(b, a).startswith("not reproduced (narrow")
+    assert compare_verdict(a + 1.0, b) == "reproduced"                         # 1.93 pt: more than twice the sd
+    assert compare_verdict(a - 0.2, b) == "tied (within the seed spread)"

@@ -115,12 +115,15 @@ def paired_headline(budgets: pd.DataFrame | None, a: str, b: str):
 
 
 def compare_verdict(a: np.ndarray, b: np.ndarray) -> str:
-    """``a`` better than ``b``? With >= 3 seeds each: tied when the means differ by no more than the larger sd,
-    else reproduced / not reproduced; with fewer, the direction and the seed count."""
+    """``a`` better than ``b`` (values in points)? With >= 3 seeds each: tied when the means differ by no more than
+    the larger sd, else reproduced / not reproduced, marked narrow with the gap and the sd while the gap is under
+    twice the larger sd; with fewer, the direction and the seed count."""
     if len(a) >= 3 and len(b) >= 3:
-        if abs(a.mean() - b.mean()) <= max(a.std(ddof=1), b.std(ddof=1)):
+        gap, sd = abs(a.mean() - b.mean()), max(a.std(ddof=1), b.std(ddof=1))
+        if gap <= sd:
             return "tied (within the seed spread)"
-        return "reproduced" if a.mean() > b.mean() else "not reproduced"
+        verdict = "reproduced" if a.mean() > b.mean() else "not reproduced"
+        return verdict + (f" (narrow: {gap:.2f} pt apart, larger sd {sd:.2f})" if gap < 2 * sd else "")
     n = min(len(a), len(b))
     return f"partly ({n} seed{'s' if n > 1 else ''})" if a.mean() > b.mean() else f"not reproduced ({n} seed{'s' if n > 1 else ''})"
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
+
 from ce_utils.core.config import ConfigError, section
 from ce_utils.core.data import doc_text, load_beir_dataset, load_query_files
 from ce_utils.experiments.speed.encoders import Encoder
@@ -59,4 +61,4 @@ def items_for(enc: Encoder, queries: list[str], docs: list[str], ce_n_queries: i
 def mean_tokens(enc: Encoder, items: list) -> float:
     """Mean number of tokens per item (what the FLOP count is taken at)."""
     feats = enc.prepare(items)
-    return float(feats["attention_mask"].sum(1).float().mean())
+    return float(np.asarray(feats["attention_mask"]).sum(1).mean())   # torch tensors or the lean path's numpy arrays
