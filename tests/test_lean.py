@@ -68,3 +68,25 @@ def test_a_lean_encoder_opens_its_session_on_first_use_only(tmp_path, teacher):
     assert "session" not in vars(enc)
     enc.encode(["a query"])
     assert "session" in vars(enc)
+
+
+def test_export_int8_writes_the_per_channel_graph_and_encodes_with_it(teacher, tmp_path):
+    """`export --int8`: the folder keeps the fp32 graph, adds notebook 04's lean-int8 graph (weights int8 per
+    channel) and its manifest names it, so `encode` and LeanEncoder use it; close to the model, not equal."""
+    import json
+
+    import onnx
+
+    teacher.save(str(tmp_path / "st"))
+    assert cli.main(["export", "--model", str(tmp_path / "st"), "--out", str(tmp_path / "lean"), "--int8"]) == 0
+    folder = tmp_path / "lean"
+    assert json.loads((folder / "lean.json").read_text())["graph"] == cli.INT8_GRAPH
+    assert (folder / "model.onnx").is_file()
+    ops = {n.op_type for n in onnx.load(str(folder / cli.INT8_GRAPH)).graph.node}
+    assert {"DynamicQuantizeLinear", "MatMulInteger"} & ops, ops
+    enc = LeanEncoder(folder)
+    assert enc.graph_path.name == cli.INT8_GRAPH
+    got = enc.encode(QUERIES, 2)
+    want = teacher.encode(QUERIES, convert_to_numpy=True)
+    assert cosines(got, want).min() > 0.9 and not np.allclose(got, want, atol=1e-4)
+    assert not list(folder.glob("*.partial*"))
