@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -29,7 +28,7 @@ from ce_utils import convert, runner
 from ce_utils.core import download, lean
 from ce_utils.core.config import ConfigError, load_profile, output_dir
 from ce_utils.core.data import load_query_file
-from ce_utils.core.io import (add_model_ids, atomic_write_text, model_label, save_array_atomic, save_results, with_metadata, write_csv_atomic,
+from ce_utils.core.io import (add_model_ids, model_label, save_array_atomic, save_results, with_metadata, write_csv_atomic,
                               write_rows)
 from ce_utils.core.models import default_device, load_sentence_transformer
 from ce_utils.core.runinfo import run_metadata
@@ -366,9 +365,6 @@ def cmd_distill_queries(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-INT8_GRAPH = "model-int8-pc.onnx"
-
-
 @handles_errors
 def cmd_export(argv: Sequence[str] | None = None) -> int:
     """Export a sentence-transformers model (a query student, the full DE) as one ONNX graph with its pooling
@@ -382,14 +378,11 @@ def cmd_export(argv: Sequence[str] | None = None) -> int:
                          "notebook 04's lean-int8) and encode with it")
     args = ap.parse_args(argv)
     out = lean.export_lean(args.model, args.out, args.opset)
-    graph = lean.GRAPH
+    graphs = [lean.GRAPH]
     if args.int8:
-        graph = speed_backends.quantize_onnx(out / lean.GRAPH, out / INT8_GRAPH,
-                                            **speed_backends.DYNAMIC["onnx-int8-pc"]).name
-        manifest = json.loads((out / lean.MANIFEST).read_text())
-        atomic_write_text(out / lean.MANIFEST, json.dumps({**manifest, "graph": graph}, indent=2) + "\n")
-    print(f"wrote {out}/ ({lean.GRAPH}{', ' + graph if graph != lean.GRAPH else ''}, {lean.TOKENIZER}, "
-          f"{lean.MANIFEST}: encodes with {graph})")
+        graphs.append(speed_backends.quantize_lean(out).name)
+        lean.use_graph(out, graphs[-1])
+    print(f"wrote {out}/ ({', '.join(graphs)}, {lean.TOKENIZER}, {lean.MANIFEST}: encodes with {graphs[-1]})")
     return 0
 
 

@@ -11,7 +11,7 @@ pytest.importorskip("onnxruntime")
 
 from ce_utils import cli  # noqa: E402
 from ce_utils.core.config import ConfigError  # noqa: E402
-from ce_utils.core.lean import LeanEncoder, export_lean  # noqa: E402
+from ce_utils.core.lean import LeanEncoder, export_lean, use_graph  # noqa: E402
 
 QUERIES = ["what do cross encoders learn?", "a", "Mean pooling of BERT token embeddings, then L2 normalisation",
            "covid vaccine side effects " * 40]   # the last one longer than the model's maximum length
@@ -77,16 +77,20 @@ def test_export_int8_writes_the_per_channel_graph_and_encodes_with_it(teacher, t
 
     import onnx
 
+    from ce_utils.experiments.speed import backends
+
     teacher.save(str(tmp_path / "st"))
     assert cli.main(["export", "--model", str(tmp_path / "st"), "--out", str(tmp_path / "lean"), "--int8"]) == 0
     folder = tmp_path / "lean"
-    assert json.loads((folder / "lean.json").read_text())["graph"] == cli.INT8_GRAPH
+    assert json.loads((folder / "lean.json").read_text())["graph"] == backends.LEAN_INT8
     assert (folder / "model.onnx").is_file()
-    ops = {n.op_type for n in onnx.load(str(folder / cli.INT8_GRAPH)).graph.node}
+    ops = {n.op_type for n in onnx.load(str(folder / backends.LEAN_INT8)).graph.node}
     assert {"DynamicQuantizeLinear", "MatMulInteger"} & ops, ops
     enc = LeanEncoder(folder)
-    assert enc.graph_path.name == cli.INT8_GRAPH
+    assert enc.graph_path.name == backends.LEAN_INT8
     got = enc.encode(QUERIES, 2)
     want = teacher.encode(QUERIES, convert_to_numpy=True)
     assert cosines(got, want).min() > 0.9 and not np.allclose(got, want, atol=1e-4)
     assert not list(folder.glob("*.partial*"))
+    with pytest.raises(ConfigError, match="holds no missing.onnx"):   # a manifest never names a graph not there
+        use_graph(folder, "missing.onnx")

@@ -87,6 +87,16 @@ def export_lean(model, out: str | Path, opset: int = 17) -> Path:
     return out
 
 
+def use_graph(folder: str | Path, graph: str) -> None:
+    """Make ``folder``'s manifest name ``graph`` (a file in the folder, e.g. a quantised copy of ``model.onnx``) as
+    the graph :class:`LeanEncoder` and ``python -m ce_utils encode`` run."""
+    folder = Path(folder)
+    if not (folder / graph).is_file():
+        raise ConfigError(f"{folder} holds no {graph}: write the graph before naming it in {MANIFEST}.")
+    manifest = json.loads((folder / MANIFEST).read_text())
+    atomic_write_text(folder / MANIFEST, json.dumps({**manifest, "graph": graph}, indent=2) + "\n")
+
+
 class LeanEncoder:
     """Encode text with an exported folder (:func:`export_lean`): ``tokenizers`` and ONNX Runtime only."""
 

@@ -205,10 +205,10 @@ def multiply_floor_table(speed_df: pd.DataFrame, matmul_df, threads: int = 1) ->
     per query nearest the sample's mean), ``floor_share`` that floor as a share of the measured time, and
     ``speedup_at_floor`` the full DE's floor over the model's in the same dtype (the FLOP ratio). A path far above
     its floor spends its time outside the multiplies (``call_profile.csv`` says where)."""
-    lay = layer_ms(matmul_summary(matmul_df))
-    lay = lay[lay["threads"] == threads]
     if "mean_tokens" not in speed_df.columns:          # a speed.csv from before token counts were recorded
         return pd.DataFrame()
+    lay = layer_ms(matmul_summary(matmul_df))
+    lay = lay[lay["threads"] == threads]
     if "backend" not in speed_df.columns:              # a speed.csv from before backends: the eager torch path only
         speed_df = speed_df.assign(backend="torch")
     d = speed_df[(speed_df["device"] == "cpu") & (speed_df["threads"] == threads)

@@ -161,6 +161,16 @@ def quantize_onnx(src: str | Path, dst: str | Path, **options) -> Path:
     return dst
 
 
+LEAN_INT8 = "model-int8-pc.onnx"   # the lean-int8 graph, beside the fp32 one in an exported lean folder
+
+
+def quantize_lean(folder: str | Path) -> Path:
+    """``folder``'s lean-int8 graph (:data:`LEAN_INT8`): its fp32 ``model.onnx`` with the weights quantised to int8
+    per channel (``onnx-int8-pc``'s options). Leaves the manifest as it is."""
+    folder = Path(folder)
+    return quantize_onnx(folder / GRAPH, folder / LEAN_INT8, **DYNAMIC["onnx-int8-pc"])
+
+
 def quantize_onnx_static(src: str | Path, dst: str | Path, batches: Sequence[dict]) -> Path:
     """Static int8 (QDQ) quantisation of an ONNX graph's weight MatMuls (the linear layers; attention's two
     activation-by-activation MatMuls stay fp32): per-channel int8 weights and asymmetric uint8 activations whose
@@ -228,7 +238,7 @@ def build(model, backend: str, name: str, work_dir: str | Path | None = None,
         folder = export_lean(model, Path(work_dir) / f"{weights_fingerprint(model)}-lean")
         graph = folder / GRAPH
         if backend == "lean-int8":
-            graph = quantize_onnx(graph, folder / "model-int8-pc.onnx", **DYNAMIC["onnx-int8-pc"])
+            graph = quantize_lean(folder)
         return BackendModel(name, backend, model, onnx_path=graph, lean=LeanEncoder(folder, graph=graph.name))
     fp32 = export_onnx(model, Path(work_dir) / f"{weights_fingerprint(model)}-fp32.onnx")
     if backend == "onnx":
