@@ -74,9 +74,11 @@ def make_all(results_dir: str | Path, figures_dir: str | Path, cfg: dict | None 
         query_distill_figure(plt, out, results["query_distill.csv"], metric, cfg)
     if "query_distill_curve.csv" in results:
         query_curve_figure(plt, out, results["query_distill_curve.csv"])
-    geometry, geo = geometry_results(opts), None
+    geometry, geo, geo_budgets = geometry_results(opts), None, None
     if geometry is not None:
         gdf = read_result(geometry.parent, geometry.name)
+        if (geometry.parent / "budgets.csv").is_file():   # that profile's own budget sweep
+            geo_budgets = read_result(geometry.parent, "budgets.csv")
         if gdf is not None:
             geo = geometry_table(gdf, metric, cfg)
             geometry_figure(plt, out, *geo, metric, os.path.relpath(geometry, results_dir), df=gdf)
@@ -97,7 +99,7 @@ def make_all(results_dir: str | Path, figures_dir: str | Path, cfg: dict | None 
                 if s in results] + ([os.path.relpath(geometry, results_dir)] if geo is not None else [])
         out.table(head, "headline", srcs, "Headline claims: each paper's claim (paper) next to this reproduction's "
                   "number (ours), computed from the result CSVs; details and budgets in the other tables.")
-    verdicts = verdict_table(results, metric, results_dir.name, geometry=geo)
+    verdicts = verdict_table(results, metric, results_dir.name, geometry=geo, geometry_budgets=geo_budgets)
     independent = independent_results(opts)
     if independent is not None:  # paper 1 answered again with a CE that is not derived from the DE
         where, res = independent
@@ -106,6 +108,7 @@ def make_all(results_dir: str | Path, figures_dir: str | Path, cfg: dict | None 
         srcs = [s for s in ("peer_check.csv", "layer_probe.csv", "ce_quality.csv", "ce_seeds.csv", "de2ce.csv", "budgets.csv",
                             "speed.csv", "query_distill.csv") if s in results] + (
             [os.path.relpath(geometry, results_dir)] if geo is not None else []) + (
+            [os.path.relpath(geometry.parent / "budgets.csv", results_dir)] if geo_budgets is not None else []) + (
             [os.path.relpath(independent[0] / n, results_dir) for n in sorted(independent[1])] if independent else [])
         out.table(verdicts, "verdicts", srcs, "Every claim of both papers (P1: Ananthakrishnan et al. 2025; P2: Wang & Lyu "
                   "2023), the paper's number, ours and the verdict, computed from the result CSVs by the rules of "
