@@ -114,6 +114,19 @@ def paired_headline(budgets: pd.DataFrame | None, a: str, b: str):
     return None
 
 
+def level_evidence(budgets: pd.DataFrame | None, student: str, fallback: np.ndarray, fallback_steps: int | None,
+                   fallback_src: str) -> tuple[np.ndarray, int | None, list[str], str]:
+    """A level claim's evidence: the budget sweep's headline runs of ``student`` where they exist (:func:`seed_headline`),
+    else ``fallback`` (per-seed %) from ``fallback_src`` at ``fallback_steps``; the CSVs it rests on (budgets.csv too
+    when the sweep has a trend) and the sweep's :func:`budget_trend`."""
+    trend = budget_trend(budgets, student)
+    ours, steps = seed_headline(budgets, student)
+    src = "budgets.csv"
+    if not len(ours):
+        ours, steps, src = fallback, fallback_steps, fallback_src
+    return ours, steps, list(dict.fromkeys([src, "budgets.csv"])) if trend else [src], trend
+
+
 def compare_verdict(a: np.ndarray, b: np.ndarray) -> str:
     """``a`` better than ``b`` (values in points)? With >= 3 seeds each: tied when the means differ by no more than
     the larger sd, else reproduced / not reproduced, marked narrow with the gap and the sd while the gap is under
@@ -267,16 +280,12 @@ def verdict_table(results: dict, metric: str = "NDCG@10", profile: str = "defaul
         pick = ret[ret["layers"].astype(str) == f"0,{n_t - 1}"] if n_t else ret.iloc[0:0]
         if not pick.empty:
             student = str(pick["student"].iloc[0])
-            trend = budget_trend(budgets, student)
-            ours, steps = seed_headline(budgets, student)   # the sweep's headline runs where they exist
-            src = "budgets.csv"
-            if not len(ours):
-                ours = (100 * pick.groupby("seed")["value"].mean()).to_numpy()
-                steps, src = int(qd.loc[qd["student"] == student, "train_steps"].max()), "query_distill.csv"
+            ours, steps, srcs, trend = level_evidence(
+                budgets, student, (100 * pick.groupby("seed")["value"].mean()).to_numpy(),
+                int(qd.loc[qd["student"] == student, "train_steps"].max()), "query_distill.csv")
             rows.append([f"P2: bottom + top layers keep 92.5% of the teacher ({{{pick['layers'].iloc[0]}}} of {n_t})",
                          "92.5% (15 BEIR sets)", f"{seeds_text(ours, unit='%')}, {steps} steps",
-                         _level_verdict(ours.mean(), 92.5, trend),
-                         L(*dict.fromkeys([src, "budgets.csv"])) if trend else L(src)])
+                         _level_verdict(ours.mean(), 92.5, trend), L(*srcs)])
     if geometry is not None and not geometry[0].empty:
         tab, agree = geometry
         ok = agree["spearman_same_sets"] >= SPEARMAN_AGREES and agree["best_2_ours"] == agree["best_2_paper"]
@@ -288,20 +297,14 @@ def verdict_table(results: dict, metric: str = "NDCG@10", profile: str = "defaul
         if not row.empty:
             r = row.iloc[0]
             # the geometry profile's own budget sweep (results/mpnet/budgets.csv), where it has run
-            trend = budget_trend(geometry_budgets, "L0_11")
-            ours, steps = seed_headline(geometry_budgets, "L0_11")
-            if len(ours):
-                ours_text, evidence = f"{seeds_text(ours, unit='%')}, {steps} steps", ["budgets.csv"]
-            else:
-                ours = np.asarray([100 * r["ours_mean"]])
-                ours_text, evidence = f"{100 * r['ours_mean']:.1f}% (1 seed)", ["query_distill.csv"]
-            if trend:
-                ours_text += f"; sweep {trend}"
-                evidence = list(dict.fromkeys(evidence + ["budgets.csv"]))
+            ours, steps, srcs, trend = level_evidence(geometry_budgets, "L0_11", np.asarray([100 * r["ours_mean"]]),
+                                                      None, "query_distill.csv")
             rows.append(["P2: the same level with a 12-layer teacher ({0,11})",
-                         f"{100 * r['paper_same_sets']:.1f}% (same sets)", ours_text,
+                         f"{100 * r['paper_same_sets']:.1f}% (same sets)",
+                         seeds_text(ours, unit="%") + (f", {steps} steps" if steps is not None else "")
+                         + (f"; sweep {trend}" if trend else ""),
                          _level_verdict(ours.mean(), 100 * r["paper_same_sets"], trend),
-                         ", ".join(_link("mpnet", n) for n in evidence)])
+                         ", ".join(_link("mpnet", n) for n in srcs)])
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
