@@ -190,7 +190,8 @@ def test_notebook_05_reads_only_csvs(tmp_path, monkeypatch):
     assert str(ROOT) not in executed and "notebooks/05_figures.ipynb" in executed  # paths made relative
 
 
-@pytest.mark.parametrize("doc, table", [("README.md", "verdicts"), ("RESULTS.md", "headline")])
+@pytest.mark.parametrize("doc, table", [("README.md", "verdicts"), ("RESULTS.md", "headline"),
+                                        ("RESULTS.md", "run_times")])
 def test_documents_carry_the_generated_tables(doc, table):
     path = ROOT / "results" / "default" / "tables" / f"{table}.md"
     if not path.is_file():
@@ -199,6 +200,22 @@ def test_documents_carry_the_generated_tables(doc, table):
     rows = [row for row in path.read_text().splitlines() if row.startswith("|")]   # the table, not its caption
     missing = [row for row in rows if row not in text]
     assert not missing, f"{doc}'s {table} table is stale; paste results/default/tables/{table}.md: {missing}"
+
+
+def test_the_run_time_table_sums_the_notebooks_and_names_their_machines():
+    from ce_utils.report.build import run_time_table
+    times = pd.DataFrame([
+        {"notebook": "02_b.ipynb", "seconds": 120.0, "cpu": "Xeon", "cores": 2, "gpu": "none",
+         "finished": "2026-11-29T18:20:42Z", "native_bf16": True},
+        {"notebook": "01_a.ipynb", "seconds": 600.0, "cpu": "EPYC", "cores": 2, "gpu": "none",
+         "finished": "2026-11-28T13:03:50Z", "native_bf16": False}])
+    t = run_time_table(times)
+    assert list(t["notebook"]) == ["01_a.ipynb", "02_b.ipynb", "total"]
+    assert list(t["minutes"]) == [10.0, 2.0, 12.0]
+    assert list(t["machine"]) == ["EPYC, 2 cores", "Xeon, 2 cores", "2 machines"]
+    assert list(t["native bf16"])[:2] == ["no", "yes"] and t["finished"].iloc[-1] == "2026-11-29"
+    one = run_time_table(times.assign(cpu="Xeon", gpu=["none", "H200"]))
+    assert one["machine"].iloc[1] == "Xeon, 2 cores" and one["machine"].iloc[0] == "Xeon, 2 cores, GPU H200"
 
 
 def test_readme_is_short_and_gives_the_verdicts_first():

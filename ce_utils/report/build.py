@@ -92,6 +92,10 @@ def make_all(results_dir: str | Path, figures_dir: str | Path, cfg: dict | None 
         speed_figure(plt, out, results["speed.csv"])
         backends_figure(plt, out, results["speed.csv"], results.get("backend_quality.csv"), metric)
     speed_tables(out, results)
+    if "run_times.csv" in results:
+        out.table(run_time_table(results["run_times.csv"]), "run_times", ["run_times.csv"],
+                  "Wall time of the last successful run of each notebook (run_times.csv), on the machine named.",
+                  formats={"minutes": ".1f"})
     pareto_figure(plt, out, results, opts)
     head = headline_table(results, cfg, metric, geometry=geo)
     if not head.empty:
@@ -116,6 +120,25 @@ def make_all(results_dir: str | Path, figures_dir: str | Path, cfg: dict | None 
                   "stated; a level missed while the budget sweep still rises is marked budget not converged).")
     out.write_manifest()
     return out.manifest
+
+
+def run_time_table(times: pd.DataFrame) -> pd.DataFrame:
+    """One row per notebook of ``run_times.csv`` (the runner's record of each notebook's last successful run):
+    its wall time in minutes, the machine, whether that CPU has native bf16, and the day it finished; then the
+    sum, which mixes machines when the notebooks ran on different ones (the machine column says)."""
+    t = times.sort_values("notebook")
+    gpu = t["gpu"].fillna("none").astype(str) if "gpu" in t else pd.Series("none", index=t.index)
+    machine = (t["cpu"].astype(str) + ", " + t["cores"].astype(int).astype(str) + " cores"
+               + gpu.map(lambda g: "" if g == "none" else f", GPU {g}"))
+    bf16 = t["native_bf16"].map({True: "yes", False: "no", "True": "yes", "False": "no"}) \
+        if "native_bf16" in t else pd.Series("", index=t.index)
+    rows = pd.DataFrame({"notebook": t["notebook"].astype(str), "minutes": t["seconds"].astype(float) / 60,
+                         "machine": machine, "native bf16": bf16.fillna(""),
+                         "finished": t["finished"].astype(str).str[:10]})
+    total = pd.DataFrame([{"notebook": "total", "minutes": rows["minutes"].sum(),
+                           "machine": "one machine" if machine.nunique() == 1 else f"{machine.nunique()} machines",
+                           "native bf16": "", "finished": rows["finished"].max()}])
+    return pd.concat([rows, total], ignore_index=True)
 
 
 def independent_results(opts: dict) -> tuple[Path, dict[str, pd.DataFrame]] | None:

@@ -50,6 +50,7 @@ SCHEMAS = {
                     "retention"],
     "matmul.csv": ["tokens", "shape", "op", "dtype", "threads", "round", "ms_per_call", "gflop_per_s"],
     "call_profile.csv": ["model", "backend", "batch_size", "threads", "part", "ms", "share"],
+    "run_times.csv": ["notebook", "seconds", "cpu", "cores", "finished"],
 }
 NUMERIC = {"value", "layer", "n_layers", "depth", "batch_size", "threads", "median_ms", "queries_per_s",
            "speedup_vs_de", "flop_ratio", "step", "minutes", "retention", "budget_steps", "seed", "learning_rate"}
