@@ -597,6 +597,11 @@ def test_budget_sweep_figure_and_table(tmp_path, capsys):
     assert F.recipe_rates(df) == {"L0_5": 1e-4, "DE-2 CE": 5e-4}      # the lr grid's rows do not count
     runs = F.budget_runs(df)
     assert len(runs) == 9 and runs["n_datasets"].eq(2).all()         # a run: its mean over its dev collections
+    assert F.minutes_per_step(runs) == pytest.approx(1 / 20)          # every run: budget / 20 minutes
+    assert np.isnan(F.minutes_per_step(runs.assign(minutes=np.nan)))   # untimed runs: no minutes axis
+    fig = F.draw_budgets(F.setup_matplotlib(), df)                    # the minutes axis on top of each budget panel
+    top = [c for a in fig.axes for c in a.child_axes if "minutes of training" in c.get_xlabel()]
+    assert len(top) == 2 and [t.get_text() for t in top[0].get_xticklabels()] == ["0.5", "1.0", "2.0"]
     manifest = F.make_all(res, tmp_path / "figs")
     assert manifest["figures/budgets"]["sources"].keys() == {"budgets.csv"}
     assert (tmp_path / "figs" / "budgets.png").stat().st_size > 1000

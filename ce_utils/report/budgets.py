@@ -63,19 +63,33 @@ def tuned_rates(runs: pd.DataFrame, rates: dict) -> dict[str, list[float]]:
             for student, g in t.groupby("student", sort=False)}
 
 
+def minutes_per_step(runs: pd.DataFrame) -> float:
+    """The median over ``runs`` (of :func:`budget_runs`) of each run's minutes of training per step; NaN
+    without timed runs. The runs' own minutes stay in the budgets table: machines and thread counts differ."""
+    timed = runs[runs["minutes"].notna() & (runs["budget_steps"] > 0)]
+    return float((timed["minutes"] / timed["budget_steps"]).median()) if not timed.empty else float("nan")
+
+
 def _curve(ax, g: pd.DataFrame, color, label: str, ls: str = "-") -> None:
-    """One budget curve: mean over seeds per budget, min-max bars where >= 2 seeds, each point's minutes."""
+    """One budget curve: mean over seeds per budget, min-max bars where >= 2 seeds."""
     m = over_seeds(g, ["budget_steps"]).sort_values("budget_steps")
     ax.plot(m["budget_steps"], 100 * m["retention"], marker="o", ms=3, color=color, ls=ls, label=label)
-    fastest = g.groupby("budget_steps")["minutes"].min()  # what each point cost: its fastest run's minutes
-    for _, r in m.iterrows():
-        if pd.notna(fastest.get(r["budget_steps"])):
-            ax.annotate(f"{fastest[r['budget_steps']]:.0f} min", (r["budget_steps"], 100 * r["retention"]),
-                        textcoords="offset points", xytext=(4, -8), ha="left", fontsize=5, color=color)
     spread = m[m["seeds"] >= 2]
     if not spread.empty:
         ax.errorbar(spread["budget_steps"], 100 * spread["retention"], fmt="none", ecolor=color, capsize=3,
                     yerr=[100 * (spread["retention"] - spread["lo"]), 100 * (spread["hi"] - spread["retention"])])
+
+
+def _minutes_axis(ax, budgets: list, rate: float) -> None:
+    """A second x axis (top): the budgets in minutes of training at ``rate`` (minutes per step)."""
+    if not np.isfinite(rate) or rate <= 0:
+        return
+    top = ax.secondary_xaxis("top", functions=(lambda steps: steps * rate, lambda minutes: minutes / rate))
+    top.set_xticks([b * rate for b in budgets], [f"{b * rate:.0f}" if b * rate >= 10 else f"{b * rate:.1f}"
+                                                 for b in budgets], fontsize=6)
+    top.minorticks_off()
+    top.set_xlabel(f"minutes of training at this panel's median {60 * rate:.2f} s/step (CPU; each run's own in "
+                   "the budgets table)", fontsize=6)
 
 
 def _budget_panel(ax, runs: pd.DataFrame, rates: dict, kind: str) -> None:
@@ -92,9 +106,10 @@ def _budget_panel(ax, runs: pd.DataFrame, rates: dict, kind: str) -> None:
     ax.set_xscale("log", base=2)
     ax.set_xticks(budgets, [str(int(b)) for b in budgets], fontsize=6, rotation=45)
     ax.minorticks_off()
-    ax.set(title=title, xlabel="budget (training steps; log 2)", ylabel="mean dev retention (%)")
+    ax.set(xlabel="budget (training steps; log 2)", ylabel="mean dev retention (%)")
+    ax.set_title(title, pad=24)
+    _minutes_axis(ax, budgets, minutes_per_step(runs))
     ax.plot([], [], color="0.4", marker="|", ls="", label="bars: min-max over seeds")
-    ax.plot([], [], ls="", label="labels: minutes of training, fastest run (2 CPU cores)")
     legend_right(ax, fontsize=6)
 
 
@@ -125,7 +140,8 @@ def _lr_panel(ax, runs: pd.DataFrame, rates: dict) -> None:
 
 
 def draw_budgets(plt, df: pd.DataFrame):
-    """Retention (%) against the budget in steps (log 2), a panel per kind of student, a line per student at
+    """Retention (%) against the budget in steps (log 2; minutes of training on the top axis, at the panel's median
+    rate), a panel per kind of student, a line per student at
     its recipe's learning rate and a dashed one at its chosen rate (tuned and seed runs), with min-max bars over
     seeds where a budget has >= 2, the paper's level as a reference; below, the learning-rate grid runs (retention against learning rate at their budget). ``None``
     without runs."""
