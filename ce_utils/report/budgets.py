@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from ce_utils.core.io import seed_spread
-from ce_utils.report.style import REFERENCE, legend_right, subplots, system_color
+from ce_utils.report.style import REFERENCE, legend_right, minutes_axis, subplots, system_color
 from ce_utils.report.tables import PCT, Output, saved
 
 RUN = ["spec", "budget_steps", "seed", "learning_rate", "schedule", "precision"]
@@ -80,18 +80,6 @@ def _curve(ax, g: pd.DataFrame, color, label: str, ls: str = "-") -> None:
                     yerr=[100 * (spread["retention"] - spread["lo"]), 100 * (spread["hi"] - spread["retention"])])
 
 
-def _minutes_axis(ax, budgets: list, rate: float) -> None:
-    """A second x axis (top): the budgets in minutes of training at ``rate`` (minutes per step)."""
-    if not np.isfinite(rate) or rate <= 0:
-        return
-    top = ax.secondary_xaxis("top", functions=(lambda steps: steps * rate, lambda minutes: minutes / rate))
-    top.set_xticks([b * rate for b in budgets], [f"{b * rate:.0f}" if b * rate >= 10 else f"{b * rate:.1f}"
-                                                 for b in budgets], fontsize=6)
-    top.minorticks_off()
-    top.set_xlabel(f"minutes of training at this panel's median {60 * rate:.2f} s/step (CPU; each run's own in "
-                   "the budgets table)", fontsize=6)
-
-
 def _budget_panel(ax, runs: pd.DataFrame, rates: dict, kind: str) -> None:
     title, level, label = KINDS.get(kind, (kind, None, ""))
     tuned = tuned_rates(runs, rates)
@@ -108,7 +96,11 @@ def _budget_panel(ax, runs: pd.DataFrame, rates: dict, kind: str) -> None:
     ax.minorticks_off()
     ax.set(xlabel="budget (training steps; log 2)", ylabel="mean dev retention (%)")
     ax.set_title(title, pad=24)
-    _minutes_axis(ax, budgets, minutes_per_step(runs))
+    rate = minutes_per_step(runs)
+    if np.isfinite(rate) and rate > 0:
+        minutes_axis(ax, budgets, [b * rate for b in budgets], ticks=True,
+                     label=f"minutes of training at this panel's median {60 * rate:.2f} s/step (CPU; each run's own "
+                           "in the budgets table)")
     ax.plot([], [], color="0.4", marker="|", ls="", label="bars: min-max over seeds")
     legend_right(ax, fontsize=6)
 

@@ -116,9 +116,10 @@ def wrap_queries_only(name) -> str:
     return s.replace(QUERIES_ONLY, "\n" + QUERIES_ONLY.strip()) if s.endswith(QUERIES_ONLY) else s
 
 
-def minutes_axis(ax, steps, minutes) -> None:
+def minutes_axis(ax, steps, minutes, label: str = "minutes of training (CPU)", ticks: bool = False) -> None:
     """A top axis in minutes for a bottom axis in steps: piecewise linear between the measured points and
-    extrapolated linearly beyond them, so that its ticks never pile up at the ends."""
+    extrapolated linearly beyond them, so that its ticks never pile up at the ends; ``ticks``: one tick at each
+    of ``steps`` (for a log axis, whose default ticks would fall elsewhere), labelled with its minutes."""
     s, m = np.asarray(steps, dtype=float), np.asarray(minutes, dtype=float)
     if len(s) < 2 or not (np.diff(s) > 0).all() or not (np.diff(m) > 0).all():
         return
@@ -135,4 +136,7 @@ def minutes_axis(ax, steps, minutes) -> None:
                                                                       np.interp(y, m, s)))
 
     top = ax.secondary_xaxis("top", functions=(forward, inverse))
-    top.set_xlabel("minutes of training (CPU)")
+    top.set_xlabel(label, **({"fontsize": 6} if ticks else {}))
+    if ticks:
+        top.set_xticks(m, [f"{v:.0f}" if v >= 10 else f"{v:.1f}" for v in m], fontsize=6)
+        top.minorticks_off()
