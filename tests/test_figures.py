@@ -690,3 +690,54 @@ def test_the_budget_panel_draws_the_curve_at_the_chosen_rate_too(tmp_path):
     dashed = [line for line in fig.axes[0].get_lines() if line.get_label() == "L0_5 (lr 0.0004, chosen)"][0]
     assert dashed.get_linestyle() == "--" and list(dashed.get_xdata()) == [20, 40]
     plt.close(fig)
+
+
+def test_a_twelve_layer_teachers_budget_panel_holds_its_subset_against_the_papers_row_on_the_same_sets(tmp_path):
+    """With a teacher of the paper's depth, {0,11} is the paper's own row: the budget panel draws that row's level
+    on our collections (dotted) beside the 15-set headline, and the headline table holds the student against it.
+    A 6-layer teacher's {0,5} only maps to {0,11} by position: no same-set level."""
+    from tests.test_geometry import _paper_on, geometry_csv
+    from ce_utils.report.paper2 import same_set_levels
+
+    res = write_synthetic(tmp_path / "results")
+    geometry_csv(_paper_on).to_csv(res / "query_distill.csv", index=False)
+    levels = same_set_levels(pd.read_csv(res / "query_distill.csv"))
+    assert levels["0,11"] == pytest.approx(100 * (0.9164 + 0.9947) / 2, abs=0.01)
+    assert same_set_levels(pd.read_csv(write_synthetic(tmp_path / "six") / "query_distill.csv")) == {}
+    assert same_set_levels(None) == {}
+    df = pd.read_csv(write_budgets(res / "budgets.csv"))
+    df = df.assign(spec=df["spec"].replace({"subset:0,5": "subset:0,11"}), student=df["student"].replace({"L0_5": "L0_11"}))
+    test = df[(df["student"] == "L0_11") & (df["sweep"] == "seed")].assign(phase="test", sweep="seed")
+    df = pd.concat([df, test], ignore_index=True)
+    assert F.paper_level("query-student", "subset:0,11", levels) == (pytest.approx(levels["0,11"]), "the same sets")
+    assert F.paper_level("query-student", "subset:0,11") == (92.5, "15 BEIR sets")
+    assert F.paper_level("de-k-ce", "de2ce:ce:1", levels) == (99.0, "paper 1")
+    fig = F.draw_budgets(F.setup_matplotlib(), df, levels)
+    labels = [line.get_label() for line in fig.axes[0].get_lines()]
+    assert f"paper 2, {{0,11}} on the same sets: {levels['0,11']:.1f}%" in labels
+    assert "paper 2: 92.5% of the teacher (2 of 12 layers) over 15 BEIR sets" in labels
+    h = F.budget_headline_table(df, levels).iloc[0]
+    assert (h["paper %"], h["paper on"]) == (pytest.approx(levels["0,11"]), "the same sets")
+    assert h["ours - paper (pt)"] == pytest.approx(h["mean %"] - levels["0,11"])
+    df.to_csv(res / "budgets.csv", index=False)
+    F.make_all(res, tmp_path / "figs")          # make_all finds the 12-layer teacher in the folder's query_distill.csv
+    assert "| the same sets |" in (res / "tables" / "budget_headline.md").read_text()
+
+
+def test_the_geometry_headline_rows_name_their_budget_and_the_sweeps_number():
+    """Notebook 03's {0,11} number says its steps; the geometry profile's budget sweep adds its tested point."""
+    from tests.test_geometry import _paper_on, geometry_csv
+
+    geo = F.geometry_table(geometry_csv(_paper_on))
+    assert geo[0].set_index("layers").loc["0,11", "train_steps"] == 5
+    sweep = pd.DataFrame([dict(student="L0_11", spec="subset:0,11", kind="query-student", sweep="tuned",
+                               budget_steps=b, step=b, seed=42, learning_rate=8e-4, phase="test", dataset=ds,
+                               metric="NDCG@10", retention=r)
+                          for b, r in ((20, 0.80), (40, 0.86)) for ds in ("scifact", "nfcorpus-preprocessed")])
+    head = F.headline_table({}, None, geometry=geo).set_index("claim")
+    row = head.loc[[c for c in head.index if c.startswith("the same, in paper 2's geometry")][0]]
+    assert row["ours"] == "95.6% (1 seed; 5 steps, notebook 03)"
+    assert not any("budget sweep" in c for c in head.index)        # no sweep of that profile: no row
+    head = F.headline_table({}, None, geometry=geo, geometry_budgets=sweep).set_index("claim")
+    r = head.loc[[c for c in head.index if "in its budget sweep" in c][0]]
+    assert r["ours"] == "86.0% (1 seed), 40 steps" and r["delta"] == "-9.6 pts"

@@ -137,7 +137,7 @@ def test_notebook_05_draws_the_geometry_from_the_other_profiles_folder(tmp_path)
     table = (res / "tables" / "query_distill_geometry.md").read_text()
     assert "0,1,10,11" in table and "92.5" in table                 # paper's {0,11} mean over 15 sets, in %
     head = (res / "tables" / "headline.md").read_text()             # ours = 0.9 x the paper's on the same sets
-    assert "in paper 2's geometry: layers 0,11 of a 12-layer teacher" in head and "| 86.0% | -9.6 pts |" in head
+    assert "in paper 2's geometry: layers 0,11 of a 12-layer teacher" in head and "| 86.0% (1 seed; 5 steps, notebook 03) | -9.6 pts |" in head
     assert "| best 2-layer subset {0,11} over 15 sets ({1,11} on ours) | 1.00; best 2-layer {1,11} | another best " \
            "subset |" in head
     assert "../mpnet/query_distill.csv" in manifest["tables/headline"]["sources"]

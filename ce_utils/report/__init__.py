@@ -15,7 +15,7 @@ ce_utils but ``core.config`` and ``core.io``. Modules:
 """
 
 from ce_utils.report.budgets import (budget_headline_table, budget_runs, budgets_table, draw_budgets, minutes_per_step,
-                                     recipe_rates, tuned_rates)
+                                     paper_level, recipe_rates, tuned_rates)
 from ce_utils.report.ce_seeds import seeded_guard
 from ce_utils.report.build import check_options, figure_options, make_all
 from ce_utils.report.curves import curve_summary, draw_query_curve
@@ -34,6 +34,6 @@ from ce_utils.report.tables import (SCHEMAS, SchemaError, check_manifest, read_r
 __all__ = ["SCHEMAS", "SchemaError", "backend_table", "budget_headline_table", "budget_runs", "budgets_table", "check_manifest",
            "check_options", "curve_summary", "draw_budgets", "draw_de2ce", "draw_layer_probe", "draw_learning_curve",
            "draw_pipeline", "draw_query_curve", "figure_options", "flop_goal_table", "geometry_summary",
-           "geometry_table", "headline_table", "verdict_table", "join_speed", "make_all", "minutes_per_step", "other_ce_summary", "pareto_front", "seeded_guard",
+           "geometry_table", "headline_table", "verdict_table", "join_speed", "make_all", "minutes_per_step", "other_ce_summary", "paper_level", "pareto_front", "seeded_guard",
            "pipeline_latency_table", "probe_lines", "probe_summary", "quality_points", "read_result", "read_results",
            "recipe_rates", "setup_matplotlib", "speed_lookup", "system_color", "to_latex", "to_markdown", "tuned_rates"]

@@ -19,6 +19,24 @@ RUN = ["spec", "budget_steps", "seed", "learning_rate", "schedule", "precision"]
 KINDS = {"query-student": ("query students (asymmetric: the teacher's documents)", 92.5,
                            "paper 2: 92.5% of the teacher (2 of 12 layers)"),
          "de-k-ce": ("DE-k CE students (symmetric: own documents)", 99.0, "paper 1: DE-2 CE ~99% of the full DE")}
+PAPER_SETS = "15 BEIR sets"  # where KINDS' query-student level comes from
+
+
+def spec_layers(spec: str) -> str | None:
+    """``"subset:0,11"`` -> ``"0,11"``: the teacher layers a query student keeps; ``None`` for other specs."""
+    kind, _, layers = str(spec).partition(":")
+    return layers if kind == "subset" and layers else None
+
+
+def paper_level(kind: str, spec: str, same_sets: dict | None = None) -> tuple[float | None, str]:
+    """The paper's level (%) a student is held against and where it comes from: the paper's own number for the
+    student's layer subset on the same collections where ``same_sets`` (layers -> %, a 12-layer teacher's
+    :func:`ce_utils.report.paper2.geometry_table`) has it, else the kind's headline (:data:`KINDS`)."""
+    layers = spec_layers(spec)
+    if same_sets and layers in same_sets:
+        return float(same_sets[layers]), "the same sets"
+    level = KINDS.get(kind, ("", None, ""))[1]
+    return level, (PAPER_SETS if kind == "query-student" else "paper 1") if level is not None else ""
 
 
 def budget_runs(df: pd.DataFrame) -> pd.DataFrame:
@@ -80,7 +98,7 @@ def _curve(ax, g: pd.DataFrame, color, label: str, ls: str = "-") -> None:
                     yerr=[100 * (spread["retention"] - spread["lo"]), 100 * (spread["hi"] - spread["retention"])])
 
 
-def _budget_panel(ax, runs: pd.DataFrame, rates: dict, kind: str) -> None:
+def _budget_panel(ax, runs: pd.DataFrame, rates: dict, kind: str, same_sets: dict | None = None) -> None:
     title, level, label = KINDS.get(kind, (kind, None, ""))
     tuned = tuned_rates(runs, rates)
     for student, g in runs.groupby("student", sort=False):
@@ -89,7 +107,12 @@ def _budget_panel(ax, runs: pd.DataFrame, rates: dict, kind: str) -> None:
         for lr in tuned.get(student, []):  # the curve at the grid's best rate (dashed), where the headline sits
             _curve(ax, g[np.isclose(g["learning_rate"], lr)], color, f"{student} (lr {lr:g}, chosen)", ls="--")
     if level is not None:
-        ax.axhline(level, label=label, **REFERENCE)
+        ax.axhline(level, label=label + (f" over {PAPER_SETS}" if kind == "query-student" else ""), **REFERENCE)
+    for spec, g in runs.groupby("spec", sort=False):  # the paper's own row for this subset, on our collections
+        own, where = paper_level(kind, spec, same_sets)
+        if where == "the same sets":
+            ax.axhline(own, color=system_color(g["student"].iloc[0]), ls=":", lw=1.2,
+                       label=f"paper 2, {{{spec_layers(spec)}}} on the same sets: {own:.1f}%")
     budgets = sorted(runs["budget_steps"].unique())
     ax.set_xscale("log", base=2)
     ax.set_xticks(budgets, [str(int(b)) for b in budgets], fontsize=6, rotation=45)
@@ -131,26 +154,27 @@ def _lr_panel(ax, runs: pd.DataFrame, rates: dict) -> None:
         ax.set_yticks([])
 
 
-def draw_budgets(plt, df: pd.DataFrame):
+def draw_budgets(plt, df: pd.DataFrame, same_sets: dict | None = None):
     """Retention (%) against the budget in steps (log 2; minutes of training on the top axis, at the panel's median
     rate), a panel per kind of student, a line per student at
     its recipe's learning rate and a dashed one at its chosen rate (tuned and seed runs), with min-max bars over
-    seeds where a budget has >= 2, the paper's level as a reference; below, the learning-rate grid runs (retention against learning rate at their budget). ``None``
-    without runs."""
+    seeds where a budget has >= 2, the paper's level as a reference (and, dotted, the paper's number for the
+    student's own subset on the same collections where ``same_sets`` has it: :func:`paper_level`); below, the
+    learning-rate grid runs (retention against learning rate at their budget). ``None`` without runs."""
     runs = budget_runs(df)
     if runs.empty:
         return None
     rates = recipe_rates(df)
     kinds = list(dict.fromkeys(runs["kind"]))
     with_lr = (runs["sweep"] == "lr").any()
-    fig, axes = subplots(plt, 2 if with_lr else 1, len(kinds), width=5.2, height=3.2,
+    fig, axes = subplots(plt, 2 if with_lr else 1, len(kinds), width=5.2 if len(kinds) > 1 else 7.6, height=3.2,
                          gridspec_kw={"height_ratios": [1.6, 1.0]} if with_lr else None)
     for i, kind in enumerate(kinds):
-        _budget_panel(axes[0, i], runs[runs["kind"] == kind], rates, kind)
+        _budget_panel(axes[0, i], runs[runs["kind"] == kind], rates, kind, same_sets)
         if with_lr:
             _lr_panel(axes[1, i], runs[runs["kind"] == kind], rates)
-    fig.suptitle("Budget sweep: independent runs, each with its own complete schedule, scored on dev splits carved "
-                 "from training data", fontsize=9)
+    fig.suptitle("Budget sweep: independent runs, each with its own complete schedule,"
+                 + (" " if len(kinds) > 1 else "\n") + "scored on dev splits carved from training data", fontsize=9)
     return fig
 
 
@@ -177,11 +201,12 @@ def tested_rows(df: pd.DataFrame | None, sweep: str = "seed") -> pd.DataFrame:
     return df[(df["phase"] == "test") & (df["sweep"] == sweep)]
 
 
-def budget_headline_table(df: pd.DataFrame) -> pd.DataFrame:
+def budget_headline_table(df: pd.DataFrame, same_sets: dict | None = None) -> pd.DataFrame:
     """The headline runs (``sweep == "seed"``: the chosen budget and learning rate, every seed) on the full test
     collections: per student, each collection's retention (%, mean over seeds), the mean over collections (mean
-    over seeds of each run's mean) with its sd and min-max, the number of seeds, and the paper's level with the
-    difference (points). Empty without test rows."""
+    over seeds of each run's mean) with its sd and min-max, the number of seeds, and the paper's level
+    (:func:`paper_level`: its own subset on the same sets where ``same_sets`` has it) with the difference (points)
+    and where that level comes from. Empty without test rows."""
     t = tested_rows(df)
     if t.empty:
         return pd.DataFrame()
@@ -190,12 +215,12 @@ def budget_headline_table(df: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for (kind, student, budget, lr), g in t.groupby(by, sort=False):
         m = spread.loc[(kind, student, budget, lr)]
+        level, where = paper_level(kind, g["spec"].iloc[0] if "spec" in g else "", same_sets)
         row = {"student": student, "kind": kind, "budget (steps)": int(budget), "learning rate": f"{lr:g}"}
         row.update({f"{ds} %": 100 * v for ds, v in g.groupby("dataset", sort=False)["retention"].mean().items()})
-        level = KINDS.get(kind, ("", None, ""))[1]
         row.update({"mean %": 100 * m["mean"], "sd (pt)": 100 * m["sd"], "min %": 100 * m["lo"], "max %": 100 * m["hi"],
                     "seeds": int(m["seeds"]), "paper %": level,
-                    "ours - paper (pt)": 100 * m["mean"] - level if level else np.nan})
+                    "ours - paper (pt)": 100 * m["mean"] - level if level else np.nan, "paper on": where})
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -219,8 +244,9 @@ def precision_table(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def budgets_figure(plt, out: Output, df: pd.DataFrame) -> None:
-    if not saved(out, draw_budgets(plt, df), "budgets", "budgets.csv", "holds no finished dev runs"):
+def budgets_figure(plt, out: Output, df: pd.DataFrame, same_sets: dict | None = None) -> None:
+    """The budget figure and its tables; ``same_sets``: see :func:`paper_level`."""
+    if not saved(out, draw_budgets(plt, df, same_sets), "budgets", "budgets.csv", "holds no finished dev runs"):
         return
     dev = df[df["phase"] == "dev"] if "phase" in df.columns else df
     splits = ", ".join(f"{d} {s}" for d, s in dict.fromkeys(zip(dev["dataset"], dev.get("split", dev["dataset"]))))
@@ -230,7 +256,7 @@ def budgets_figure(plt, out: Output, df: pd.DataFrame) -> None:
               f"DE's NDCG@10, averaged over its dev collections: {splits}), its min-max over seeds, the number of seeds, "
               "minutes of training (CPU) and epochs of the training text.", floatfmt=PCT,
               formats={"minutes": ".1f", "epochs of text": ".2f"})
-    head = budget_headline_table(df)
+    head = budget_headline_table(df, same_sets)
     if not head.empty:
         out.table(head, "budget_headline", ["budgets.csv"],
                   "Headline runs of the budget sweep: each student at its chosen point (of every budget and learning "

@@ -13,7 +13,8 @@ from ce_utils.report.curves import query_curve_figure
 from ce_utils.report.de2ce import de2ce_figure, pipeline_figure
 from ce_utils.report.headline import headline_table
 from ce_utils.report.paper1 import ce_quality_table, layer_probe_figure, learning_curve_figure, other_ce_figure
-from ce_utils.report.paper2 import geometry_figure, geometry_results, geometry_table, query_distill_figure
+from ce_utils.report.paper2 import (geometry_figure, geometry_results, geometry_table, query_distill_figure,
+                                   same_set_levels)
 from ce_utils.report.pareto import pareto_figure
 from ce_utils.report.speed import backends_figure, speed_figure, speed_tables
 from ce_utils.report.style import setup_matplotlib
@@ -87,7 +88,7 @@ def make_all(results_dir: str | Path, figures_dir: str | Path, cfg: dict | None 
             query_curve_figure(plt, out, read_result(curve.parent, curve.name), "query_distill_geometry_curve",
                                os.path.relpath(curve, results_dir))
     if "budgets.csv" in results:
-        budgets_figure(plt, out, results["budgets.csv"])
+        budgets_figure(plt, out, results["budgets.csv"], same_set_levels(results.get("query_distill.csv"), metric, cfg))
     if "speed.csv" in results:
         speed_figure(plt, out, results["speed.csv"])
         backends_figure(plt, out, results["speed.csv"], results.get("backend_quality.csv"), metric)
@@ -97,7 +98,7 @@ def make_all(results_dir: str | Path, figures_dir: str | Path, cfg: dict | None 
                   "Wall time of the last successful run of each notebook (run_times.csv), on the machine named.",
                   formats={"minutes": ".1f"})
     pareto_figure(plt, out, results, opts)
-    head = headline_table(results, cfg, metric, geometry=geo)
+    head = headline_table(results, cfg, metric, geometry=geo, geometry_budgets=geo_budgets)
     if not head.empty:
         srcs = [s for s in ("peer_check.csv", "ce_quality.csv", "de2ce.csv", "speed.csv", "pipeline.csv", "query_distill.csv")
                 if s in results] + ([os.path.relpath(geometry, results_dir)] if geo is not None else [])

@@ -7,12 +7,15 @@ import pandas as pd
 
 from ce_utils.report.budgets import budget_headline_table, tested_rows
 from ce_utils.report.de2ce import pct_of_full, pipeline_latency_table
+from ce_utils.report.verdicts import seed_headline, seeds_text
 
 
 def headline_table(results: dict, cfg: dict | None, metric: str = "NDCG@10",
-                   geometry: tuple[pd.DataFrame, dict] | None = None) -> pd.DataFrame:
+                   geometry: tuple[pd.DataFrame, dict] | None = None,
+                   geometry_budgets: pd.DataFrame | None = None) -> pd.DataFrame:
     """The papers' headline claims next to ours, computed from the CSVs; ``geometry``: paper 2's geometry
-    as :func:`geometry_table` returns it."""
+    as :func:`geometry_table` returns it; ``geometry_budgets``: that profile's budgets.csv, whose test runs of
+    {0,11} stand beside notebook 03's number."""
     rows = []
     sp = results.get("speed.csv")
     de2ce = results.get("de2ce.csv")
@@ -112,8 +115,17 @@ def headline_table(results: dict, cfg: dict | None, metric: str = "NDCG@10",
                                   f"(all-mpnet-base-v2), % of teacher {metric} (mean over our sets)",
                          "paper": f"{100 * r['paper_same_sets']:.1f}% on the same sets ({100 * r['paper_mean']:.1f}% "
                                   "over 15)",
-                         "ours": f"{100 * r['ours_mean']:.1f}%",
+                         "ours": f"{100 * r['ours_mean']:.1f}% (1 seed"
+                                 + (f"; {int(r['train_steps'])} steps, notebook 03)" if pd.notna(r.get("train_steps"))
+                                    else ")"),
                          "delta": f"{100 * (r['ours_mean'] - r['paper_same_sets']):+.1f} pts"})
+            swept, steps = seed_headline(geometry_budgets, "L0_11")
+            if len(swept):  # the same student at the budget sweep's largest tested point
+                rows.append({"claim": "the same {0,11} student in its budget sweep, on test (its headline seeds, else "
+                                      "its largest tuned run; mean over our sets)",
+                             "paper": f"{100 * r['paper_same_sets']:.1f}% on the same sets",
+                             "ours": f"{seeds_text(swept, unit='%')}, {steps} steps",
+                             "delta": f"{swept.mean() - 100 * r['paper_same_sets']:+.1f} pts"})
             rows.append({"claim": f"ranking of paper 2's {agree['n_subsets']} layer subsets (Spearman, ours vs paper's "
                                   "retention on the same sets)",
                          "paper": f"best 2-layer subset {{{agree['best_2_paper']}}} over 15 sets "

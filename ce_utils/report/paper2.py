@@ -101,15 +101,31 @@ def query_distill_figure(plt, out: Output, df: pd.DataFrame, metric: str, cfg: d
 
 
 def geometry_table(df: pd.DataFrame, metric: str = "NDCG@10", cfg: dict | None = None) -> tuple[pd.DataFrame, dict]:
-    """A 12-layer teacher's query_distill.csv as paper 2's table (:func:`reference.subset_table`) and the rank
-    agreement with it; an empty table when the CSV has no teacher rows or none of the paper's subsets."""
+    """A 12-layer teacher's query_distill.csv as paper 2's table (:func:`reference.subset_table`, with each
+    subset's ``train_steps``) and the rank agreement with it; an empty table when the CSV has no teacher rows or none of the paper's subsets."""
     teacher = df[df["student"] == "teacher"]
     if teacher.empty:
         return pd.DataFrame(), {}
     paper, _ = ref.paper_retention_table(cfg)
     ours = df[df["metric"].isin([metric, f"retention_{metric}"])]
     tab = ref.subset_table(ours, paper, int(teacher["n_layers"].max()))
+    if len(tab) and "train_steps" in df.columns:  # each subset's training budget (notebook 03's steps)
+        steps = df[df["student"] != "teacher"].groupby(df["layers"].astype(str))["train_steps"].max()
+        tab = tab.assign(train_steps=tab["layers"].astype(str).map(steps))
     return tab, (ref.rank_agreement(tab) if len(tab) else {})
+
+
+def same_set_levels(df: pd.DataFrame | None, metric: str = "NDCG@10", cfg: dict | None = None) -> dict[str, float]:
+    """Layers -> the paper's retention (%) for that subset, averaged over the collections ``df`` (a
+    query_distill.csv) shares with the paper's table; only for a teacher of the paper's depth
+    (``ref.PAPER_TEACHER_LAYERS``), where a subset is the paper's own row. Empty otherwise."""
+    if df is None:
+        return {}
+    teacher = df[df["student"] == "teacher"]
+    if teacher.empty or int(teacher["n_layers"].max()) != ref.PAPER_TEACHER_LAYERS:
+        return {}
+    tab, _ = geometry_table(df, metric, cfg)
+    return {str(r["layers"]): 100 * float(r["paper_same_sets"]) for _, r in tab.iterrows()} if len(tab) else {}
 
 
 def geometry_summary(cfg: dict | None, metric: str = "NDCG@10") -> list[str]:
